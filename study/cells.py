@@ -1,0 +1,116 @@
+"""Expanding a spec into cells and the corpora they need.
+
+A cell is one (dataset, teacher, granularity, format, student, method, seed) with every setting
+that shapes its result. Its `cell_id` is a hash of that canonical content, so the same cell has
+the same id in every run and process, and changing any setting that matters makes a new cell.
+
+Which combinations exist (the rule, documented in the README):
+- reasoning formats (cot, answer_first, bsm, rar, symbolic) make one cell per teacher x level;
+- label formats (answer_only, human) carry no reasoning: they have no granularity and no teacher
+  (the label comes from the data set), so they make one cell per dataset x student x seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from pydantic import BaseModel
+
+from study.spec import (
+    LABEL_FORMATS,
+    DatasetSpec,
+    EvalSpec,
+    Format,
+    Frozen,
+    Method,
+    StudentSpec,
+    StudySpec,
+    TeacherSpec,
+    TrainSettings,
+)
+
+ID_LENGTH = 12
+
+
+def content_hash(obj: BaseModel | dict[str, Any], length: int = ID_LENGTH) -> str:
+    """Short sha256 of canonical JSON: stable across runs, processes and machines."""
+    payload = obj.model_dump(mode="json") if isinstance(obj, BaseModel) else obj
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:length]
+
+
+class CorpusKey(Frozen):
+    """One teacher corpus: shared by every student trained on it."""
+
+    dataset: DatasetSpec
+    teacher: TeacherSpec | None
+    granularity: int | None
+    format: Format
+
+    @property
+    def corpus_id(self) -> str:
+        return f"{self.name}-{content_hash(self)}"
+
+    @property
+    def name(self) -> str:
+        return ".".join(p for p in (self.dataset.name, self.teacher_name, self.level_name, self.format) if p)
+
+    @property
+    def teacher_name(self) -> str | None:
+        return self.teacher.name if self.teacher else None
+
+    @property
+    def level_name(self) -> str | None:
+        return f"L{self.granularity}" if self.granularity is not None else None
+
+
+class Cell(Frozen):
+    corpus: CorpusKey
+    student: StudentSpec
+    method: Method
+    seed: int
+    train: TrainSettings
+    evaluation: EvalSpec
+
+    @property
+    def cell_id(self) -> str:
+        return content_hash(self)
+
+    @property
+    def name(self) -> str:
+        """Readable name, e.g. arith.program.L3.cot.tiny-s.sft.s0."""
+        return f"{self.corpus.name}.{self.student.name}.{self.method}.s{self.seed}"
+
+
+def corpus_keys(spec: StudySpec) -> list[CorpusKey]:
+    """Every corpus the spec needs, each once, in a deterministic order."""
+    keys: list[CorpusKey] = []
+    for dataset in spec.datasets:
+        for fmt in spec.formats:
+            if fmt in LABEL_FORMATS:
+                keys.append(CorpusKey(dataset=dataset, teacher=None, granularity=None, format=fmt))
+                continue
+            for teacher in spec.teachers:
+                for level in spec.granularities:
+                    keys.append(CorpusKey(dataset=dataset, teacher=teacher, granularity=level, format=fmt))
+    return keys
+
+
+def expand_grid(spec: StudySpec) -> list[Cell]:
+    """Pure and deterministic: the same spec gives the same cells in the same order."""
+    train = TrainSettings(**spec.training.model_dump(exclude={"seeds"}))
+    return [
+        Cell(
+            corpus=key,
+            student=student,
+            method=spec.method,
+            seed=seed,
+            train=train,
+            evaluation=spec.evaluation,
+        )
+        for key in corpus_keys(spec)
+        for student in spec.students
+        for seed in spec.training.seeds
+    ]

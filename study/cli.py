@@ -1,0 +1,137 @@
+"""The `cotstudy` command (also `python -m study`).
+
+    cotstudy demo                      the embedded demo study, end to end, on local Ray
+    cotstudy plan SPEC                 cells, corpora and estimated train tokens; runs nothing
+    cotstudy run SPEC [--storage DIR]  build corpora, train and evaluate every cell, draw figures
+    cotstudy resume STUDY_DIR          finish every unfinished cell of a study
+    cotstudy status STUDY_DIR          done / failed / pending cells, and each failure's error
+    cotstudy figures STUDY_DIR         redraw the figures (same as python -m analysis)
+
+Exit codes: 0 all cells done, 1 some cells failed, 2 bad input (spec, flag, storage), nothing run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib import resources
+
+from typing import TYPE_CHECKING
+
+from analysis.tables import accuracy_table
+from study.cells import corpus_keys, expand_grid
+from study.corpora import estimate_corpus_tokens
+from study.results import cell_states
+from study.spec import SpecError, StudySpec, load_spec
+from study.studies import StudyError, open_study
+
+if TYPE_CHECKING:
+    from study.launch import StudyOutcome
+
+EXIT_OK, EXIT_FAILED_CELLS, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def demo_spec_path() -> str:
+    return str(resources.files("study").joinpath("specs/demo.yaml"))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cotstudy", description="Chain-of-thought distillation studies on Ray.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (("run", "run a study spec end to end"), ("plan", "print cells and corpora; run nothing")):
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("spec", help="study spec (YAML)")
+        command.add_argument("--storage", help="override the spec's storage (local folder or URI)")
+    demo = commands.add_parser("demo", help="run the embedded demo study (specs/demo.yaml)")
+    demo.add_argument("--storage", help="where results go (default: the spec's ./cotstudy-results)")
+    for name, help_text in (("resume", "finish the unfinished cells of a study"),
+                            ("status", "done / failed / pending cells of a study")):
+        commands.add_parser(name, help=help_text).add_argument("study_dir", help="<storage>/<study name>")
+    figures = commands.add_parser("figures", help="draw a study's figures")
+    figures.add_argument("study_dirs", nargs="+")
+    figures.add_argument("--out", help="figure folder (default: <first study>/figures)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "figures":
+            from analysis.__main__ import main as figures_main
+
+            return figures_main([*args.study_dirs, *(["--out", args.out] if args.out else [])])
+        if args.command == "plan":
+            return plan(load_spec(args.spec, args.storage))
+        if args.command == "status":
+            return status(args.study_dir)
+        return _launch(args)
+    except SpecError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def _launch(args: argparse.Namespace) -> int:
+    spec = None
+    if args.command in ("run", "demo"):  # validate before Ray starts
+        spec = load_spec(demo_spec_path() if args.command == "demo" else args.spec, args.storage)
+    from study.launch import resume_study, run_study  # Ray and torch load only from here on
+
+    try:
+        outcome = run_study(spec) if spec is not None else resume_study(args.study_dir)
+    except StudyError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    _print_outcome(outcome)
+    return EXIT_FAILED_CELLS if outcome.count("failed") or outcome.count("pending") else EXIT_OK
+
+
+def _print_outcome(outcome: StudyOutcome) -> None:
+    print(f"\n{outcome.count('done')} done, {outcome.count('failed')} failed, {outcome.count('pending')} pending")
+    if not outcome.results.empty:
+        print(accuracy_table(outcome.results))
+    print(f"results: {outcome.paths.results}")
+    for path in outcome.figures:
+        print(f"figure:  {path}")
+    if outcome.count("failed"):
+        print(f"failed cells: cotstudy status {outcome.paths.root}")
+
+
+def plan(spec: StudySpec) -> int:
+    cells = expand_grid(spec)
+    keys = corpus_keys(spec)
+    corpus_tokens = {key.corpus_id: estimate_corpus_tokens(key) for key in keys}
+    print(f"study {spec.name}: {len(cells)} cells, {len(keys)} corpora, storage {spec.storage}\n\ncorpora:")
+    for key in keys:
+        print(f"  {key.corpus_id:<48} ~{corpus_tokens[key.corpus_id]:>9,} tokens")
+    print("\ncells:")
+    total = 0
+    for cell in cells:
+        tokens = _train_tokens(cell.train.epochs, cell.train.max_steps, cell.train.tokens_per_batch,
+                               corpus_tokens[cell.corpus.corpus_id])
+        total += tokens
+        print(f"  {cell.cell_id}  {cell.name:<48} ~{tokens:>11,} train tokens")
+    print(f"\nestimated train tokens, all cells: ~{total:,}")
+    return EXIT_OK
+
+
+def _train_tokens(epochs: float, max_steps: int | None, tokens_per_batch: int, corpus_tokens: int) -> int:
+    """Upper bound for max_steps budgets (padded batches), corpus x epochs otherwise."""
+    return max_steps * tokens_per_batch if max_steps is not None else int(epochs * corpus_tokens)
+
+
+def status(study_dir: str) -> int:
+    try:
+        spec, paths = open_study(study_dir)
+    except StudyError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    states = cell_states(paths, expand_grid(spec))
+    counts = {name: sum(1 for s in states if s.state == name) for name in ("done", "failed", "pending")}
+    print(f"study {spec.name}: {counts['done']} done, {counts['failed']} failed, {counts['pending']} pending "
+          f"(of {len(states)})")
+    for state in states:
+        if state.state == "failed":
+            last_line = state.error.strip().splitlines()[-1] if state.error else "(no error text)"
+            print(f"  FAILED {state.cell.name} [{state.cell.cell_id}]: {last_line}\n"
+                  f"         full traceback: {paths.cell_error(state.cell.cell_id)}")
+    return EXIT_FAILED_CELLS if counts["failed"] else EXIT_OK

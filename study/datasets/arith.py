@@ -1,0 +1,122 @@
+"""`arith`: seeded synthetic multi-step arithmetic word problems with structured solutions.
+
+A problem is a short story: someone starts with a number of things, then 2-3 (configurable)
+events add, remove, multiply or share them; the question asks how many are left. Every operand
+and every intermediate result lies in 0..max_value, so the whole-number vocabulary stays small.
+The same settings always give the same problems and the same train/test split.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+from study.datasets.problems import OPERATOR_SYMBOLS, Problem, Step
+from study.spec import ArithSettings
+
+SUBJECTS = (("Tom", "he"), ("Anna", "she"), ("Ravi", "he"), ("Mia", "she"), ("Omar", "he"),
+            ("Lena", "she"), ("Ken", "he"), ("Sara", "she"), ("Ivan", "he"), ("Zoe", "she"))
+ITEMS = ("apples", "marbles", "stickers", "books", "coins", "cards", "pencils", "shells", "stamps", "cookies")
+MAX_TRIES = 200
+
+
+def _add(rng: random.Random, value: int, limit: int) -> Step | None:
+    if value >= limit:
+        return None
+    amount = rng.randint(1, limit - value)
+    event = rng.choice(("buys {n} more", "finds {n} more", "gets {n} more from a friend"))
+    return Step(value, "add", amount, value + amount, event.format(n=amount), "getting more means adding")
+
+
+def _sub(rng: random.Random, value: int, limit: int) -> Step | None:
+    if value < 1:
+        return None
+    amount = rng.randint(1, value)
+    event = rng.choice(("gives away {n}", "loses {n}", "uses {n}"))
+    return Step(value, "sub", amount, value - amount, event.format(n=amount), "losing some means subtracting")
+
+
+def _mul(rng: random.Random, value: int, limit: int) -> Step | None:
+    factors = [k for k in (2, 3, 4) if 0 < value * k <= limit]
+    if not factors:
+        return None
+    factor = rng.choice(factors)
+    event = f"ends up with {factor} times as many"
+    return Step(value, "mul", factor, value * factor, event, f"{factor} times as many means multiplying by {factor}")
+
+
+def _div(rng: random.Random, value: int, limit: int) -> Step | None:
+    divisors = [k for k in (2, 3, 4, 5) if value >= k and value % k == 0]
+    if not divisors:
+        return None
+    divisor = rng.choice(divisors)
+    event = f"splits them into {divisor} equal piles and keeps one pile"
+    return Step(value, "div", divisor, value // divisor, event, f"one of {divisor} equal piles means dividing by {divisor}")
+
+
+OPERATIONS: tuple[Callable[[random.Random, int, int], Step | None], ...] = (_add, _sub, _mul, _div)
+
+
+def _solution(rng: random.Random, start: int, n_ops: int, limit: int) -> tuple[Step, ...] | None:
+    steps: list[Step] = []
+    value = start
+    for _ in range(n_ops):
+        step = rng.choice(OPERATIONS)(rng, value, limit)
+        if step is None:
+            return None
+        steps.append(step)
+        value = step.result
+    return tuple(steps)
+
+
+def _story(subject: str, pronoun: str, item: str, start: int, steps: tuple[Step, ...]) -> str:
+    events = [f"{'Then ' + pronoun if index else pronoun.capitalize()} {step.event}." for index, step in enumerate(steps)]
+    return " ".join([f"{subject} has {start} {item}.", *events, f"How many {item} does {subject} have now?"])
+
+
+def _human_rationale(start: int, steps: tuple[Step, ...]) -> str:
+    expression = str(start)
+    for step in steps:
+        expression = f"( {expression} {OPERATOR_SYMBOLS[step.op]} {step.right} )"
+    return f"{expression[2:-2]} = {steps[-1].result}" if steps else f"{start}"
+
+
+def make_problem(rng: random.Random, settings: ArithSettings, uid: str) -> Problem:
+    for _ in range(MAX_TRIES):
+        subject, pronoun = rng.choice(SUBJECTS)
+        item = rng.choice(ITEMS)
+        start = rng.randint(2, settings.max_value)
+        n_ops = rng.randint(settings.ops_min, settings.ops_max)
+        steps = _solution(rng, start, n_ops, settings.max_value)
+        if steps is not None:
+            return Problem(
+                uid=uid,
+                question=_story(subject, pronoun, item, start, steps),
+                answer=str(steps[-1].result),
+                steps=steps,
+                subject=subject,
+                item=item,
+                human_rationale=_human_rationale(start, steps),
+            )
+    raise RuntimeError(f"arith: no problem with these settings after {MAX_TRIES} tries: {settings}")
+
+
+def generate_splits(settings: ArithSettings) -> dict[str, list[Problem]]:
+    """Unique problems from the seed; the first n_train are train, the next n_test are test."""
+    rng = random.Random(settings.seed)
+    wanted = settings.n_train + settings.n_test
+    seen: set[str] = set()
+    problems: list[Problem] = []
+    attempts = 0
+    while len(problems) < wanted:
+        attempts += 1
+        if attempts > wanted * 50:
+            raise ValueError(
+                f"arith: only {len(problems)} distinct problems for n_train + n_test = {wanted}; "
+                "raise max_value or the number of operations"
+            )
+        problem = make_problem(rng, settings, uid=f"arith-{len(problems)}")
+        if problem.question not in seen:
+            seen.add(problem.question)
+            problems.append(problem)
+    return {"train": problems[: settings.n_train], "test": problems[settings.n_train :]}

@@ -1,0 +1,158 @@
+"""Launching and resuming a study: the one place that knows Tune, trainables and analysis together.
+
+run:    spec -> storage checks -> Ray -> corpora (teachers on Serve) -> tokenizer -> Tune grid
+        (one trial per cell) -> results.parquet -> figures.
+resume: the same from a study folder's frozen spec.yaml, restoring the Tune experiment
+        (errored trials re-run); cells with a result.json are never run again.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import ray
+from ray import tune
+
+from analysis.figures import plot_granularity_curves
+from study import storage
+from study.cells import Cell, corpus_keys, expand_grid
+from study.corpora import build_corpora
+from study.results import CellState, cell_states, collect_results
+from study.spec import StudySpec
+from study.storage import StudyPaths
+from study.studies import StudyError, open_study, prepare_storage
+from trainables.cell import cell_config, run_cell
+from trainables.tokenizer import ensure_study_tokenizer
+
+Trainable = Callable[[dict], None]
+RAY_ENV_VARS = {"TOKENIZERS_PARALLELISM": "false", "RAY_TRAIN_V2_ENABLED": "1"}
+
+
+@dataclass(frozen=True)
+class StudyOutcome:
+    paths: StudyPaths
+    states: list[CellState]
+    results: pd.DataFrame
+    figures: list[str]
+
+    def count(self, state: str) -> int:
+        return sum(1 for s in self.states if s.state == state)
+
+
+def init_ray() -> None:
+    """Join RAY_ADDRESS's cluster if set, else start a local one with this machine's CPUs."""
+    if not ray.is_initialized():
+        ray.init(include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": RAY_ENV_VARS})
+
+
+def _trial_name(trial: tune.experiment.Trial) -> str:
+    return Cell.model_validate(trial.config["cell"]).name
+
+
+def _trial_dirname(trial: tune.experiment.Trial) -> str:
+    cell = Cell.model_validate(trial.config["cell"])
+    return f"{cell.name}-{cell.cell_id}"
+
+
+class CellProgress(tune.Callback):
+    """One line per trial as it starts, finishes or fails."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.finished = 0
+
+    def on_trial_start(self, iteration: int, trials: list, trial: tune.experiment.Trial, **info) -> None:
+        print(f"  start  {_trial_name(trial)}", flush=True)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: tune.experiment.Trial, **info) -> None:
+        self.finished += 1
+        metrics = trial.last_result
+        what = ("already done" if metrics.get("skipped") else
+                f"train {metrics['train_s']:.0f}s, eval {metrics['eval_s']:.0f}s")
+        print(f"[{self.finished}/{self.total}] {_trial_name(trial)}: accuracy {metrics['accuracy']:.3f} "
+              f"on {metrics['n_test']} ({what})", flush=True)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: tune.experiment.Trial, **info) -> None:
+        self.finished += 1
+        print(f"[{self.finished}/{self.total}] {_trial_name(trial)}: FAILED (see 'cotstudy status')", flush=True)
+
+
+def _trainable_with_resources(trainable: Trainable) -> tune.trainable.Trainable:
+    # The trial itself only drives: Ray Train's workers hold the CPUs/GPUs.
+    return tune.with_resources(trainable, {"CPU": 0})
+
+
+def _max_concurrent(spec: StudySpec) -> int:
+    if spec.resources.max_concurrent_trials is not None:
+        return spec.resources.max_concurrent_trials
+    per_trial = spec.resources.workers_per_trial * spec.resources.cpus_per_worker
+    return max(1, int(ray.cluster_resources().get("CPU", 1) // per_trial))
+
+
+def _new_tuner(spec: StudySpec, paths: StudyPaths, cells: list[Cell], trainable: Trainable) -> tune.Tuner:
+    return tune.Tuner(
+        _trainable_with_resources(trainable),
+        param_space={**cell_config(cells[0], paths, spec.resources),
+                     "cell": tune.grid_search([c.model_dump(mode="json") for c in cells])},
+        tune_config=tune.TuneConfig(max_concurrent_trials=_max_concurrent(spec),
+                                    trial_name_creator=_trial_name, trial_dirname_creator=_trial_dirname),
+        run_config=tune.RunConfig(
+            name=Path(paths.tune).name,
+            storage_path=paths.root,
+            failure_config=tune.FailureConfig(max_failures=spec.resources.trial_attempts - 1),
+            callbacks=[CellProgress(len(cells))],
+            verbose=0,
+        ),
+    )
+
+
+def _prepare_inputs(spec: StudySpec, paths: StudyPaths) -> None:
+    keys = corpus_keys(spec)
+    build_corpora(spec, paths, keys)
+    ensure_study_tokenizer(paths, keys, spec.tokenizer.vocab_size)
+
+
+def run_study(spec: StudySpec, trainable: Trainable = run_cell) -> StudyOutcome:
+    paths, cells = prepare_storage(spec)
+    print(f"study {spec.name}: {len(cells)} cells -> {paths.root}", flush=True)
+    init_ray()
+    _prepare_inputs(spec, paths)
+    _new_tuner(spec, paths, cells, trainable).fit()
+    return finish_study(paths, cells)
+
+
+def resume_study(study_dir: str, trainable: Trainable = run_cell) -> StudyOutcome:
+    spec, paths = open_study(study_dir)
+    cells = expand_grid(spec)
+    pending = [s for s in cell_states(paths, cells) if s.state != "done"]
+    print(f"study {spec.name}: {len(cells) - len(pending)} of {len(cells)} cells done; resuming", flush=True)
+    if pending:
+        init_ray()
+        _prepare_inputs(spec, paths)
+        if tune.Tuner.can_restore(paths.tune):
+            tuner = tune.Tuner.restore(paths.tune, _trainable_with_resources(trainable),
+                                       resume_unfinished=True, resume_errored=True)
+        else:
+            tuner = _new_tuner(spec, paths, cells, trainable)
+        tuner.fit()
+    return finish_study(paths, cells)
+
+
+def finish_study(paths: StudyPaths, cells: list[Cell]) -> StudyOutcome:
+    results = collect_results(paths, cells)
+    figures = draw_figures(paths, results) if not results.empty else []
+    return StudyOutcome(paths=paths, states=cell_states(paths, cells), results=results, figures=figures)
+
+
+def draw_figures(paths: StudyPaths, results: pd.DataFrame) -> list[str]:
+    """Figures go to <study>/figures; for remote storage they are drawn locally and uploaded."""
+    if not storage.is_uri(paths.figures):
+        return [str(p) for p in plot_granularity_curves(results, Path(paths.figures))]
+    with tempfile.TemporaryDirectory() as scratch:
+        drawn = plot_granularity_curves(results, Path(scratch))
+        storage.upload_dir(Path(scratch), paths.figures)
+    return [storage.join(paths.figures, p.name) for p in drawn]

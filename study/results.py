@@ -1,0 +1,108 @@
+"""Cell results: a typed row per finished cell, the state of every cell, and results.parquet.
+
+A cell is done exactly when its result.json exists (written last, atomically); failed when it has
+an error.txt and no result; pending otherwise. Tune's own state never decides what is done.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Literal
+
+import pandas as pd
+from pydantic import ValidationError
+
+from study import storage
+from study.cells import Cell
+from study.spec import Frozen
+from study.storage import StudyPaths
+
+VERSIONED_PACKAGES = ("cotstudy", "torch", "transformers", "ray")
+
+
+class CellResult(Frozen):
+    """One result row; every column of results.parquet."""
+
+    cell_id: str
+    name: str
+    dataset: str
+    teacher: str | None
+    granularity: int | None
+    format: str
+    student: str
+    student_params: int
+    method: str
+    seed: int
+    corpus_id: str
+    accuracy: float
+    n_test: int
+    n_correct: int
+    n_unextractable: int
+    mean_generated_tokens: float
+    train_tokens: int
+    train_steps: int
+    train_s: float
+    tokens_per_s: float
+    final_loss: float
+    eval_s: float
+    versions: dict[str, str]
+
+    @classmethod
+    def describe(cls, cell: Cell, **measured: float | int | str) -> CellResult:
+        """The cell's own fields plus what was measured."""
+        key = cell.corpus
+        return cls(cell_id=cell.cell_id, name=cell.name, dataset=key.dataset.name, teacher=key.teacher_name,
+                   granularity=key.granularity, format=key.format, student=cell.student.name, method=cell.method,
+                   seed=cell.seed, corpus_id=key.corpus_id, versions=package_versions(), **measured)
+
+
+def package_versions() -> dict[str, str]:
+    return {name: metadata.version(name) for name in VERSIONED_PACKAGES}
+
+
+def write_cell_result(paths: StudyPaths, result: CellResult) -> None:
+    storage.write_text_atomic(paths.cell_result(result.cell_id), result.model_dump_json(indent=2))
+
+
+def read_cell_result(paths: StudyPaths, cell_id: str) -> CellResult:
+    location = paths.cell_result(cell_id)
+    try:
+        return CellResult.model_validate_json(storage.read_text(location))
+    except (ValidationError, json.JSONDecodeError) as error:
+        raise ValueError(f"{location}: not a valid cell result: {error}") from None
+
+
+@dataclass(frozen=True)
+class CellState:
+    cell: Cell
+    state: Literal["done", "failed", "pending"]
+    error: str | None = None
+
+
+def cell_states(paths: StudyPaths, cells: list[Cell]) -> list[CellState]:
+    states = []
+    for cell in cells:
+        if storage.exists(paths.cell_result(cell.cell_id)):
+            states.append(CellState(cell, "done"))
+        elif storage.exists(paths.cell_error(cell.cell_id)):
+            states.append(CellState(cell, "failed", storage.read_text(paths.cell_error(cell.cell_id))))
+        else:
+            states.append(CellState(cell, "pending"))
+    return states
+
+
+def collect_results(paths: StudyPaths, cells: list[Cell]) -> pd.DataFrame:
+    """Rebuild results.parquet from the finished cells' result.json (one row per cell id)."""
+    rows = [read_cell_result(paths, s.cell.cell_id) for s in cell_states(paths, cells) if s.state == "done"]
+    frame = pd.DataFrame([_flat(r) for r in rows])
+    if rows:
+        storage.write_parquet_atomic(paths.results, frame)
+    return frame
+
+
+def _flat(result: CellResult) -> dict:
+    row = result.model_dump(exclude={"versions"})
+    row.update({f"{name}_version": version for name, version in result.versions.items()})
+    return row

@@ -1,0 +1,269 @@
+"""The study spec: one typed, frozen, validated object loaded from YAML.
+
+Every default lives here, in the schema, and nowhere else. Unknown keys are an error. A spec
+that fails validation raises `SpecError` with one line naming the field path and what was
+expected, before anything starts.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+Format = Literal["cot", "answer_first", "bsm", "rar", "symbolic", "answer_only", "human"]
+# Formats that carry no teacher reasoning, so no granularity and no teacher: the label comes from
+# the data set itself (its gold answer, or its own human-written rationale).
+LABEL_FORMATS: frozenset[str] = frozenset({"answer_only", "human"})
+DatasetName = Literal["arith"]
+Method = Literal["sft"]
+GRANULARITY_LEVELS = range(1, 7)
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+class SpecError(ValueError):
+    """A study spec that cannot be used; the message names the field and what was expected."""
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ArithSettings(Frozen):
+    """How the synthetic `arith` word problems are generated (fixed by `seed`)."""
+
+    seed: int = Field(0, description="Seed of the generator; fixes problems and the split.")
+    n_train: int = Field(600, gt=0, description="Training problems.")
+    n_test: int = Field(200, gt=0, description="Test problems.")
+    ops_min: int = Field(2, ge=1, le=8, description="Fewest operations per problem.")
+    ops_max: int = Field(3, ge=1, le=8, description="Most operations per problem.")
+    max_value: int = Field(40, ge=5, le=999, description="Every operand and intermediate result lies in 0..max_value.")
+
+    @model_validator(mode="after")
+    def _ops_ordered(self) -> ArithSettings:
+        if self.ops_min > self.ops_max:
+            raise ValueError(f"ops_min ({self.ops_min}) must not exceed ops_max ({self.ops_max})")
+        return self
+
+
+class DatasetSpec(Frozen):
+    name: DatasetName = Field(description="Registered data set.")
+    arith: ArithSettings = Field(default_factory=ArithSettings, description="Generator settings (arith only).")
+
+
+class ProgramTeacher(Frozen):
+    """Renders each problem's own structured solution as CoT (the demo's teacher)."""
+
+    kind: Literal["program"]
+    name: str = Field(pattern=NAME_PATTERN)
+
+
+class ReleasedTeacher(Frozen):
+    """Imports CoT files released with a paper (not implemented yet)."""
+
+    kind: Literal["released"]
+    name: str = Field(pattern=NAME_PATTERN)
+    files: str = Field(description="Glob of the released files.")
+
+
+class VllmTeacher(Frozen):
+    """A Hugging Face model served by vLLM through ray.serve.llm (not implemented yet)."""
+
+    kind: Literal["vllm"]
+    name: str = Field(pattern=NAME_PATTERN)
+    model: str = Field(description="Hugging Face model id or local path.")
+    tensor_parallel_size: int = Field(1, ge=1)
+    replicas: int = Field(1, ge=1)
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class OpenAITeacher(Frozen):
+    """Any OpenAI-compatible endpoint (not implemented yet)."""
+
+    kind: Literal["openai"]
+    name: str = Field(pattern=NAME_PATTERN)
+    base_url: str
+    model: str
+    api_key_env: str = Field(description="Name of the environment variable holding the API key.")
+
+
+TeacherSpec = Annotated[
+    ProgramTeacher | ReleasedTeacher | VllmTeacher | OpenAITeacher, Field(discriminator="kind")
+]
+IMPLEMENTED_TEACHER_KINDS = ("program",)
+
+
+class TinyArch(Frozen):
+    """A LLaMA-architecture student built from a config (no download)."""
+
+    layers: int = Field(ge=1, le=64)
+    width: int = Field(ge=8, le=8192, description="Hidden size; the MLP is 4x wider.")
+    heads: int = Field(ge=1, le=128)
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> TinyArch:
+        if self.width % self.heads:
+            raise ValueError(f"width ({self.width}) must be divisible by heads ({self.heads})")
+        return self
+
+
+class StudentSpec(Frozen):
+    """A student: a Hugging Face model id, or a tiny architecture. Exactly one of the two."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    hf_id: str | None = Field(None, description="Hugging Face model id, loaded with its own tokenizer.")
+    tiny: TinyArch | None = Field(None, description="Tiny LLaMA built from a config; uses the study tokenizer.")
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> StudentSpec:
+        if (self.hf_id is None) == (self.tiny is None):
+            raise ValueError("give exactly one of 'hf_id' or 'tiny'")
+        return self
+
+
+class TrainSettings(Frozen):
+    """Fine-tuning settings that shape one cell's result (seeds are a grid axis, not a setting)."""
+
+    epochs: float = Field(3.0, gt=0, description="Passes over the corpus, when max_steps is not set.")
+    max_steps: int | None = Field(None, gt=0, description="Optimizer steps; overrides epochs.")
+    lr_peak: float = Field(1e-3, gt=0, description="Peak learning rate (AdamW).")
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    tokens_per_batch: int = Field(4096, gt=0, description="Padded tokens per optimizer step.")
+    max_length: int = Field(512, gt=8, description="Longest prompt + rationale, in tokens; longer are dropped.")
+
+
+class TrainSpec(TrainSettings):
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="One cell per seed.")
+
+
+class EvalSpec(Frozen):
+    max_new_tokens: int = Field(256, gt=0)
+    test_size: int | None = Field(None, gt=0, description="First N test problems; None for all.")
+    batch_size: int = Field(64, gt=0)
+
+
+class ResourcesSpec(Frozen):
+    workers_per_trial: int = Field(1, ge=1, description="Ray Train workers per cell.")
+    cpus_per_worker: float = Field(1, gt=0)
+    gpus_per_worker: float = Field(0, ge=0)
+    max_concurrent_trials: int | None = Field(None, ge=1, description="None: as many as the cluster fits.")
+    trial_attempts: int = Field(1, ge=1, description="Attempts per cell before it is marked failed.")
+
+
+class TokenizerSpec(Frozen):
+    vocab_size: int = Field(512, ge=64, le=65536, description="BPE vocabulary of the study tokenizer.")
+
+
+class StudySpec(Frozen):
+    name: str = Field(pattern=NAME_PATTERN, description="Study name; its folder under storage.")
+    storage: str = Field(description="Local folder or URI (s3://...) that holds every study.")
+    datasets: list[DatasetSpec] = Field(min_length=1)
+    teachers: list[TeacherSpec] = Field(default_factory=list)
+    granularities: list[int] = Field(default_factory=list, description="Levels 1 (terse) .. 6 (detailed).")
+    formats: list[Format] = Field(min_length=1)
+    students: list[StudentSpec] = Field(min_length=1)
+    method: Method = "sft"
+    training: TrainSpec = Field(default_factory=TrainSpec)
+    evaluation: EvalSpec = Field(default_factory=EvalSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    tokenizer: TokenizerSpec = Field(default_factory=TokenizerSpec)
+
+    @field_validator("granularities")
+    @classmethod
+    def _levels_in_range(cls, levels: list[int]) -> list[int]:
+        for level in levels:
+            if level not in GRANULARITY_LEVELS:
+                raise ValueError(f"granularity {level} is outside 1-6")
+        return sorted(set(levels))
+
+    @field_validator("teachers")
+    @classmethod
+    def _teacher_kinds_implemented(cls, teachers: list[TeacherSpec]) -> list[TeacherSpec]:
+        for teacher in teachers:
+            if teacher.kind not in IMPLEMENTED_TEACHER_KINDS:
+                raise ValueError(
+                    f"teacher kind '{teacher.kind}' is not available yet; use one of {IMPLEMENTED_TEACHER_KINDS}"
+                )
+        return teachers
+
+    @model_validator(mode="after")
+    def _grid_is_consistent(self) -> StudySpec:
+        _require_unique("datasets", [d.name for d in self.datasets])
+        _require_unique("teachers", [t.name for t in self.teachers])
+        _require_unique("students", [s.name for s in self.students])
+        reasoning_formats = [f for f in self.formats if f not in LABEL_FORMATS]
+        if reasoning_formats and not self.granularities:
+            raise ValueError(f"formats {reasoning_formats} need at least one entry in 'granularities'")
+        if reasoning_formats and not self.teachers:
+            raise ValueError(f"formats {reasoning_formats} need at least one entry in 'teachers'")
+        return self
+
+    def teacher(self, name: str) -> TeacherSpec:
+        return next(t for t in self.teachers if t.name == name)
+
+
+def _require_unique(field: str, names: list[str]) -> None:
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"{field}: names must be unique, repeated: {duplicates}")
+
+
+def load_spec(path: str | Path, storage: str | None = None) -> StudySpec:
+    """Load and validate a study spec; `storage` (from --storage) overrides the file's."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except (FileNotFoundError, IsADirectoryError):
+        raise SpecError(f"{path}: no such spec file") from None
+    return parse_spec_text(text, source=str(path), storage=storage)
+
+
+def parse_spec_text(text: str, source: str, storage: str | None = None) -> StudySpec:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise SpecError(f"{source}: not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"{source}: a study spec is a YAML mapping, got {type(raw).__name__}")
+    if storage is not None:
+        raw["storage"] = storage
+    return parse_spec(raw, source=source)
+
+
+def parse_spec(raw: dict[str, Any], source: str = "spec") -> StudySpec:
+    try:
+        return StudySpec.model_validate(raw)
+    except ValidationError as error:
+        raise SpecError(f"{source}: {describe_validation_error(error)}") from None
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """The first error as 'field.path: what was expected (got X)'."""
+    first = error.errors()[0]
+    location = _field_path(first["loc"])
+    message = re.sub(r"^Value error, ", "", first["msg"])
+    got = first.get("input")
+    shown = "" if first["type"] == "missing" or isinstance(got, dict) else f" (got {got!r})"
+    more = f" [and {error.error_count() - 1} more]" if error.error_count() > 1 else ""
+    return f"{location or '<top level>'}: {message}{shown}{more}"
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part in ("program", "released", "vllm", "openai"):
+            continue  # the discriminated-union tag pydantic inserts; not a YAML key
+        else:
+            path += f".{part}" if path else str(part)
+    return path
+
+
+def spec_to_yaml(spec: StudySpec) -> str:
+    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)

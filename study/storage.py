@@ -1,0 +1,153 @@
+"""Where a study's files live, on a local folder or any pyarrow filesystem URI (s3://, gs://...).
+
+The layout (design.md):
+    <storage>/<study>/spec.yaml, corpora/<corpus_id>.parquet, tokenizer/, tune/,
+    cells/<cell_id>/{result.json, predictions.parquet, error.txt, train/}, results.parquet, figures/
+Writes that mark something done are atomic: write a temporary file, then move it into place.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+
+def is_uri(location: str) -> bool:
+    return "://" in location
+
+
+def normalize_location(location: str) -> str:
+    """URIs stay as they are; local paths become absolute (Ray needs absolute storage paths)."""
+    return location if is_uri(location) else str(Path(location).expanduser().resolve())
+
+
+def _filesystem(location: str) -> tuple[pafs.FileSystem, str]:
+    if is_uri(location):
+        return pafs.FileSystem.from_uri(location)
+    return pafs.LocalFileSystem(), normalize_location(location)
+
+
+def join(location: str, *parts: str) -> str:
+    return "/".join([location.rstrip("/"), *parts])
+
+
+def exists(location: str) -> bool:
+    fs, path = _filesystem(location)
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def make_dirs(location: str) -> None:
+    fs, path = _filesystem(location)
+    fs.create_dir(path, recursive=True)
+
+
+def write_bytes_atomic(location: str, data: bytes) -> None:
+    """Write to a temporary sibling, then move into place: readers never see a partial file."""
+    fs, path = _filesystem(location)
+    parent = path.rsplit("/", 1)[0]
+    fs.create_dir(parent, recursive=True)
+    temporary = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    with fs.open_output_stream(temporary) as stream:
+        stream.write(data)
+    fs.move(temporary, path)
+
+
+def write_text_atomic(location: str, text: str) -> None:
+    write_bytes_atomic(location, text.encode())
+
+
+def read_bytes(location: str) -> bytes:
+    fs, path = _filesystem(location)
+    with fs.open_input_stream(path) as stream:
+        return stream.read()
+
+
+def read_text(location: str) -> str:
+    return read_bytes(location).decode()
+
+
+def write_parquet_atomic(location: str, frame: pd.DataFrame) -> None:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    write_bytes_atomic(location, buffer.getvalue())
+
+
+def read_parquet(location: str) -> pd.DataFrame:
+    return pq.read_table(io.BytesIO(read_bytes(location))).to_pandas()
+
+
+def download_dir(location: str, local_dir: Path) -> Path:
+    fs, path = _filesystem(location)
+    local_dir.mkdir(parents=True, exist_ok=True)
+    pafs.copy_files(path, str(local_dir), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+    return local_dir
+
+
+def upload_dir(local_dir: Path, location: str) -> None:
+    fs, path = _filesystem(location)
+    fs.create_dir(path, recursive=True)
+    pafs.copy_files(str(local_dir), path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+
+
+def check_writable(location: str) -> None:
+    """Raise OSError naming the location when a probe file cannot be written there."""
+    probe = join(location, f".write-probe-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+    try:
+        write_bytes_atomic(probe, b"ok")
+        fs, path = _filesystem(probe)
+        fs.delete_file(path)
+    except OSError as error:
+        raise OSError(f"storage '{location}' is not writable: {error}") from None
+
+
+@dataclass(frozen=True)
+class StudyPaths:
+    """The one place that knows the storage layout of a study."""
+
+    root: str
+
+    @classmethod
+    def of(cls, storage: str, study_name: str) -> StudyPaths:
+        return cls(join(normalize_location(storage), study_name))
+
+    @property
+    def spec(self) -> str:
+        return join(self.root, "spec.yaml")
+
+    @property
+    def tokenizer(self) -> str:
+        return join(self.root, "tokenizer")
+
+    @property
+    def tune(self) -> str:
+        return join(self.root, "tune")
+
+    @property
+    def results(self) -> str:
+        return join(self.root, "results.parquet")
+
+    @property
+    def figures(self) -> str:
+        return join(self.root, "figures")
+
+    def corpus(self, corpus_id: str) -> str:
+        return join(self.root, "corpora", f"{corpus_id}.parquet")
+
+    def cell_dir(self, cell_id: str) -> str:
+        return join(self.root, "cells", cell_id)
+
+    def cell_result(self, cell_id: str) -> str:
+        return join(self.cell_dir(cell_id), "result.json")
+
+    def cell_predictions(self, cell_id: str) -> str:
+        return join(self.cell_dir(cell_id), "predictions.parquet")
+
+    def cell_error(self, cell_id: str) -> str:
+        return join(self.cell_dir(cell_id), "error.txt")

@@ -1,0 +1,1 @@
+"""How one cell runs: corpus -> tokenize -> Ray Train fine-tune -> evaluate -> result."""

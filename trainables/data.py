@@ -1,0 +1,82 @@
+"""Turning a corpus into training batches: prompt tokens masked from the loss, padded batches
+bounded by a token budget."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from study.datasets import question_prompt
+
+IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True)
+class Example:
+    input_ids: list[int]
+    labels: list[int]  # IGNORE_INDEX on prompt tokens
+
+
+def encode_example(tokenizer: PreTrainedTokenizerBase, prompt: str, target: str) -> Example:
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    target_ids = tokenizer(" " + target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    return Example(prompt_ids + target_ids, [IGNORE_INDEX] * len(prompt_ids) + target_ids)
+
+
+def encode_corpus(tokenizer: PreTrainedTokenizerBase, dataset: str, corpus: pd.DataFrame,
+                  max_length: int) -> tuple[list[Example], int]:
+    """Examples that fit in max_length, and how many rows were dropped for being longer."""
+    examples = [
+        encode_example(tokenizer, question_prompt(dataset, question), rationale)
+        for question, rationale in zip(corpus["question"], corpus["rationale"])
+    ]
+    kept = [e for e in examples if len(e.input_ids) <= max_length]
+    if not kept:
+        raise ValueError(f"every corpus row is longer than max_length={max_length} tokens")
+    return kept, len(examples) - len(kept)
+
+
+def batch_indices(examples: list[Example], tokens_per_batch: int, seed: int) -> list[list[int]]:
+    """One epoch of shuffled batches whose padded size (rows x longest) fits tokens_per_batch."""
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    batches: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
+    for index in order:
+        length = len(examples[index].input_ids)
+        if current and max(longest, length) * (len(current) + 1) > tokens_per_batch:
+            batches.append(current)
+            current, longest = [], 0
+        current.append(index)
+        longest = max(longest, length)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def steps_per_epoch(examples: list[Example], tokens_per_batch: int, world_size: int) -> int:
+    return max(1, len(batch_indices(examples, tokens_per_batch, seed=0)) // world_size)
+
+
+def total_steps(epochs: float, max_steps: int | None, per_epoch: int) -> int:
+    return max_steps if max_steps is not None else max(1, math.ceil(epochs * per_epoch))
+
+
+def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded tensors; padding is masked from attention and loss."""
+    width = max(len(e.input_ids) for e in examples)
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, example in enumerate(examples):
+        n = len(example.input_ids)
+        input_ids[row, :n] = torch.tensor(example.input_ids)
+        labels[row, :n] = torch.tensor(example.labels)
+        attention_mask[row, :n] = 1
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}

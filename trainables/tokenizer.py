@@ -1,0 +1,55 @@
+"""The study tokenizer: a small BPE trained once per study on its corpora.
+
+Digit runs are split off before BPE, so a whole number is one pre-token and (being frequent)
+one token; spaces are byte-level so decoding restores the text exactly.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+from study import storage
+from study.cells import CorpusKey
+from study.corpora import load_corpus
+from study.datasets import question_prompt
+from study.storage import StudyPaths
+
+PAD_TOKEN = "<|pad|>"
+EOS_TOKEN = "<|eos|>"
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(r" ?\d+"), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+    ])
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[PAD_TOKEN, EOS_TOKEN], show_progress=False)
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token=PAD_TOKEN, eos_token=EOS_TOKEN)
+
+
+def load_tokenizer(local_dir: Path) -> PreTrainedTokenizerFast:
+    return PreTrainedTokenizerFast.from_pretrained(str(local_dir))
+
+
+def ensure_study_tokenizer(paths: StudyPaths, keys: list[CorpusKey], vocab_size: int) -> None:
+    """Train the study tokenizer on its corpora once; an existing one is always reused, so every
+    cell of a study (and every later resume) sees the same token ids."""
+    if storage.exists(storage.join(paths.tokenizer, "tokenizer.json")):
+        return
+    texts: list[str] = []
+    for key in keys:
+        corpus = load_corpus(paths, key)
+        texts += [question_prompt(key.dataset.name, q) + " " + r for q, r in zip(corpus["question"], corpus["rationale"])]
+    tokenizer = train_tokenizer(texts, vocab_size)
+    with tempfile.TemporaryDirectory() as scratch:
+        tokenizer.save_pretrained(scratch)
+        storage.upload_dir(Path(scratch), paths.tokenizer)
+    print(f"tokenizer: {len(tokenizer)} tokens, trained on {len(texts)} texts", flush=True)
