@@ -20,7 +20,7 @@ from ray import tune
 from analysis.figures import plot_granularity_curves
 from study import storage
 from study.cells import Cell, corpus_keys, expand_grid
-from study.corpora import build_corpora
+from study.teachers.generate import build_corpora
 from study.results import CellState, cell_states, collect_results
 from study.spec import StudySpec
 from study.storage import StudyPaths
@@ -82,8 +82,10 @@ class CellProgress(tune.Callback):
 
 
 def _trainable_with_resources(trainable: Trainable) -> tune.trainable.Trainable:
-    # The trial itself only drives: Ray Train's workers hold the CPUs/GPUs.
-    return tune.with_resources(trainable, {"CPU": 0})
+    """The trial only drives: Ray Train's workers hold the CPUs/GPUs. Tune refuses an all-zero
+    request, so the trial asks for one byte of memory and no CPU; otherwise two trials would hold
+    both CPUs of a 2-core machine and their Train workers could never start."""
+    return tune.with_resources(trainable, {"CPU": 0, "memory": 1})
 
 
 def _max_concurrent(spec: StudySpec) -> int:

@@ -22,20 +22,10 @@ from study.storage import StudyPaths
 VERSIONED_PACKAGES = ("cotstudy", "torch", "transformers", "ray")
 
 
-class CellResult(Frozen):
-    """One result row; every column of results.parquet."""
+class Measurements(Frozen):
+    """What training and evaluation of one cell measured (reported by the Train worker)."""
 
-    cell_id: str
-    name: str
-    dataset: str
-    teacher: str | None
-    granularity: int | None
-    format: str
-    student: str
     student_params: int
-    method: str
-    seed: int
-    corpus_id: str
     accuracy: float
     n_test: int
     n_correct: int
@@ -46,16 +36,31 @@ class CellResult(Frozen):
     train_s: float
     tokens_per_s: float
     final_loss: float
+    dropped_examples: int
     eval_s: float
+
+
+class CellResult(Measurements):
+    """One result row: the cell's own fields plus its measurements; every column of results.parquet."""
+
+    cell_id: str
+    name: str
+    dataset: str
+    teacher: str | None
+    granularity: int | None
+    format: str
+    student: str
+    method: str
+    seed: int
+    corpus_id: str
     versions: dict[str, str]
 
     @classmethod
-    def describe(cls, cell: Cell, **measured: float | int | str) -> CellResult:
-        """The cell's own fields plus what was measured."""
+    def describe(cls, cell: Cell, measured: Measurements) -> CellResult:
         key = cell.corpus
         return cls(cell_id=cell.cell_id, name=cell.name, dataset=key.dataset.name, teacher=key.teacher_name,
                    granularity=key.granularity, format=key.format, student=cell.student.name, method=cell.method,
-                   seed=cell.seed, corpus_id=key.corpus_id, versions=package_versions(), **measured)
+                   seed=cell.seed, corpus_id=key.corpus_id, versions=package_versions(), **measured.model_dump())
 
 
 def package_versions() -> dict[str, str]:

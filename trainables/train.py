@@ -1,8 +1,9 @@
-"""Fine-tuning one cell's student with Ray Train (TorchTrainer; gloo on CPU, 1+ workers).
+"""What each Ray Train worker runs for one cell: fine-tune the student, then evaluate it.
 
-The per-worker loop reads top to bottom: setup (tokenizer, corpus, model, optimizer), resume from
-the run's latest checkpoint if there is one, then steps; a checkpoint is reported every epoch and
-at the end. The budget is a number of optimizer steps (from epochs or max_steps), never seconds.
+Reads top to bottom: setup (tokenizer, corpus, model, optimizer), resume from the run's latest
+checkpoint if there is one, train (a checkpoint every epoch and at the end), then rank 0 evaluates
+on the test split, writes predictions.parquet and reports the cell's measurements. The budget is
+a number of optimizer steps (from epochs or max_steps), never seconds.
 """
 
 from __future__ import annotations
@@ -10,38 +11,30 @@ from __future__ import annotations
 import itertools
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import ray.train
+import ray.train.torch
 import torch
-from ray.train import Checkpoint, RunConfig, ScalingConfig
-from ray.train.torch import TorchConfig, TorchTrainer
-from transformers import PreTrainedModel, get_scheduler
+from ray.train import Checkpoint
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_scheduler
 
 from study import storage
 from study.cells import Cell
 from study.corpora import load_corpus
+from study.datasets import load_split
+from study.results import Measurements
 from study.spec import ResourcesSpec
 from study.storage import StudyPaths
 from trainables.data import Example, batch_indices, collate, encode_corpus, steps_per_epoch, total_steps
-from trainables.students import build_student, student_tokenizer
+from trainables.evaluate import evaluate
+from trainables.students import build_student, parameter_count, student_tokenizer
 from trainables.tokenizer import load_tokenizer
 
 TRAINER_STATE = "trainer_state.pt"
 
 
-@dataclass(frozen=True)
-class TrainOutcome:
-    checkpoint: Checkpoint
-    train_tokens: int
-    train_steps: int
-    train_s: float
-    final_loss: float
-    dropped_examples: int
-
-
-def load_study_tokenizer(paths: StudyPaths, local_dir: Path):
+def load_study_tokenizer(paths: StudyPaths, local_dir: Path) -> PreTrainedTokenizerBase:
     return load_tokenizer(storage.download_dir(paths.tokenizer, local_dir))
 
 
@@ -65,7 +58,7 @@ def _restore(model: PreTrainedModel, optimizer, scheduler) -> dict:
     """Load the run's latest checkpoint into model and optimizer; the saved counters, or zeros."""
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
-        return {"step": 0, "train_tokens": 0, "train_s": 0.0}
+        return {"step": 0, "train_tokens": 0, "train_s": 0.0, "loss": float("nan")}
     with checkpoint.as_directory() as directory:
         saved = type(model).from_pretrained(directory)
         model.load_state_dict(saved.state_dict())
@@ -76,10 +69,11 @@ def _restore(model: PreTrainedModel, optimizer, scheduler) -> dict:
     return state
 
 
-def train_loop_per_worker(config: dict) -> None:
+def train_and_evaluate(config: dict) -> None:
     cell = Cell.model_validate(config["cell"])
     paths = StudyPaths(config["study_root"])
-    torch.set_num_threads(max(1, int(config["cpus_per_worker"])))
+    resources = ResourcesSpec.model_validate(config["resources"])
+    torch.set_num_threads(max(1, int(resources.cpus_per_worker)))
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     settings = cell.train
@@ -101,7 +95,6 @@ def train_loop_per_worker(config: dict) -> None:
     model.train()
 
     started = time.monotonic()
-    loss_value = float("nan")
     for step in range(state["step"], n_steps):
         batch = collate([examples[i] for i in stream[step * world + rank]], tokenizer.pad_token_id)
         loss = model(**batch, use_cache=False).loss
@@ -110,48 +103,49 @@ def train_loop_per_worker(config: dict) -> None:
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        loss_value = loss.item()
         state["train_tokens"] += int(batch["attention_mask"].sum()) * world
-        done = step + 1
-        if done % per_epoch == 0 or done == n_steps:
-            state.update(step=done, train_s=state["train_s"] + time.monotonic() - started)
+        state.update(step=step + 1, loss=loss.item())
+        if state["step"] % per_epoch == 0 or state["step"] == n_steps:
+            state["train_s"] += time.monotonic() - started
             started = time.monotonic()
-            metrics = {"step": done, "loss": loss_value, "train_tokens": state["train_tokens"],
-                       "train_s": state["train_s"], "dropped_examples": dropped, "epoch": done / per_epoch}
-            _report(student, optimizer, scheduler, state, metrics, rank)
+            if state["step"] < n_steps:
+                _report_checkpoint(student, optimizer, scheduler, state, rank, metrics={})
+
+    # Train's result keeps the metrics of the last checkpointed report: the final checkpoint
+    # carries the evaluation, so a restart after it only re-evaluates.
+    measured = _evaluate_rank0(cell, paths, student, tokenizer, state, dropped) if rank == 0 else {}
+    _report_checkpoint(student, optimizer, scheduler, state, rank, metrics=measured)
 
 
-def _report(model: PreTrainedModel, optimizer, scheduler, state: dict, metrics: dict, rank: int) -> None:
+def _evaluate_rank0(cell: Cell, paths: StudyPaths, student: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                    state: dict, dropped: int) -> dict:
+    problems = load_split(cell.corpus.dataset, "test")[: cell.evaluation.test_size]
+    evaluation = evaluate(student, tokenizer, cell.corpus.dataset.name, problems,
+                          cell.evaluation.max_new_tokens, cell.evaluation.batch_size)
+    storage.write_parquet_atomic(paths.cell_predictions(cell.cell_id), evaluation.predictions)
+    predictions = evaluation.predictions
+    return Measurements(
+        student_params=parameter_count(student),
+        accuracy=evaluation.accuracy,
+        n_test=len(predictions),
+        n_correct=int(predictions["correct"].sum()),
+        n_unextractable=evaluation.n_unextractable,
+        mean_generated_tokens=float(predictions["generated_tokens"].mean()),
+        train_tokens=state["train_tokens"],
+        train_steps=state["step"],
+        train_s=state["train_s"],
+        tokens_per_s=state["train_tokens"] / max(state["train_s"], 1e-9),
+        final_loss=state["loss"],
+        dropped_examples=dropped,
+        eval_s=evaluation.eval_s,
+    ).model_dump()
+
+
+def _report_checkpoint(model: PreTrainedModel, optimizer, scheduler, state: dict, rank: int, metrics: dict) -> None:
+    progress = {"step": state["step"], "loss": state["loss"], "train_tokens": state["train_tokens"]}
     with tempfile.TemporaryDirectory() as directory:
         checkpoint = None
         if rank == 0:
             _save_checkpoint(model, optimizer, scheduler, state, Path(directory))
             checkpoint = Checkpoint.from_directory(directory)
-        ray.train.report(metrics, checkpoint=checkpoint)
-
-
-def fit_cell(cell: Cell, paths: StudyPaths, resources: ResourcesSpec) -> TrainOutcome:
-    """Run the cell's Ray Train job; a rerun with the same name resumes from its checkpoint."""
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={"cell": cell.model_dump(mode="json"), "study_root": paths.root,
-                           "cpus_per_worker": resources.cpus_per_worker},
-        torch_config=TorchConfig(backend="nccl" if resources.gpus_per_worker else "gloo"),
-        scaling_config=ScalingConfig(
-            num_workers=resources.workers_per_trial,
-            use_gpu=resources.gpus_per_worker > 0,
-            resources_per_worker={"CPU": resources.cpus_per_worker, "GPU": resources.gpus_per_worker},
-        ),
-        run_config=RunConfig(name="train", storage_path=paths.cell_dir(cell.cell_id),
-                             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1)),
-    )
-    result = trainer.fit()
-    metrics = result.metrics
-    return TrainOutcome(
-        checkpoint=result.checkpoint,
-        train_tokens=int(metrics["train_tokens"]),
-        train_steps=int(metrics["step"]),
-        train_s=float(metrics["train_s"]),
-        final_loss=float(metrics["loss"]),
-        dropped_examples=int(metrics["dropped_examples"]),
-    )
+        ray.train.report({**progress, **metrics}, checkpoint=checkpoint)

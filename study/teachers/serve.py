@@ -1,12 +1,13 @@
 """Teachers served on Ray Serve behind an OpenAI-compatible route.
 
+(No `from __future__ import annotations` here: FastAPI must see the request model types.)
+
 The program teacher is a Serve deployment with `POST /v1/chat/completions` and `GET /v1/models`.
 It looks the question (the user message) up among its data sets' problems and renders that
 problem's own solution in the style named by the model id (`NAME/L<level>/<format>`). The corpus
 builder talks to it with the same `ChatClient` that vLLM and API teachers get.
 """
 
-from __future__ import annotations
 
 import socket
 import time
@@ -43,7 +44,7 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": {"message": message, "type": "invalid_request_error"}})
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0})
+@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=64)
 @serve.ingress(program_api)
 class ProgramTeacherServer:
     def __init__(self, teacher_name: str, datasets: list[DatasetSpec]) -> None:
@@ -62,7 +63,7 @@ class ProgramTeacherServer:
         return {"object": "list", "data": [{"id": i, "object": "model", "owned_by": "cotstudy"} for i in ids]}
 
     @program_api.post("/v1/chat/completions")
-    def chat_completions(self, request: ChatCompletionRequest) -> JSONResponse:
+    async def chat_completions(self, request: ChatCompletionRequest) -> JSONResponse:
         try:
             granularity, fmt = parse_program_model_id(request.model)
         except ValueError as error:
