@@ -156,7 +156,7 @@ class ResourcesSpec(Frozen):
 
 
 class TokenizerSpec(Frozen):
-    vocab_size: int = Field(512, ge=64, le=65536, description="BPE vocabulary of the study tokenizer.")
+    vocab_size: int = Field(1024, ge=300, le=65536, description="BPE vocabulary of the study tokenizer.")
 
 
 class StudySpec(Frozen):

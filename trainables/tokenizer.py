@@ -1,7 +1,7 @@
-"""The study tokenizer: a small BPE trained once per study on its corpora.
+"""The study tokenizer: a small byte-level BPE trained once per study on its corpora.
 
-Digit runs are split off before BPE, so a whole number is one pre-token and (being frequent)
-one token; spaces are byte-level so decoding restores the text exactly.
+Digit runs (with their leading space) are split off before BPE, so a whole number is one
+pre-token and, being frequent, one token; byte-level symbols make decoding restore any text.
 """
 
 from __future__ import annotations
@@ -30,7 +30,10 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
     ])
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[PAD_TOKEN, EOS_TOKEN], show_progress=False)
+    # All 256 byte symbols are in the alphabet, so text the corpora never showed (a new letter in
+    # a test question) still encodes and decodes exactly instead of vanishing.
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[PAD_TOKEN, EOS_TOKEN], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tokenizer.train_from_iterator(texts, trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token=PAD_TOKEN, eos_token=EOS_TOKEN)
 

@@ -1,0 +1,31 @@
+"""Fault injection for tests: a trainable whose first attempt at one cell fails inside the cell's
+own pipeline (so the real error handling writes error.txt and Tune marks the trial errored)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import trainables.cell
+from study.cells import Cell
+
+FAILING_FORMAT = "answer_only"
+
+
+def _injected_failure(*args: object, **kwargs: object) -> None:
+    raise RuntimeError("injected failure on the first attempt")
+
+
+def fail_first_attempt(config: dict) -> None:
+    cell = Cell.model_validate(config["cell"])
+    marker = Path(config["study_root"]) / f"attempted-{cell.cell_id}"
+    first_attempt = cell.corpus.format == FAILING_FORMAT and not marker.exists()
+    marker.touch()
+    if not first_attempt:
+        trainables.cell.run_cell(config)
+        return
+    original = trainables.cell.fit_cell
+    trainables.cell.fit_cell = _injected_failure
+    try:
+        trainables.cell.run_cell(config)
+    finally:
+        trainables.cell.fit_cell = original

@@ -1,0 +1,56 @@
+import subprocess
+import sys
+
+from conftest import small_spec
+from study.cells import corpus_keys, expand_grid
+from study.spec import parse_spec
+
+
+def test_grid_skips_meaningless_combinations(tmp_path):
+    spec = parse_spec(small_spec(tmp_path, granularities=[1, 3, 6], formats=["cot", "bsm", "answer_only", "human"],
+                                 students=[{"name": "a", "tiny": {"layers": 1, "width": 32, "heads": 2}},
+                                           {"name": "b", "tiny": {"layers": 2, "width": 32, "heads": 2}}],
+                                 training={"seeds": [0, 1]}))
+    cells = expand_grid(spec)
+    # 2 reasoning formats x 3 levels + 2 label formats = 8 corpora; x 2 students x 2 seeds
+    assert len(corpus_keys(spec)) == 8
+    assert len(cells) == 8 * 2 * 2
+    for cell in cells:
+        if cell.corpus.format in ("answer_only", "human"):
+            assert cell.corpus.granularity is None and cell.corpus.teacher is None
+        else:
+            assert cell.corpus.granularity in (1, 3, 6) and cell.corpus.teacher.name == "program"
+    assert len({c.cell_id for c in cells}) == len(cells)
+
+
+def test_corpora_are_shared_by_students(tmp_path):
+    spec = parse_spec(small_spec(tmp_path, students=[{"name": "a", "tiny": {"layers": 1, "width": 32, "heads": 2}},
+                                                     {"name": "b", "tiny": {"layers": 2, "width": 32, "heads": 2}}]))
+    cells = expand_grid(spec)
+    assert len({c.corpus.corpus_id for c in cells}) == len(corpus_keys(spec)) == 2
+
+
+def test_cell_ids_are_stable_across_processes(tmp_path):
+    spec_dict = small_spec(tmp_path)
+    here = [c.cell_id for c in expand_grid(parse_spec(spec_dict))]
+    code = ("import sys, json; from study.spec import parse_spec; from study.cells import expand_grid; "
+            "print(json.dumps([c.cell_id for c in expand_grid(parse_spec(json.loads(sys.argv[1])))]))")
+    import json
+
+    there = subprocess.run([sys.executable, "-c", code, json.dumps(spec_dict)], capture_output=True, text=True,
+                           check=True, env={"PYTHONHASHSEED": "123", "PATH": ""}).stdout
+    assert json.loads(there) == here
+
+
+def test_a_setting_that_shapes_the_result_changes_the_id(tmp_path):
+    base = {c.name: c.cell_id for c in expand_grid(parse_spec(small_spec(tmp_path)))}
+    faster = {c.name: c.cell_id for c in expand_grid(parse_spec(small_spec(tmp_path, training={"lr_peak": 0.01})))}
+    moved = {c.name: c.cell_id for c in expand_grid(parse_spec(small_spec(tmp_path / "elsewhere")))}
+    assert base.keys() == faster.keys()
+    assert all(base[name] != faster[name] for name in base)
+    assert moved == base, "where results are stored is not part of a cell"
+
+
+def test_cell_names_are_readable(tmp_path):
+    names = [c.name for c in expand_grid(parse_spec(small_spec(tmp_path)))]
+    assert names == ["arith.program.L3.cot.s.sft.s0", "arith.answer_only.s.sft.s0"]

@@ -1,0 +1,67 @@
+"""Whole studies on a real local Ray: the CLI from spec to figures, and resume after a failure."""
+
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from ray import cloudpickle
+
+import faults
+from conftest import small_spec, write_spec
+from study.cells import expand_grid
+from study.launch import resume_study, run_study
+from study.results import cell_states
+from study.spec import parse_spec
+
+pytestmark = pytest.mark.ray
+cloudpickle.register_pickle_by_value(faults)  # Ray workers cannot import the tests folder
+
+
+def test_cli_runs_a_two_cell_study_to_results_and_figures(tmp_path):
+    spec_path = write_spec(tmp_path / "spec.yaml", small_spec(tmp_path / "ignored"))
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    completed = subprocess.run([sys.executable, "-m", "study", "run", str(spec_path), "--storage", str(tmp_path / "out")],
+                               capture_output=True, text=True, timeout=540, env=env)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    study_dir = tmp_path / "out" / "small"
+    results = pd.read_parquet(study_dir / "results.parquet")
+    assert sorted(results["name"]) == ["arith.answer_only.s.sft.s0", "arith.program.L3.cot.s.sft.s0"]
+    assert results["cell_id"].is_unique
+    assert (results["n_test"] == 16).all() and (results["train_steps"] == 6).all()
+    assert (results["train_tokens"] > 0).all() and results["accuracy"].between(0, 1).all()
+    assert {"torch_version", "ray_version", "transformers_version"} <= set(results.columns)
+    for cell_id in results["cell_id"]:
+        predictions = pd.read_parquet(study_dir / "cells" / cell_id / "predictions.parquet")
+        assert len(predictions) == 16 and {"output", "answer", "correct"} <= set(predictions.columns)
+    assert (study_dir / "figures" / "granularity_curves.png").stat().st_size > 10_000
+    assert (study_dir / "figures" / "granularity_curves.pdf").exists()
+    assert len(list((study_dir / "corpora").glob("*.parquet"))) == 2
+    assert "[2/2]" in completed.stdout and "figure:" in completed.stdout
+    assert not (tmp_path / "ignored").exists(), "--storage overrides the spec"
+
+
+def test_resume_finishes_a_failed_cell_and_never_reruns_a_done_one(tmp_path, ray_local, capsys):
+    spec = parse_spec(small_spec(tmp_path / "out", name="faulty"))
+    first = run_study(spec, trainable=faults.fail_first_attempt)
+    assert (first.count("done"), first.count("failed")) == (1, 1)
+    failed = next(s for s in first.states if s.state == "failed")
+    assert failed.cell.corpus.format == "answer_only" and "injected failure" in failed.error
+    done = next(s for s in first.states if s.state == "done")
+    done_result = first.paths.cell_result(done.cell.cell_id)
+    stamp = os.stat(done_result).st_mtime_ns
+    assert len(first.results) == 1
+
+    from study.cli import main
+
+    assert main(["status", first.paths.root]) == 1
+    status = capsys.readouterr().out
+    assert "1 done, 1 failed, 0 pending" in status and "injected failure" in status
+
+    second = resume_study(first.paths.root, trainable=faults.fail_first_attempt)
+    assert second.count("done") == 2
+    assert os.stat(done_result).st_mtime_ns == stamp, "the finished cell must not run again"
+    assert sorted(second.results["cell_id"]) == sorted(c.cell_id for c in expand_grid(spec))
+    assert [s.state for s in cell_states(second.paths, expand_grid(spec))] == ["done", "done"]
+    assert second.figures

@@ -1,0 +1,115 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, small_spec, write_spec
+from study.spec import SpecError, StudySpec, load_spec, parse_spec
+
+
+def test_small_spec_loads_with_schema_defaults(tmp_path):
+    spec = parse_spec(small_spec(tmp_path))
+    assert isinstance(spec, StudySpec)
+    assert spec.method == "sft" and spec.training.schedule == "cosine" and spec.training.seeds == [0]
+    with pytest.raises(Exception):
+        spec.name = "other"  # frozen
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "specs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_spec_validates(path):
+    assert load_spec(path).name
+
+
+def test_storage_flag_overrides_the_file(tmp_path):
+    path = write_spec(tmp_path / "s.yaml", small_spec(tmp_path / "a"))
+    assert load_spec(path, storage="s3://bucket/prefix").storage == "s3://bucket/prefix"
+
+
+def _error_for(tmp_path, **overrides) -> str:
+    with pytest.raises(SpecError) as raised:
+        parse_spec(small_spec(tmp_path, **overrides))
+    return str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "expected"),
+    [
+        ({"datasets": [{"name": "nope"}]}, "datasets[0].name", "'arith'"),
+        ({"teachers": [{"kind": "oracle", "name": "t"}]}, "teachers[0]", "kind"),
+        ({"teachers": [{"kind": "vllm", "name": "t", "model": "m"}]}, "teachers", "not available yet"),
+        ({"students": [{"name": "s", "tiny": {"layers": 1, "width": 30, "heads": 4}}]}, "students[0].tiny", "divisible"),
+        ({"students": [{"name": "s"}]}, "students[0]", "exactly one of 'hf_id' or 'tiny'"),
+        ({"students": [{"name": "s", "tiny": {"layers": 1, "width": 32, "heads": 2, "depth": 3}}]},
+         "students[0].tiny.depth", "Extra inputs"),
+        ({"formats": ["cot", "poetry"]}, "formats[1]", "'cot'"),
+        ({"granularities": [3, 7]}, "granularities", "outside 1-6"),
+        ({"granularities": []}, "<top level>", "need at least one entry in 'granularities'"),
+        ({"training": {"lr_peak": -1}}, "training.lr_peak", "greater than 0"),
+        ({"evaluation": {"max_new_tokens": "many"}}, "evaluation.max_new_tokens", "integer"),
+        ({"resources": {"workers_per_trial": 0}}, "resources.workers_per_trial", "greater than or equal to 1"),
+        ({"students": [{"name": "s", "hf_id": "a"}, {"name": "s", "hf_id": "b"}]}, "<top level>", "repeated"),
+        ({"colour": "blue"}, "colour", "Extra inputs"),
+    ],
+)
+def test_bad_spec_names_the_field(tmp_path, overrides, field, expected):
+    message = _error_for(tmp_path, **overrides)
+    assert f": {field}: " in message or message.split(": ", 1)[1].startswith(field), message
+    assert expected in message
+
+
+def test_missing_required_field_is_named(tmp_path):
+    raw = small_spec(tmp_path)
+    del raw["students"]
+    with pytest.raises(SpecError, match=r"students: Field required"):
+        parse_spec(raw)
+
+
+def test_not_yaml_and_missing_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed")
+    with pytest.raises(SpecError, match="not valid YAML"):
+        load_spec(bad)
+    with pytest.raises(SpecError, match="no such spec file"):
+        load_spec(tmp_path / "absent.yaml")
+
+
+def _cotstudy(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "study", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_cli_invalid_spec_exits_2_with_one_error_line(tmp_path):
+    path = write_spec(tmp_path / "s.yaml", small_spec(tmp_path / "out", granularities=[0]))
+    for command in ("plan", "run"):
+        completed = _cotstudy(command, str(path))
+        assert completed.returncode == 2
+        assert completed.stderr.strip().count("\n") == 0
+        assert "granularities" in completed.stderr and "outside 1-6" in completed.stderr
+    assert not (tmp_path / "out").exists(), "nothing may be written for an invalid spec"
+
+
+def test_cli_unwritable_storage_exits_2_before_ray(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    path = write_spec(tmp_path / "s.yaml", small_spec(blocker / "inside"))
+    completed = _cotstudy("run", str(path))
+    assert completed.returncode == 2
+    assert "storage" in completed.stderr and "not writable" in completed.stderr
+    assert "ray" not in completed.stdout.lower()
+
+
+def test_cli_plan_prints_cells_corpora_and_tokens(tmp_path):
+    path = write_spec(tmp_path / "s.yaml", small_spec(tmp_path / "out"))
+    completed = _cotstudy("plan", str(path))
+    assert completed.returncode == 0, completed.stderr
+    assert "2 cells, 2 corpora" in completed.stdout
+    assert "arith.program.L3.cot.s.sft.s0" in completed.stdout
+    assert "arith.answer_only.s.sft.s0" in completed.stdout
+    assert "estimated train tokens" in completed.stdout
+    assert not (tmp_path / "out").exists(), "plan runs nothing and writes nothing"
+
+
+def test_cli_status_of_a_folder_that_is_no_study(tmp_path):
+    completed = _cotstudy("status", str(tmp_path))
+    assert completed.returncode == 2
+    assert "not a study folder" in completed.stderr

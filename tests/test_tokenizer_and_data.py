@@ -1,0 +1,75 @@
+import pandas as pd
+import pytest
+import torch
+
+from study.datasets import load_split, question_prompt
+from study.spec import DatasetSpec, TinyArch, StudentSpec
+from study.teachers.program import render
+from trainables.data import IGNORE_INDEX, batch_indices, collate, encode_corpus, encode_example
+from trainables.students import build_student
+from trainables.tokenizer import train_tokenizer
+
+PROBLEMS = load_split(DatasetSpec(name="arith"), "train")[:200]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    texts = [question_prompt("arith", p.question) + " " + render(p, 3, "cot") for p in PROBLEMS]
+    return train_tokenizer(texts, vocab_size=1024)
+
+
+def test_whole_numbers_are_single_tokens_and_text_round_trips(tokenizer):
+    for number in range(0, 41):
+        assert len(tokenizer(f" {number}", add_special_tokens=False)["input_ids"]) == 1, number
+    text = render(PROBLEMS[3], 6, "cot")
+    assert tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"]) == text
+
+
+def test_prompt_tokens_are_masked_from_the_loss(tokenizer):
+    prompt = question_prompt("arith", PROBLEMS[0].question)
+    example = encode_example(tokenizer, prompt, "The answer is 7.")
+    n_prompt = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    assert example.labels[:n_prompt] == [IGNORE_INDEX] * n_prompt
+    assert example.labels[n_prompt:] == example.input_ids[n_prompt:]
+    assert example.input_ids[-1] == tokenizer.eos_token_id
+
+
+def test_batches_fit_the_token_budget_and_cover_the_epoch(tokenizer):
+    corpus = pd.DataFrame({"question": [p.question for p in PROBLEMS], "rationale": [render(p, 6, "cot") for p in PROBLEMS]})
+    examples, dropped = encode_corpus(tokenizer, "arith", corpus, max_length=512)
+    assert dropped == 0
+    batches = batch_indices(examples, tokens_per_batch=1024, seed=0)
+    assert sorted(i for batch in batches for i in batch) == list(range(len(examples)))
+    for batch in batches:
+        assert len(batch) * max(len(examples[i].input_ids) for i in batch) <= 1024 or len(batch) == 1
+    padded = collate([examples[i] for i in batches[0]], tokenizer.pad_token_id)
+    assert (padded["labels"][padded["attention_mask"] == 0] == IGNORE_INDEX).all()
+
+
+def test_too_long_rows_are_dropped_and_all_too_long_is_an_error(tokenizer):
+    corpus = pd.DataFrame({"question": [p.question for p in PROBLEMS[:5]], "rationale": [render(p, 6, "cot") for p in PROBLEMS[:5]]})
+    with pytest.raises(ValueError, match="max_length=10"):
+        encode_corpus(tokenizer, "arith", corpus, max_length=10)
+
+
+def test_a_tiny_student_learns_from_a_few_steps(tokenizer):
+    student = build_student(StudentSpec(name="t", tiny=TinyArch(layers=2, width=32, heads=2)), tokenizer, 256, seed=0)
+    corpus = pd.DataFrame({"question": [p.question for p in PROBLEMS[:32]], "rationale": [render(p, 3, "cot") for p in PROBLEMS[:32]]})
+    examples, _ = encode_corpus(tokenizer, "arith", corpus, max_length=256)
+    batch = collate(examples, tokenizer.pad_token_id)
+    before = [p.detach().clone() for p in student.parameters()]
+    optimizer = torch.optim.AdamW(student.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(15):
+        loss = student(**batch, use_cache=False).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] * 0.8
+    assert all(not torch.equal(a, b) for a, b in zip(before, student.parameters()))
+
+
+def test_text_unseen_in_training_still_round_trips(tokenizer):
+    text = "Zoë wrote: Quartz & jam — 12 + 7 = 19!"
+    assert tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"]) == text
