@@ -28,18 +28,21 @@ def _save(figure: plt.Figure, out_dir: Path, stem: str) -> list[Path]:
 
 
 def plot_granularity_curves(results: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """Draw the granularity curves and save them as granularity_curves.{png,pdf}."""
+    return _save(draw_granularity_curves(results), out_dir, "granularity_curves")
+
+
+def draw_granularity_curves(results: pd.DataFrame) -> plt.Figure:
     """Accuracy against granularity level, one line per student, a panel per
     (dataset, teacher, format). Label formats (answer-only, human) have no level: each is drawn
     as a dashed (answer-only) or dotted (human) line per student in every panel of its data set."""
-    curves = results[~results["format"].isin(sorted(LABEL_FORMATS))].copy()
-    if curves.empty:
-        raise ValueError("no results with a granularity level to plot")
-    curves["panel"] = curves["dataset"] + " / " + curves["teacher"].astype(str) + " / " + curves["format"]
+    curves = _with_panels(results)
     students = sorted(results["student"].unique())
     palette = dict(zip(students, sns.color_palette("colorblind", len(students))))
     sns.set_theme(style="whitegrid", context="paper")
     grid = sns.relplot(data=curves, x="granularity", y="accuracy", hue="student", hue_order=students,
-                       palette=palette, col="panel", col_wrap=min(3, curves["panel"].nunique()), kind="line",
+                       palette=palette, col="panel", col_order=granularity_panels(results),
+                       col_wrap=min(3, curves["panel"].nunique()), kind="line",
                        marker="o", errorbar=("ci", 95), height=2.6, aspect=1.2)
     for panel, axes in grid.axes_dict.items():
         dataset = panel.split(" / ")[0]
@@ -47,7 +50,20 @@ def plot_granularity_curves(results: pd.DataFrame, out_dir: Path) -> list[Path]:
         axes.set_xticks(range(1, 7))
         axes.set_title(panel)
     grid.set_axis_labels("granularity level", "accuracy")
-    return _save(grid.figure, out_dir, "granularity_curves")
+    return grid.figure
+
+
+def _with_panels(results: pd.DataFrame) -> pd.DataFrame:
+    curves = results[~results["format"].isin(sorted(LABEL_FORMATS))].copy()
+    if curves.empty:
+        raise ValueError("no results with a granularity level to plot (only answer-only / human cells)")
+    curves["panel"] = curves["dataset"] + " / " + curves["teacher"].astype(str) + " / " + curves["format"]
+    return curves
+
+
+def granularity_panels(results: pd.DataFrame) -> list[str]:
+    """The panels of the granularity figure, one per (dataset, teacher, format), sorted."""
+    return sorted(_with_panels(results)["panel"].unique())
 
 
 def _draw_label_baselines(axes: plt.Axes, rows: pd.DataFrame, palette: dict) -> None:

@@ -15,15 +15,17 @@ from __future__ import annotations
 import argparse
 import sys
 from importlib import resources
-
 from typing import TYPE_CHECKING
 
 from analysis.tables import accuracy_table
+from study import storage
 from study.cells import corpus_keys, expand_grid
 from study.corpora import estimate_corpus_tokens
 from study.results import cell_states
 from study.spec import SpecError, StudySpec, load_spec
+from study.storage import StudyPaths
 from study.studies import StudyError, open_study
+from study.teachers.client import TeacherError
 
 if TYPE_CHECKING:
     from study.launch import StudyOutcome
@@ -81,6 +83,9 @@ def _launch(args: argparse.Namespace) -> int:
     except StudyError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except TeacherError as error:  # no corpus was committed; nothing trained on it
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILED_CELLS
     _print_outcome(outcome)
     return EXIT_FAILED_CELLS if outcome.count("failed") or outcome.count("pending") else EXIT_OK
 
@@ -100,9 +105,11 @@ def plan(spec: StudySpec) -> int:
     cells = expand_grid(spec)
     keys = corpus_keys(spec)
     corpus_tokens = {key.corpus_id: estimate_corpus_tokens(key) for key in keys}
+    paths = StudyPaths.of(spec.storage, spec.name)
     print(f"study {spec.name}: {len(cells)} cells, {len(keys)} corpora, storage {spec.storage}\n\ncorpora:")
     for key in keys:
-        print(f"  {key.corpus_id:<48} ~{corpus_tokens[key.corpus_id]:>9,} tokens")
+        built = "built" if storage.exists(paths.corpus(key.corpus_id)) else "to build"
+        print(f"  {key.corpus_id:<48} ~{corpus_tokens[key.corpus_id]:>9,} tokens  ({built})")
     print("\ncells:")
     total = 0
     for cell in cells:

@@ -20,11 +20,11 @@ from ray import tune
 from analysis.figures import plot_granularity_curves
 from study import storage
 from study.cells import Cell, corpus_keys, expand_grid
-from study.teachers.generate import build_corpora
 from study.results import CellState, cell_states, collect_results
 from study.spec import StudySpec
 from study.storage import StudyPaths
-from study.studies import StudyError, open_study, prepare_storage
+from study.studies import open_study, prepare_storage
+from study.teachers.generate import build_corpora
 from trainables.cell import cell_config, run_cell
 from trainables.tokenizer import ensure_study_tokenizer
 
@@ -100,7 +100,7 @@ def _new_tuner(spec: StudySpec, paths: StudyPaths, cells: list[Cell], trainable:
         _trainable_with_resources(trainable),
         param_space={**cell_config(cells[0], paths, spec.resources),
                      "cell": tune.grid_search([c.model_dump(mode="json") for c in cells])},
-        tune_config=tune.TuneConfig(max_concurrent_trials=_max_concurrent(spec),
+        tune_config=tune.TuneConfig(max_concurrent_trials=_max_concurrent(spec), reuse_actors=True,
                                     trial_name_creator=_trial_name, trial_dirname_creator=_trial_dirname),
         run_config=tune.RunConfig(
             name=Path(paths.tune).name,

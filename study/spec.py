@@ -153,6 +153,9 @@ class ResourcesSpec(Frozen):
     gpus_per_worker: float = Field(0, ge=0)
     max_concurrent_trials: int | None = Field(None, ge=1, description="None: as many as the cluster fits.")
     trial_attempts: int = Field(1, ge=1, description="Attempts per cell before it is marked failed.")
+    checkpoint_every_s: float = Field(
+        60.0, ge=0, description="Checkpoint at an epoch end at most this often (always at the end); results do not change."
+    )
 
 
 class TokenizerSpec(Frozen):

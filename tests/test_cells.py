@@ -2,6 +2,7 @@ import subprocess
 import sys
 
 from conftest import small_spec
+
 from study.cells import corpus_keys, expand_grid
 from study.spec import parse_spec
 

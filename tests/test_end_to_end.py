@@ -4,12 +4,12 @@ import os
 import subprocess
 import sys
 
+import faults
 import pandas as pd
 import pytest
+from conftest import small_spec, write_spec
 from ray import cloudpickle
 
-import faults
-from conftest import small_spec, write_spec
 from study.cells import expand_grid
 from study.launch import resume_study, run_study
 from study.results import cell_states

@@ -1,10 +1,9 @@
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-
 from conftest import REPO, small_spec, write_spec
+
 from study.spec import SpecError, StudySpec, load_spec, parse_spec
 
 

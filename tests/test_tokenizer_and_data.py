@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from study.datasets import load_split, question_prompt
-from study.spec import DatasetSpec, TinyArch, StudentSpec
+from study.spec import DatasetSpec, StudentSpec, TinyArch
 from study.teachers.program import render
 from trainables.data import IGNORE_INDEX, batch_indices, collate, encode_corpus, encode_example
 from trainables.students import build_student

@@ -94,7 +94,7 @@ def train_and_evaluate(config: dict) -> None:
     model = ray.train.torch.prepare_model(student) if world > 1 else student
     model.train()
 
-    started = time.monotonic()
+    started = last_checkpoint = time.monotonic()
     for step in range(state["step"], n_steps):
         batch = collate([examples[i] for i in stream[step * world + rank]], tokenizer.pad_token_id)
         loss = model(**batch, use_cache=False).loss
@@ -108,13 +108,22 @@ def train_and_evaluate(config: dict) -> None:
         if state["step"] % per_epoch == 0 or state["step"] == n_steps:
             state["train_s"] += time.monotonic() - started
             started = time.monotonic()
-            if state["step"] < n_steps:
+            if state["step"] < n_steps and _checkpoint_due(last_checkpoint, resources.checkpoint_every_s, world):
                 _report_checkpoint(student, optimizer, scheduler, state, rank, metrics={})
+                last_checkpoint = time.monotonic()
 
     # Train's result keeps the metrics of the last checkpointed report: the final checkpoint
     # carries the evaluation, so a restart after it only re-evaluates.
     measured = _evaluate_rank0(cell, paths, student, tokenizer, state, dropped) if rank == 0 else {}
     _report_checkpoint(student, optimizer, scheduler, state, rank, metrics=measured)
+
+
+def _checkpoint_due(last_checkpoint: float, every_s: float, world: int) -> bool:
+    """Whether this epoch end should checkpoint; every rank must agree (a report is collective)."""
+    due = torch.tensor([float(time.monotonic() - last_checkpoint >= every_s)])
+    if world > 1:
+        torch.distributed.all_reduce(due, op=torch.distributed.ReduceOp.MAX)
+    return bool(due.item())
 
 
 def _evaluate_rank0(cell: Cell, paths: StudyPaths, student: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
