@@ -146,7 +146,12 @@ def resume_study(study_dir: str, trainable: Trainable = run_cell) -> StudyOutcom
 
 def finish_study(paths: StudyPaths, cells: list[Cell]) -> StudyOutcome:
     results = collect_results(paths, cells)
-    figures = draw_figures(paths, results) if not results.empty else []
+    figures: list[str] = []
+    if not results.empty:
+        try:
+            figures = draw_figures(paths, results)
+        except ValueError as error:  # e.g. only answer-only cells: nothing to draw against levels
+            print(f"figures: none drawn: {error}", flush=True)
     return StudyOutcome(paths=paths, states=cell_states(paths, cells), results=results, figures=figures)
 
 

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import faults
 import pandas as pd
@@ -11,9 +12,13 @@ from conftest import small_spec, write_spec
 from ray import cloudpickle
 
 from study.cells import expand_grid
+from study.corpora import load_corpus
 from study.launch import resume_study, run_study
 from study.results import cell_states
 from study.spec import parse_spec
+from trainables.data import encode_corpus
+from trainables.tokenizer import load_tokenizer
+from trainables.train import batch_stream
 
 pytestmark = pytest.mark.ray
 cloudpickle.register_pickle_by_value(faults)  # Ray workers cannot import the tests folder
@@ -65,3 +70,18 @@ def test_resume_finishes_a_failed_cell_and_never_reruns_a_done_one(tmp_path, ray
     assert sorted(second.results["cell_id"]) == sorted(c.cell_id for c in expand_grid(spec))
     assert [s.state for s in cell_states(second.paths, expand_grid(spec))] == ["done", "done"]
     assert second.figures
+
+
+def test_a_cell_trains_on_two_ray_train_workers(tmp_path, ray_local):
+    spec = parse_spec(small_spec(tmp_path / "out", name="two-workers", formats=["answer_only"],
+                                 resources={"workers_per_trial": 2, "cpus_per_worker": 1}))
+    outcome = run_study(spec)
+    assert outcome.count("done") == 1
+    row = outcome.results.iloc[0]
+    assert row["train_steps"] == 6 and row["n_test"] == 16
+    # both ranks trained, each on its own share of the batch stream, and their tokens were summed
+    corpus = load_corpus(outcome.paths, expand_grid(spec)[0].corpus)
+    tokenizer = load_tokenizer(Path(outcome.paths.tokenizer))
+    examples, _ = encode_corpus(tokenizer, "arith", corpus, spec.training.max_length)
+    stream = batch_stream(examples, spec.training.tokens_per_batch, seed=0, n_batches=6 * 2)
+    assert row["train_tokens"] == sum(len(examples[i].input_ids) for batch in stream for i in batch)

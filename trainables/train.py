@@ -103,7 +103,7 @@ def train_and_evaluate(config: dict) -> None:
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        state["train_tokens"] += int(batch["attention_mask"].sum()) * world
+        state["train_tokens"] += _global_sum(int(batch["attention_mask"].sum()), world)
         state.update(step=step + 1, loss=loss.item())
         if state["step"] % per_epoch == 0 or state["step"] == n_steps:
             state["train_s"] += time.monotonic() - started
@@ -116,6 +116,15 @@ def train_and_evaluate(config: dict) -> None:
     # carries the evaluation, so a restart after it only re-evaluates.
     measured = _evaluate_rank0(cell, paths, student, tokenizer, state, dropped) if rank == 0 else {}
     _report_checkpoint(student, optimizer, scheduler, state, rank, metrics=measured)
+
+
+def _global_sum(value: int, world: int) -> int:
+    """Sum of an integer over all ranks (each rank trains on its own batches)."""
+    if world == 1:
+        return value
+    total = torch.tensor([value], dtype=torch.long)
+    torch.distributed.all_reduce(total)
+    return int(total.item())
 
 
 def _checkpoint_due(last_checkpoint: float, every_s: float, world: int) -> bool:
