@@ -98,8 +98,7 @@ def _max_concurrent(spec: StudySpec) -> int:
 def _new_tuner(spec: StudySpec, paths: StudyPaths, cells: list[Cell], trainable: Trainable) -> tune.Tuner:
     return tune.Tuner(
         _trainable_with_resources(trainable),
-        param_space={**cell_config(cells[0], paths, spec.resources),
-                     "cell": tune.grid_search([c.model_dump(mode="json") for c in cells])},
+        param_space=cell_config(tune.grid_search([c.model_dump(mode="json") for c in cells]), paths, spec.resources),
         tune_config=tune.TuneConfig(max_concurrent_trials=_max_concurrent(spec), reuse_actors=True,
                                     trial_name_creator=_trial_name, trial_dirname_creator=_trial_dirname),
         run_config=tune.RunConfig(

@@ -26,10 +26,11 @@ from study.storage import StudyPaths
 REPORTED_METRICS = ("accuracy", "n_test", "train_tokens", "train_s", "eval_s")
 
 
-def cell_config(cell: Cell, paths: StudyPaths, resources: ResourcesSpec) -> dict:
-    """The only dict in the system: Tune's param_space entry for one cell."""
-    return {"cell": cell.model_dump(mode="json"), "study_root": paths.root,
-            "resources": resources.model_dump(mode="json")}
+def cell_config(cell: Cell | dict, paths: StudyPaths, resources: ResourcesSpec) -> dict:
+    """The only dict in the system: a trial's config (Tune's param_space, with `cell` a grid
+    search over cells) and the Train loop config of one cell. `run_cell` rebuilds the types."""
+    return {"cell": cell.model_dump(mode="json") if isinstance(cell, Cell) else cell,
+            "study_root": paths.root, "resources": resources.model_dump(mode="json")}
 
 
 def run_cell(config: dict) -> None:
