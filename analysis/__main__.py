@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from analysis.figures import plot_granularity_curves
+from analysis.figures import plot_all
 from analysis.load import load
 
 
@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results = load(*args.study_dirs)
         out_dir = Path(args.out) if args.out else Path(args.study_dirs[0]) / "figures"
-        written = plot_granularity_curves(results, out_dir)
+        written = plot_all(results, out_dir)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -1,4 +1,7 @@
-"""Figures drawn from result rows (seaborn; PNG and PDF)."""
+"""Figures drawn from result rows (matplotlib with seaborn's style; PNG and PDF).
+
+Every plotted accuracy carries its 95% bootstrap interval (analysis.stats).
+"""
 
 from __future__ import annotations
 
@@ -11,9 +14,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from analysis.stats import accuracy_intervals  # noqa: E402
 from study.spec import LABEL_FORMATS  # noqa: E402  (pydantic only; no Ray)
 
 FIGURE_FORMATS = ("png", "pdf")
+PANEL_SIZE_IN = (3.2, 2.6)
+BASELINE_STYLES = {"answer_only": "--", "human": ":"}
 
 
 def _save(figure: plt.Figure, out_dir: Path, stem: str) -> list[Path]:
@@ -25,32 +31,6 @@ def _save(figure: plt.Figure, out_dir: Path, stem: str) -> list[Path]:
         written.append(path)
     plt.close(figure)
     return written
-
-
-def plot_granularity_curves(results: pd.DataFrame, out_dir: Path) -> list[Path]:
-    """Draw the granularity curves and save them as granularity_curves.{png,pdf}."""
-    return _save(draw_granularity_curves(results), out_dir, "granularity_curves")
-
-
-def draw_granularity_curves(results: pd.DataFrame) -> plt.Figure:
-    """Accuracy against granularity level, one line per student, a panel per
-    (dataset, teacher, format). Label formats (answer-only, human) have no level: each is drawn
-    as a dashed (answer-only) or dotted (human) line per student in every panel of its data set."""
-    curves = _with_panels(results)
-    students = sorted(results["student"].unique())
-    palette = dict(zip(students, sns.color_palette("colorblind", len(students))))
-    sns.set_theme(style="whitegrid", context="paper")
-    grid = sns.relplot(data=curves, x="granularity", y="accuracy", hue="student", hue_order=students,
-                       palette=palette, col="panel", col_order=granularity_panels(results),
-                       col_wrap=min(3, curves["panel"].nunique()), kind="line",
-                       marker="o", errorbar=("ci", 95), height=2.6, aspect=1.2)
-    for panel, axes in grid.axes_dict.items():
-        dataset = panel.split(" / ")[0]
-        _draw_label_baselines(axes, results[results["dataset"] == dataset], palette)
-        axes.set_xticks(range(1, 7))
-        axes.set_title(panel)
-    grid.set_axis_labels("granularity level", "accuracy")
-    return grid.figure
 
 
 def _with_panels(results: pd.DataFrame) -> pd.DataFrame:
@@ -66,7 +46,101 @@ def granularity_panels(results: pd.DataFrame) -> list[str]:
     return sorted(_with_panels(results)["panel"].unique())
 
 
+def _student_palette(results: pd.DataFrame) -> dict:
+    students = sorted(results["student"].unique())
+    return dict(zip(students, sns.color_palette("colorblind", len(students))))
+
+
+def _panel_grid(n_panels: int) -> tuple[plt.Figure, list[plt.Axes]]:
+    columns = min(3, n_panels)
+    rows = -(-n_panels // columns)
+    figure, axes = plt.subplots(rows, columns, squeeze=False, sharey=True,
+                                figsize=(PANEL_SIZE_IN[0] * columns, PANEL_SIZE_IN[1] * rows))
+    for extra in axes.flat[n_panels:]:
+        extra.remove()
+    return figure, list(axes.flat[:n_panels])
+
+
+def plot_granularity_curves(results: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """Draw the granularity curves and save them as granularity_curves.{png,pdf}."""
+    return _save(draw_granularity_curves(results), out_dir, "granularity_curves")
+
+
+def draw_granularity_curves(results: pd.DataFrame) -> plt.Figure:
+    """Accuracy against granularity level with 95% intervals, one line per student, a panel per
+    (dataset, teacher, format), each student's best level starred. Label formats (answer-only,
+    human) have no level: each is a dashed (answer-only) or dotted (human) line per student."""
+    sns.set_theme(style="whitegrid", context="paper")
+    curves = _with_panels(results)
+    intervals = accuracy_intervals(curves, ["panel", "student", "granularity"])
+    palette = _student_palette(results)
+    panels = granularity_panels(results)
+    figure, axes_list = _panel_grid(len(panels))
+    for panel, axes in zip(panels, axes_list):
+        for student, rows in intervals[intervals["panel"] == panel].groupby("student"):
+            _draw_curve(axes, rows.sort_values("granularity"), student, palette[student])
+        _draw_label_baselines(axes, results[results["dataset"] == panel.split(" / ")[0]], palette)
+        axes.set(title=panel, xlabel="granularity level", ylabel="accuracy", xticks=range(1, 7))
+    handles, labels = axes_list[0].get_legend_handles_labels()
+    figure.legend(handles, labels, title="student", loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    figure.tight_layout()
+    return figure
+
+
+def _draw_curve(axes: plt.Axes, rows: pd.DataFrame, student: str, color: tuple) -> None:
+    x, y = rows["granularity"], rows["accuracy"]
+    axes.errorbar(x, y, yerr=[y - rows["low"], rows["high"] - y], color=color, marker="o", markersize=4,
+                  capsize=2, linewidth=1.4, label=student)
+    best = rows.loc[rows["accuracy"].idxmax()]
+    axes.plot(best["granularity"], best["accuracy"], marker="*", markersize=13, color=color,
+              markeredgecolor="black", linestyle="none")
+
+
 def _draw_label_baselines(axes: plt.Axes, rows: pd.DataFrame, palette: dict) -> None:
-    for fmt, style in (("answer_only", "--"), ("human", ":")):
+    for fmt, style in BASELINE_STYLES.items():
         for student, accuracy in rows[rows["format"] == fmt].groupby("student")["accuracy"].mean().items():
             axes.axhline(accuracy, color=palette[student], linestyle=style, linewidth=1)
+
+
+def draw_format_effect(results: pd.DataFrame) -> plt.Figure:
+    """Accuracy of each reasoning format minus `cot`, per student (same dataset, teacher and level),
+    with 95% intervals; a panel per dataset."""
+    sns.set_theme(style="whitegrid", context="paper")
+    curves = _with_panels(results)
+    if "cot" not in set(curves["format"]) or curves["format"].nunique() < 2:
+        raise ValueError("the format effect needs 'cot' and at least one other reasoning format")
+    intervals = accuracy_intervals(curves, ["dataset", "teacher", "granularity", "student", "format"])
+    keys = ["dataset", "teacher", "granularity", "student"]
+    cot = intervals[intervals["format"] == "cot"].set_index(keys)["accuracy"]
+    effect = intervals[intervals["format"] != "cot"].join(cot.rename("cot"), on=keys).dropna(subset=["cot"])
+    effect = effect.assign(delta=effect["accuracy"] - effect["cot"], delta_low=effect["low"] - effect["cot"],
+                           delta_high=effect["high"] - effect["cot"])
+    palette = _student_palette(results)
+    datasets = sorted(effect["dataset"].unique())
+    figure, axes_list = _panel_grid(len(datasets))
+    for dataset, axes in zip(datasets, axes_list):
+        summary = effect[effect["dataset"] == dataset].groupby(["format", "student"], as_index=False)[
+            ["delta", "delta_low", "delta_high"]].mean()
+        formats = sorted(summary["format"].unique())
+        width = 0.8 / max(1, summary["student"].nunique())
+        for index, (student, rows) in enumerate(summary.groupby("student")):
+            x = [formats.index(f) + (index - 0.5) * width for f in rows["format"]]
+            axes.bar(x, rows["delta"], width=width, color=palette[student], label=student,
+                     yerr=[rows["delta"] - rows["delta_low"], rows["delta_high"] - rows["delta"]], capsize=2)
+        axes.axhline(0, color="black", linewidth=0.8)
+        axes.set(title=dataset, xticks=range(len(formats)), xticklabels=formats, xlabel="format",
+                 ylabel="accuracy minus cot")
+    axes_list[0].legend(title="student", frameon=False)
+    figure.tight_layout()
+    return figure
+
+
+def plot_all(results: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """Every figure the results can support; a figure without its data is skipped, with a note."""
+    written: list[Path] = []
+    for stem, draw in (("granularity_curves", draw_granularity_curves), ("format_effect", draw_format_effect)):
+        try:
+            written += _save(draw(results), out_dir, stem)
+        except ValueError as error:
+            print(f"figure {stem}: skipped: {error}", flush=True)
+    return written

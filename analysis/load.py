@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-REQUIRED_COLUMNS = ("cell_id", "dataset", "teacher", "granularity", "format", "student", "seed", "accuracy")
+REQUIRED_COLUMNS = ("cell_id", "dataset", "teacher", "granularity", "format", "student", "seed", "accuracy", "n_test")
 
 
 def load(*study_dirs: str | Path) -> pd.DataFrame:
@@ -16,7 +16,10 @@ def load(*study_dirs: str | Path) -> pd.DataFrame:
         location = Path(study_dir) / "results.parquet"
         if not location.exists():
             raise FileNotFoundError(f"{location}: no results yet (has any cell of this study finished?)")
-        frame = pd.read_parquet(location)
+        try:
+            frame = pd.read_parquet(location)
+        except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
+            raise ValueError(f"{location}: not a readable results file: {error}") from None
         missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
         if missing:
             raise ValueError(f"{location}: missing columns {missing}")

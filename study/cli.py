@@ -5,7 +5,8 @@
     cotstudy run SPEC [--storage DIR]  build corpora, train and evaluate every cell, draw figures
     cotstudy resume STUDY_DIR          finish every unfinished cell of a study
     cotstudy status STUDY_DIR          done / failed / pending cells, and each failure's error
-    cotstudy figures STUDY_DIR         redraw the figures (same as python -m analysis)
+    cotstudy figures STUDY_DIR...      redraw the figures (same as python -m analysis)
+    cotstudy report STUDY_DIR...       report.md / report.html: figures, tables, findings
 
 Exit codes: 0 all cells done, 1 some cells failed, 2 bad input (spec, flag, storage), nothing run.
 """
@@ -17,6 +18,8 @@ import sys
 from importlib import resources
 from typing import TYPE_CHECKING
 
+from analysis.__main__ import main as figures_main
+from analysis.report import main as report_main
 from analysis.tables import accuracy_table
 from study import storage
 from study.cells import corpus_keys, expand_grid
@@ -49,19 +52,20 @@ def _parser() -> argparse.ArgumentParser:
     for name, help_text in (("resume", "finish the unfinished cells of a study"),
                             ("status", "done / failed / pending cells of a study")):
         commands.add_parser(name, help=help_text).add_argument("study_dir", help="<storage>/<study name>")
-    figures = commands.add_parser("figures", help="draw a study's figures")
-    figures.add_argument("study_dirs", nargs="+")
-    figures.add_argument("--out", help="figure folder (default: <first study>/figures)")
+    for name, help_text in (("figures", "draw a study's figures (same as python -m analysis)"),
+                            ("report", "write report.md / report.html with figures, tables and findings")):
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("study_dirs", nargs="+")
+        command.add_argument("--out", help="output folder (default: under the first study folder)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if args.command == "figures":
-            from analysis.__main__ import main as figures_main
-
-            return figures_main([*args.study_dirs, *(["--out", args.out] if args.out else [])])
+        if args.command in ("figures", "report"):
+            analysis_main = figures_main if args.command == "figures" else report_main
+            return analysis_main([*args.study_dirs, *(["--out", args.out] if args.out else [])])
         if args.command == "plan":
             return plan(load_spec(args.spec, args.storage))
         if args.command == "status":

@@ -17,7 +17,7 @@ import pandas as pd
 import ray
 from ray import tune
 
-from analysis.figures import plot_granularity_curves
+from analysis.figures import plot_all
 from study import storage
 from study.cells import Cell, corpus_keys, expand_grid
 from study.results import CellState, cell_states, collect_results
@@ -145,20 +145,15 @@ def resume_study(study_dir: str, trainable: Trainable = run_cell) -> StudyOutcom
 
 def finish_study(paths: StudyPaths, cells: list[Cell]) -> StudyOutcome:
     results = collect_results(paths, cells)
-    figures: list[str] = []
-    if not results.empty:
-        try:
-            figures = draw_figures(paths, results)
-        except ValueError as error:  # e.g. only answer-only cells: nothing to draw against levels
-            print(f"figures: none drawn: {error}", flush=True)
+    figures = draw_figures(paths, results) if not results.empty else []
     return StudyOutcome(paths=paths, states=cell_states(paths, cells), results=results, figures=figures)
 
 
 def draw_figures(paths: StudyPaths, results: pd.DataFrame) -> list[str]:
     """Figures go to <study>/figures; for remote storage they are drawn locally and uploaded."""
     if not storage.is_uri(paths.figures):
-        return [str(p) for p in plot_granularity_curves(results, Path(paths.figures))]
+        return [str(p) for p in plot_all(results, Path(paths.figures))]
     with tempfile.TemporaryDirectory() as scratch:
-        drawn = plot_granularity_curves(results, Path(scratch))
+        drawn = plot_all(results, Path(scratch))
         storage.upload_dir(Path(scratch), paths.figures)
     return [storage.join(paths.figures, p.name) for p in drawn]

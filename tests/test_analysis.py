@@ -6,22 +6,31 @@ import pandas as pd
 import pytest
 
 import analysis
-from analysis.figures import draw_granularity_curves, plot_granularity_curves
+from analysis.figures import draw_format_effect, draw_granularity_curves, plot_granularity_curves
+from analysis.findings import findings
+from analysis.report import write_report
+from analysis.stats import accuracy_intervals
 from analysis.tables import accuracy_table
 
+N_TEST = 400
 
-def synthetic_results() -> pd.DataFrame:
-    """A small student peaking at level 3, a large one rising; answer-only baselines below both."""
+
+def synthetic_results(seeds: tuple[int, ...] = (0, 1), formats: dict[str, float] | None = None) -> pd.DataFrame:
+    """A small student peaking at level 3, a large one rising; answer-only baselines below both.
+    `formats` adds reasoning formats whose accuracy is shifted by the given amount from cot."""
     rows = []
     curves = {"small": {1: 0.2, 3: 0.5, 6: 0.3}, "large": {1: 0.3, 3: 0.5, 6: 0.7}}
-    for student, curve in curves.items():
-        for seed in (0, 1):
-            for level, accuracy in curve.items():
-                rows.append(dict(cell_id=f"{student}{level}{seed}", dataset="arith", teacher="program",
-                                 granularity=level, format="cot", student=student, seed=seed,
-                                 accuracy=accuracy + 0.02 * seed))
+    for fmt, shift in {"cot": 0.0, **(formats or {})}.items():
+        for student, curve in curves.items():
+            for seed in seeds:
+                for level, accuracy in curve.items():
+                    rows.append(dict(cell_id=f"{fmt}{student}{level}{seed}", dataset="arith", teacher="program",
+                                     granularity=level, format=fmt, student=student, seed=seed, n_test=N_TEST,
+                                     accuracy=accuracy + shift + 0.02 * (seed % 2)))
+    for student in curves:
+        for seed in seeds:
             rows.append(dict(cell_id=f"{student}a{seed}", dataset="arith", teacher=None, granularity=None,
-                             format="answer_only", student=student, seed=seed, accuracy=0.1))
+                             format="answer_only", student=student, seed=seed, n_test=N_TEST, accuracy=0.1))
     return pd.DataFrame(rows)
 
 
@@ -78,3 +87,60 @@ def test_load_combines_studies_and_rejects_malformed(tmp_path):
 def test_analysis_does_not_import_ray():
     code = "import sys, analysis, analysis.figures, analysis.tables; print('ray' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_interior_optimum_and_monotonic_rise_are_told_apart():
+    by_student = {f.student: f for f in findings(synthetic_results()) if f.kind == "granularity"}
+    assert by_student["small"].holds and by_student["small"].numbers["best_level"] == 3
+    assert by_student["small"].numbers["p_interior"] > 0.95
+    assert not by_student["large"].holds and by_student["large"].numbers["best_level"] == 6
+    assert by_student["large"].numbers["p_interior"] < 0.05
+    assert "non-monotonic" in by_student["small"].statement
+
+
+def test_a_planted_format_effect_is_found_and_its_absence_is_not():
+    planted = {f.student: f for f in findings(synthetic_results(formats={"bsm": -0.15})) if f.kind == "format"}
+    assert all(f.holds for f in planted.values())
+    assert planted["small"].numbers["difference"] == pytest.approx(0.15)
+    assert planted["small"].numbers["low"] > 0.05
+    absent = [f for f in findings(synthetic_results(formats={"bsm": 0.0})) if f.kind == "format"]
+    assert absent and not any(f.holds for f in absent)
+    assert all(f.numbers["low"] < 0 < f.numbers["high"] + 1e-9 for f in absent)
+
+
+def test_intervals_shrink_with_more_seeds():
+    def width(seeds):
+        intervals = accuracy_intervals(synthetic_results(seeds=seeds), ["student", "format", "granularity"])
+        return float((intervals["high"] - intervals["low"]).mean())
+
+    assert width(tuple(range(8))) < 0.6 * width((0,))
+
+
+def test_format_effect_figure_is_relative_to_cot():
+    figure = draw_format_effect(synthetic_results(formats={"bsm": -0.15, "rar": 0.05}))
+    axes = figure.axes[0]
+    assert axes.get_ylabel() == "accuracy minus cot" and axes.get_title() == "arith"
+    assert [t.get_text() for t in axes.get_xticklabels()] == ["bsm", "rar"]
+    heights = sorted(round(p.get_height(), 3) for p in axes.patches)
+    assert heights[0] == pytest.approx(-0.15, abs=1e-6) and heights[-1] == pytest.approx(0.05, abs=1e-6)
+
+
+def test_report_has_findings_tables_and_embedded_figures(tmp_path):
+    written = write_report(synthetic_results(formats={"bsm": -0.15}), tmp_path)
+    report = (tmp_path / "report.md").read_text()
+    assert "best at level 3" in report and "format matters" in report
+    assert "| small" in report and "figures/granularity_curves.png" in report
+    page = (tmp_path / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 2  # granularity and format figures, inline
+    assert "\\begin{tabular}" in (tmp_path / "tables.tex").read_text()
+    assert tmp_path / "figures" / "format_effect.pdf" in written
+
+
+def test_cli_report_writes_the_report_and_names_a_missing_study(tmp_path):
+    (tmp_path / "study").mkdir()
+    synthetic_results().to_parquet(tmp_path / "study" / "results.parquet")
+    from study.cli import main
+
+    assert main(["report", str(tmp_path / "study")]) == 0
+    assert (tmp_path / "study" / "report.html").exists() and (tmp_path / "study" / "report.md").exists()
+    assert main(["report", str(tmp_path / "absent")]) == 2

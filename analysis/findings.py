@@ -1,0 +1,95 @@
+"""Which of the paper's findings hold in a set of results, stated with their numbers.
+
+- granularity: per student, data set, teacher and format, is the best level interior (a
+  non-monotonic curve), and with what bootstrap probability;
+- format: per student and data set, the largest accuracy difference between reasoning formats,
+  with its 95% bootstrap interval (it "matters" when the interval excludes 0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from analysis.stats import LEVEL, N_BOOT, bootstrap_means
+from study.spec import LABEL_FORMATS
+
+MIN_LEVELS_FOR_SHAPE = 3
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str  # granularity | format
+    dataset: str
+    student: str
+    holds: bool
+    statement: str
+    numbers: dict[str, float] = field(default_factory=dict)
+
+
+def _reasoning_rows(results: pd.DataFrame) -> pd.DataFrame:
+    return results[~results["format"].isin(sorted(LABEL_FORMATS))]
+
+
+def granularity_findings(results: pd.DataFrame, n_boot: int = N_BOOT, seed: int = 0) -> list[Finding]:
+    rng = np.random.default_rng(seed)
+    findings = []
+    keys = ["dataset", "teacher", "format", "student"]
+    for (dataset, teacher, fmt, student), rows in _reasoning_rows(results).groupby(keys, sort=True):
+        levels = sorted(rows["granularity"].unique())
+        if len(levels) < MIN_LEVELS_FOR_SHAPE:
+            continue
+        replicates = np.stack([bootstrap_means(rows[rows["granularity"] == lv], rng, n_boot) for lv in levels], 1)
+        means = np.array([rows.loc[rows["granularity"] == lv, "accuracy"].mean() for lv in levels])
+        best = int(np.argmax(means))
+        interior = 0 < best < len(levels) - 1
+        p_interior = float(np.mean((replicates.argmax(1) > 0) & (replicates.argmax(1) < len(levels) - 1)))
+        shape = "non-monotonic (best level interior)" if interior else "monotonic at its best end"
+        statement = (f"{student} on {dataset} ({teacher}, {fmt}): best at level {int(levels[best])} "
+                     f"({means[best]:.3f}); {shape}; bootstrap P(interior optimum) = {p_interior:.2f}")
+        findings.append(Finding("granularity", dataset, student, interior, statement,
+                                {"best_level": float(levels[best]), "best_accuracy": float(means[best]),
+                                 "p_interior": p_interior}))
+    return findings
+
+
+def format_findings(results: pd.DataFrame, n_boot: int = N_BOOT, seed: int = 0) -> list[Finding]:
+    rng = np.random.default_rng(seed)
+    findings = []
+    for (dataset, student), rows in _reasoning_rows(results).groupby(["dataset", "student"], sort=True):
+        formats = sorted(rows["format"].unique())
+        if len(formats) < 2:
+            continue
+        means = rows.groupby("format")["accuracy"].mean()
+        best, worst = means.idxmax(), means.idxmin()
+        difference = _paired_difference(rows, best, worst, rng, n_boot)
+        if difference is None:  # the two formats share no (teacher, level): nothing to compare
+            continue
+        low, high = np.quantile(difference, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
+        matters = bool(low > 0)
+        statement = (f"{student} on {dataset}: format {'matters' if matters else 'does not clearly matter'}; "
+                     f"{best} {means[best]:.3f} vs {worst} {means[worst]:.3f}, difference "
+                     f"{means[best] - means[worst]:+.3f} (95% interval {low:+.3f} to {high:+.3f})")
+        findings.append(Finding("format", dataset, student, matters, statement,
+                                {"difference": float(means[best] - means[worst]), "low": float(low),
+                                 "high": float(high)}))
+    return findings
+
+
+def _paired_difference(rows: pd.DataFrame, better: str, worse: str, rng: np.random.Generator,
+                       n_boot: int) -> np.ndarray | None:
+    """Bootstrap replicates of the accuracy difference between two formats, compared at the same
+    teacher and level (so the spread between levels does not swamp the format effect)."""
+    per_stratum = []
+    for _, stratum in rows.groupby(["teacher", "granularity"]):
+        a, b = stratum[stratum["format"] == better], stratum[stratum["format"] == worse]
+        if len(a) and len(b):
+            per_stratum.append(bootstrap_means(a, rng, n_boot) - bootstrap_means(b, rng, n_boot))
+    return np.mean(per_stratum, axis=0) if per_stratum else None
+
+
+def findings(results: pd.DataFrame, n_boot: int = N_BOOT, seed: int = 0) -> list[Finding]:
+    """Every finding the results can speak to, as sentences with their numbers."""
+    return granularity_findings(results, n_boot, seed) + format_findings(results, n_boot, seed)

@@ -1,0 +1,76 @@
+"""A study report: figures, tables and findings as report.md and a self-contained report.html.
+
+    cotstudy report STUDY_DIR [STUDY_DIR ...] [--out DIR]     (python -m analysis.report ...)
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.figures import plot_all
+from analysis.findings import findings
+from analysis.load import load
+from analysis.tables import paper_tables, to_latex, to_markdown
+
+
+def write_report(results: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """Write figures/, report.md, report.html and tables.tex under out_dir; returns the files."""
+    figures = plot_all(results, out_dir / "figures")
+    tables = paper_tables(results)
+    sentences = [f.statement for f in findings(results)]
+    markdown = _markdown(results, figures, tables, sentences, out_dir)
+    (out_dir / "report.md").write_text(markdown)
+    (out_dir / "report.html").write_text(_html(results, figures, tables, sentences))
+    (out_dir / "tables.tex").write_text("\n".join(f"% {name}\n{to_latex(t)}" for name, t in tables.items()))
+    return [out_dir / "report.md", out_dir / "report.html", out_dir / "tables.tex", *figures]
+
+
+def _summary(results: pd.DataFrame) -> str:
+    return (f"{len(results)} finished cells; {results['student'].nunique()} students, "
+            f"{results['dataset'].nunique()} data sets, seeds {sorted(int(s) for s in results['seed'].unique())}.")
+
+
+def _markdown(results: pd.DataFrame, figures: list[Path], tables: dict[str, pd.DataFrame],
+              sentences: list[str], out_dir: Path) -> str:
+    parts = ["# Study report", "", _summary(results), "", "## Findings", ""]
+    parts += [f"- {s}" for s in sentences] or ["- (no finding: too few levels or formats)"]
+    parts += ["", "## Figures", ""]
+    parts += [f"![{p.stem}]({p.relative_to(out_dir)})" for p in figures if p.suffix == ".png"]
+    for name, table in tables.items():
+        parts += ["", f"## Accuracy: {name}", "", to_markdown(table)]
+    return "\n".join(parts) + "\n"
+
+
+def _html(results: pd.DataFrame, figures: list[Path], tables: dict[str, pd.DataFrame], sentences: list[str]) -> str:
+    images = [f'<img alt="{p.stem}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">'
+              for p in figures if p.suffix == ".png"]
+    body = [f"<h1>Study report</h1><p>{html.escape(_summary(results))}</p><h2>Findings</h2><ul>",
+            *[f"<li>{html.escape(s)}</li>" for s in sentences], "</ul><h2>Figures</h2>", *images]
+    body += [f"<h2>Accuracy: {html.escape(n)}</h2>{t.to_html(float_format=lambda v: f'{v:.3f}')}"
+             for n, t in tables.items()]
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>Study report</title></head><body>{''.join(body)}</body></html>\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cotstudy report", description="Write a study's report.")
+    parser.add_argument("study_dirs", nargs="+", help="study folders holding results.parquet")
+    parser.add_argument("--out", help="report folder (default: the first study folder)")
+    args = parser.parse_args(argv)
+    try:
+        written = write_report(load(*args.study_dirs), Path(args.out or args.study_dirs[0]))
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

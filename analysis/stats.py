@@ -1,0 +1,35 @@
+"""Uncertainty for accuracies: a bootstrap over test items within a cell and over seeds.
+
+Resampling the test items of a cell with replacement gives Binomial(n_test, accuracy) / n_test,
+so the item bootstrap needs only `n_correct` and `n_test` from results.parquet. With several
+seeds the bootstrap is hierarchical: resample seeds, then items within each resampled seed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+N_BOOT = 2000
+LEVEL = 0.95
+
+
+def bootstrap_means(cells: pd.DataFrame, rng: np.random.Generator, n_boot: int = N_BOOT) -> np.ndarray:
+    """n_boot bootstrap replicates of the mean accuracy of a group of cells (one row per seed)."""
+    n_test = cells["n_test"].to_numpy()
+    accuracy = cells["accuracy"].to_numpy()
+    seeds = rng.integers(0, len(cells), size=(n_boot, len(cells)))  # over seeds
+    correct = rng.binomial(n_test[seeds], accuracy[seeds])  # over items within each seed
+    return (correct / n_test[seeds]).mean(axis=1)
+
+
+def accuracy_intervals(results: pd.DataFrame, by: list[str], n_boot: int = N_BOOT, seed: int = 0) -> pd.DataFrame:
+    """Mean accuracy of each group with its 95% bootstrap interval (columns accuracy, low, high)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for key, cells in results.groupby(by, dropna=False, sort=True):
+        replicates = bootstrap_means(cells, rng, n_boot)
+        low, high = np.quantile(replicates, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
+        rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))),
+                     "accuracy": cells["accuracy"].mean(), "low": low, "high": high, "n_seeds": len(cells)})
+    return pd.DataFrame(rows)
