@@ -14,8 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from analysis.stats import accuracy_intervals  # noqa: E402
-from study.spec import LABEL_FORMATS  # noqa: E402  (pydantic only; no Ray)
+from analysis.stats import accuracy_intervals, reasoning_rows, student_gains  # noqa: E402
 
 FIGURE_FORMATS = ("png", "pdf")
 PANEL_SIZE_IN = (3.2, 2.6)
@@ -34,7 +33,7 @@ def _save(figure: plt.Figure, out_dir: Path, stem: str) -> list[Path]:
 
 
 def _with_panels(results: pd.DataFrame) -> pd.DataFrame:
-    curves = results[~results["format"].isin(sorted(LABEL_FORMATS))].copy()
+    curves = reasoning_rows(results).copy()
     if curves.empty:
         raise ValueError("no results with a granularity level to plot (only answer-only / human cells)")
     curves["panel"] = curves["dataset"] + " / " + curves["teacher"].astype(str) + " / " + curves["format"]
@@ -135,10 +134,80 @@ def draw_format_effect(results: pd.DataFrame) -> plt.Figure:
     return figure
 
 
+def _require(results: pd.DataFrame, columns: tuple[str, ...], figure: str) -> None:
+    missing = [c for c in columns if c not in results.columns or results[c].isna().all()]
+    if missing:
+        raise ValueError(f"{figure} needs result columns {missing} (older results lack them)")
+
+
+def draw_teacher_effect(results: pd.DataFrame) -> plt.Figure:
+    """Student x teacher heatmaps of accuracy and of gain over answer-only, and teacher strength
+    (its corpus accuracy) against student gain."""
+    sns.set_theme(style="white", context="paper")
+    _require(results, ("teacher_accuracy",), "the teacher effect")
+    gains = student_gains(results)
+    if gains.empty:
+        raise ValueError("the teacher effect needs answer-only baselines next to teacher cells")
+    figure, (left, middle, right) = plt.subplots(1, 3, figsize=(3 * PANEL_SIZE_IN[0], PANEL_SIZE_IN[1]))
+    for axes, value, title in ((left, "accuracy", "accuracy"), (middle, "gain", "gain over answer-only")):
+        table = gains.pivot_table(index="student", columns="teacher", values=value, aggfunc="mean")
+        sns.heatmap(table, annot=True, fmt=".2f", cmap="viridis" if value == "accuracy" else "vlag",
+                    center=None if value == "accuracy" else 0, ax=axes, cbar=False)
+        axes.set(title=title, xlabel="teacher", ylabel="student")
+    strength = gains.groupby(["teacher", "student"], as_index=False)[["teacher_accuracy", "gain"]].mean()
+    sns.scatterplot(data=strength, x="teacher_accuracy", y="gain", hue="student", style="teacher", ax=right)
+    right.axhline(0, color="black", linewidth=0.8)
+    right.set(title="teacher strength vs student gain", xlabel="teacher accuracy", ylabel="gain over answer-only")
+    figure.tight_layout()
+    return figure
+
+
+def draw_rationale_length(results: pd.DataFrame) -> plt.Figure:
+    """Rationale length by level per teacher, and accuracy against rationale length."""
+    sns.set_theme(style="whitegrid", context="paper")
+    _require(results, ("mean_rationale_tokens",), "the rationale-length figure")
+    curves = _with_panels(results)
+    figure, (left, right) = plt.subplots(1, 2, figsize=(2 * PANEL_SIZE_IN[0], PANEL_SIZE_IN[1]))
+    lengths = curves.groupby(["teacher", "format", "granularity"], as_index=False)["mean_rationale_tokens"].mean()
+    sns.lineplot(data=lengths, x="granularity", y="mean_rationale_tokens", hue="teacher", style="format",
+                 marker="o", ax=left)
+    left.set(title="rationale length by level", xlabel="granularity level", ylabel="rationale tokens",
+             xticks=range(1, 7))
+    sns.scatterplot(data=curves, x="mean_rationale_tokens", y="accuracy", hue="student",
+                    palette=_student_palette(results), ax=right)
+    right.set(title="accuracy against length", xlabel="rationale tokens", ylabel="accuracy")
+    figure.tight_layout()
+    return figure
+
+
+def draw_cost(results: pd.DataFrame) -> plt.Figure:
+    """Seconds (train + eval) and train tokens per cell."""
+    sns.set_theme(style="whitegrid", context="paper")
+    _require(results, ("train_s", "eval_s", "train_tokens"), "the cost figure")
+    cells = results.assign(seconds=results["train_s"] + results["eval_s"]).sort_values("name")
+    height = max(PANEL_SIZE_IN[1], 0.22 * len(cells))
+    figure, (left, right) = plt.subplots(1, 2, sharey=True, figsize=(2 * PANEL_SIZE_IN[0], height))
+    left.barh(cells["name"], cells["seconds"], color=sns.color_palette("colorblind")[0])
+    left.set(title="train + eval seconds", xlabel="seconds")
+    right.barh(cells["name"], cells["train_tokens"], color=sns.color_palette("colorblind")[1])
+    right.set(title="train tokens", xlabel="tokens")
+    figure.tight_layout()
+    return figure
+
+
+FIGURES = {
+    "granularity_curves": draw_granularity_curves,
+    "format_effect": draw_format_effect,
+    "teacher_effect": draw_teacher_effect,
+    "rationale_length": draw_rationale_length,
+    "cost": draw_cost,
+}
+
+
 def plot_all(results: pd.DataFrame, out_dir: Path) -> list[Path]:
     """Every figure the results can support; a figure without its data is skipped, with a note."""
     written: list[Path] = []
-    for stem, draw in (("granularity_curves", draw_granularity_curves), ("format_effect", draw_format_effect)):
+    for stem, draw in FIGURES.items():
         try:
             written += _save(draw(results), out_dir, stem)
         except ValueError as error:

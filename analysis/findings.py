@@ -3,7 +3,9 @@
 - granularity: per student, data set, teacher and format, is the best level interior (a
   non-monotonic curve), and with what bootstrap probability;
 - format: per student and data set, the largest accuracy difference between reasoning formats,
-  with its 95% bootstrap interval (it "matters" when the interval excludes 0).
+  with its 95% bootstrap interval (it "matters" when the interval excludes 0);
+- teacher: per student and data set with 3+ teachers, the rank correlation between a teacher's
+  own accuracy (its corpus's correct rate) and the student's gain over answer-only.
 """
 
 from __future__ import annotations
@@ -13,10 +15,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from analysis.stats import LEVEL, N_BOOT, bootstrap_means
-from study.spec import LABEL_FORMATS
+from analysis.stats import LEVEL, N_BOOT, bootstrap_means, reasoning_rows, student_gains
 
 MIN_LEVELS_FOR_SHAPE = 3
+MIN_TEACHERS_FOR_CORRELATION = 3
 
 
 @dataclass(frozen=True)
@@ -29,15 +31,12 @@ class Finding:
     numbers: dict[str, float] = field(default_factory=dict)
 
 
-def _reasoning_rows(results: pd.DataFrame) -> pd.DataFrame:
-    return results[~results["format"].isin(sorted(LABEL_FORMATS))]
-
 
 def granularity_findings(results: pd.DataFrame, n_boot: int = N_BOOT, seed: int = 0) -> list[Finding]:
     rng = np.random.default_rng(seed)
     findings = []
     keys = ["dataset", "teacher", "format", "student"]
-    for (dataset, teacher, fmt, student), rows in _reasoning_rows(results).groupby(keys, sort=True):
+    for (dataset, teacher, fmt, student), rows in reasoning_rows(results).groupby(keys, sort=True):
         levels = sorted(rows["granularity"].unique())
         if len(levels) < MIN_LEVELS_FOR_SHAPE:
             continue
@@ -58,7 +57,7 @@ def granularity_findings(results: pd.DataFrame, n_boot: int = N_BOOT, seed: int 
 def format_findings(results: pd.DataFrame, n_boot: int = N_BOOT, seed: int = 0) -> list[Finding]:
     rng = np.random.default_rng(seed)
     findings = []
-    for (dataset, student), rows in _reasoning_rows(results).groupby(["dataset", "student"], sort=True):
+    for (dataset, student), rows in reasoning_rows(results).groupby(["dataset", "student"], sort=True):
         formats = sorted(rows["format"].unique())
         if len(formats) < 2:
             continue
@@ -90,6 +89,25 @@ def _paired_difference(rows: pd.DataFrame, better: str, worse: str, rng: np.rand
     return np.mean(per_stratum, axis=0) if per_stratum else None
 
 
+def teacher_findings(results: pd.DataFrame) -> list[Finding]:
+    if "teacher_accuracy" not in results.columns:
+        return []
+    findings = []
+    for (dataset, student), rows in student_gains(results).groupby(["dataset", "student"], sort=True):
+        per_teacher = rows.groupby("teacher")[["teacher_accuracy", "gain"]].mean()
+        if len(per_teacher) < MIN_TEACHERS_FOR_CORRELATION:
+            continue
+        rho = float(per_teacher["teacher_accuracy"].rank().corr(per_teacher["gain"].rank()))  # Spearman
+        strongest = per_teacher["teacher_accuracy"].idxmax()
+        statement = (f"{student} on {dataset}: a stronger teacher {'helps' if rho > 0 else 'does not help'} "
+                     f"(Spearman rho = {rho:+.2f} between teacher accuracy and gain over answer-only, "
+                     f"{len(per_teacher)} teachers; the strongest, {strongest}, gives gain "
+                     f"{per_teacher.loc[strongest, 'gain']:+.3f})")
+        findings.append(Finding("teacher", dataset, student, rho > 0, statement, {"spearman_rho": rho}))
+    return findings
+
+
 def findings(results: pd.DataFrame, n_boot: int = N_BOOT, seed: int = 0) -> list[Finding]:
     """Every finding the results can speak to, as sentences with their numbers."""
-    return granularity_findings(results, n_boot, seed) + format_findings(results, n_boot, seed)
+    return (granularity_findings(results, n_boot, seed) + format_findings(results, n_boot, seed)
+            + teacher_findings(results))

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from study.spec import LABEL_FORMATS  # pydantic only; no Ray
+
 N_BOOT = 2000
 LEVEL = 0.95
 
@@ -33,3 +35,17 @@ def accuracy_intervals(results: pd.DataFrame, by: list[str], n_boot: int = N_BOO
         rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))),
                      "accuracy": cells["accuracy"].mean(), "low": low, "high": high, "n_seeds": len(cells)})
     return pd.DataFrame(rows)
+
+
+def reasoning_rows(results: pd.DataFrame) -> pd.DataFrame:
+    """Cells with teacher reasoning (a granularity level); label formats left out."""
+    return results[~results["format"].isin(sorted(LABEL_FORMATS))]
+
+
+def student_gains(results: pd.DataFrame) -> pd.DataFrame:
+    """Reasoning cells with `gain`: accuracy minus the answer-only accuracy of the same dataset
+    and student (mean over seeds); cells without an answer-only baseline are dropped."""
+    baseline = (results[results["format"] == "answer_only"].groupby(["dataset", "student"])["accuracy"].mean()
+                .rename("answer_only_accuracy"))
+    gains = reasoning_rows(results).join(baseline, on=["dataset", "student"]).dropna(subset=["answer_only_accuracy"])
+    return gains.assign(gain=gains["accuracy"] - gains["answer_only_accuracy"])

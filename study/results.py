@@ -38,6 +38,8 @@ class Measurements(Frozen):
     final_loss: float
     dropped_examples: int
     eval_s: float
+    teacher_accuracy: float  # the corpus's correct rate against gold (train split)
+    mean_rationale_tokens: float  # mean target length in the student's tokens
 
 
 class CellResult(Measurements):

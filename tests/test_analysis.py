@@ -6,7 +6,14 @@ import pandas as pd
 import pytest
 
 import analysis
-from analysis.figures import draw_format_effect, draw_granularity_curves, plot_granularity_curves
+from analysis.figures import (
+    draw_cost,
+    draw_format_effect,
+    draw_granularity_curves,
+    draw_rationale_length,
+    draw_teacher_effect,
+    plot_granularity_curves,
+)
 from analysis.findings import findings
 from analysis.report import write_report
 from analysis.stats import accuracy_intervals
@@ -144,3 +151,50 @@ def test_cli_report_writes_the_report_and_names_a_missing_study(tmp_path):
     assert main(["report", str(tmp_path / "study")]) == 0
     assert (tmp_path / "study" / "report.html").exists() and (tmp_path / "study" / "report.md").exists()
     assert main(["report", str(tmp_path / "absent")]) == 2
+
+
+def with_teachers(strengths: dict[str, float], gain_follows_strength: bool) -> pd.DataFrame:
+    """Results with several teachers of known accuracy; the student gain rises or falls with it."""
+    frames = []
+    for rank, (teacher, strength) in enumerate(sorted(strengths.items(), key=lambda kv: kv[1])):
+        shift = 0.05 * rank if gain_follows_strength else -0.05 * rank
+        teacher_rows = synthetic_results().query("format == 'cot'").assign(
+            teacher=teacher, teacher_accuracy=strength, accuracy=lambda d: d["accuracy"] + shift,
+            cell_id=lambda d: d["cell_id"] + teacher)
+        frames.append(teacher_rows)
+    baseline = synthetic_results().query("format == 'answer_only'").assign(teacher_accuracy=1.0)
+    frames.append(baseline)
+    return pd.concat(frames, ignore_index=True).assign(
+        mean_rationale_tokens=lambda d: d["granularity"].fillna(0) * 20 + 5, train_s=30.0, eval_s=2.0,
+        train_tokens=100_000, name=lambda d: d["cell_id"])
+
+
+def test_teacher_strength_correlation_is_found_both_ways():
+    strengths = {"weak": 0.5, "mid": 0.7, "strong": 0.9}
+    helps = [f for f in findings(with_teachers(strengths, True)) if f.kind == "teacher"]
+    hurts = [f for f in findings(with_teachers(strengths, False)) if f.kind == "teacher"]
+    assert {f.student for f in helps} == {"small", "large"}
+    assert all(f.holds and f.numbers["spearman_rho"] == pytest.approx(1.0) for f in helps)
+    assert all(not f.holds and f.numbers["spearman_rho"] == pytest.approx(-1.0) for f in hurts)
+
+
+def test_teacher_length_and_cost_figures_render_with_their_axes():
+    results = with_teachers({"weak": 0.5, "mid": 0.7, "strong": 0.9}, True)
+    teacher = draw_teacher_effect(results)
+    assert [a.get_title() for a in teacher.axes[:3]] == ["accuracy", "gain over answer-only",
+                                                          "teacher strength vs student gain"]
+    assert teacher.axes[0].get_xlabel() == "teacher" and teacher.axes[2].get_xlabel() == "teacher accuracy"
+    length = draw_rationale_length(results)
+    assert length.axes[0].get_ylabel() == "rationale tokens" and length.axes[1].get_ylabel() == "accuracy"
+    cost = draw_cost(results)
+    assert [a.get_title() for a in cost.axes] == ["train + eval seconds", "train tokens"]
+
+
+def test_figures_for_what_exists_when_older_results_lack_columns(tmp_path, capsys):
+    from analysis.figures import plot_all
+
+    written = plot_all(synthetic_results(), tmp_path)  # no teacher_accuracy, lengths or timings
+    assert {p.stem for p in written} == {"granularity_curves"}
+    notes = capsys.readouterr().out
+    assert "teacher_effect: skipped" in notes and "teacher_accuracy" in notes
+    assert "cost: skipped" in notes

@@ -41,6 +41,11 @@ def encode_corpus(tokenizer: PreTrainedTokenizerBase, dataset: str, corpus: pd.D
     return kept, len(examples) - len(kept)
 
 
+def mean_target_tokens(examples: list[Example]) -> float:
+    """Mean rationale length in tokens (the tokens the loss sees, EOS included)."""
+    return sum(sum(1 for label in e.labels if label != IGNORE_INDEX) for e in examples) / len(examples)
+
+
 def batch_indices(examples: list[Example], tokens_per_batch: int, seed: int) -> list[list[int]]:
     """One epoch of shuffled batches whose padded size (rows x longest) fits tokens_per_batch."""
     order = list(range(len(examples)))

@@ -26,7 +26,15 @@ from study.datasets import load_split
 from study.results import Measurements
 from study.spec import ResourcesSpec
 from study.storage import StudyPaths
-from trainables.data import Example, batch_indices, collate, encode_corpus, steps_per_epoch, total_steps
+from trainables.data import (
+    Example,
+    batch_indices,
+    collate,
+    encode_corpus,
+    mean_target_tokens,
+    steps_per_epoch,
+    total_steps,
+)
 from trainables.evaluate import evaluate
 from trainables.students import build_student, parameter_count, student_tokenizer
 from trainables.tokenizer import load_tokenizer
@@ -80,8 +88,10 @@ def train_and_evaluate(config: dict) -> None:
 
     with tempfile.TemporaryDirectory() as scratch:
         tokenizer = student_tokenizer(cell.student, load_study_tokenizer(paths, Path(scratch) / "tokenizer"))
-    examples, dropped = encode_corpus(tokenizer, cell.corpus.dataset.name, load_corpus(paths, cell.corpus),
-                                      settings.max_length)
+    corpus = load_corpus(paths, cell.corpus)
+    examples, dropped = encode_corpus(tokenizer, cell.corpus.dataset.name, corpus, settings.max_length)
+    corpus_measures = {"dropped_examples": dropped, "teacher_accuracy": float(corpus["correct"].mean()),
+                       "mean_rationale_tokens": mean_target_tokens(examples)}
     per_epoch = steps_per_epoch(examples, settings.tokens_per_batch, world)
     n_steps = total_steps(settings.epochs, settings.max_steps, per_epoch)
     stream = batch_stream(examples, settings.tokens_per_batch, cell.seed, n_steps * world)
@@ -114,7 +124,7 @@ def train_and_evaluate(config: dict) -> None:
 
     # Train's result keeps the metrics of the last checkpointed report: the final checkpoint
     # carries the evaluation, so a restart after it only re-evaluates.
-    measured = _evaluate_rank0(cell, paths, student, tokenizer, state, dropped) if rank == 0 else {}
+    measured = _evaluate_rank0(cell, paths, student, tokenizer, state, corpus_measures) if rank == 0 else {}
     _report_checkpoint(student, optimizer, scheduler, state, rank, metrics=measured)
 
 
@@ -136,7 +146,7 @@ def _checkpoint_due(last_checkpoint: float, every_s: float, world: int) -> bool:
 
 
 def _evaluate_rank0(cell: Cell, paths: StudyPaths, student: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
-                    state: dict, dropped: int) -> dict:
+                    state: dict, corpus_measures: dict) -> dict:
     problems = load_split(cell.corpus.dataset, "test")[: cell.evaluation.test_size]
     evaluation = evaluate(student, tokenizer, cell.corpus.dataset.name, problems,
                           cell.evaluation.max_new_tokens, cell.evaluation.batch_size)
@@ -154,8 +164,8 @@ def _evaluate_rank0(cell: Cell, paths: StudyPaths, student: PreTrainedModel, tok
         train_s=state["train_s"],
         tokens_per_s=state["train_tokens"] / max(state["train_s"], 1e-9),
         final_loss=state["loss"],
-        dropped_examples=dropped,
         eval_s=evaluation.eval_s,
+        **corpus_measures,
     ).model_dump()
 
 
