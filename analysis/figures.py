@@ -86,9 +86,13 @@ def draw_granularity_curves(results: pd.DataFrame) -> plt.Figure:
     return figure
 
 
+def _yerr(rows: pd.DataFrame, column: str) -> list[pd.Series]:
+    return [(rows[column] - rows["low"]).clip(lower=0), (rows["high"] - rows[column]).clip(lower=0)]
+
+
 def _draw_curve(axes: plt.Axes, rows: pd.DataFrame, student: str, color: tuple) -> None:
     x, y = rows["granularity"], rows["accuracy"]
-    axes.errorbar(x, y, yerr=[y - rows["low"], rows["high"] - y], color=color, marker="o", markersize=4,
+    axes.errorbar(x, y, yerr=_yerr(rows, "accuracy"), color=color, marker="o", markersize=4,
                   capsize=2, linewidth=1.4, label=student)
     best = rows.loc[rows["accuracy"].idxmax()]
     axes.plot(best["granularity"], best["accuracy"], marker="*", markersize=13, color=color,
@@ -154,8 +158,14 @@ def draw_teacher_effect(results: pd.DataFrame) -> plt.Figure:
         sns.heatmap(table, annot=True, fmt=".2f", cmap="viridis" if value == "accuracy" else "vlag",
                     center=None if value == "accuracy" else 0, ax=axes, cbar=False)
         axes.set(title=title, xlabel="teacher", ylabel="student")
-    strength = gains.groupby(["teacher", "student"], as_index=False)[["teacher_accuracy", "gain"]].mean()
-    sns.scatterplot(data=strength, x="teacher_accuracy", y="gain", hue="student", style="teacher", ax=right)
+    strength = accuracy_intervals(gains, ["student", "teacher", "teacher_accuracy", "answer_only_accuracy"])
+    for column in ("accuracy", "low", "high"):  # the interval of the gain: baseline is a constant here
+        strength[column] -= strength["answer_only_accuracy"]
+    palette = _student_palette(results)
+    for student, rows in strength.groupby("student"):
+        right.errorbar(rows["teacher_accuracy"], rows["accuracy"], yerr=_yerr(rows, "accuracy"),
+                       color=palette[student], marker="o", linestyle="none", capsize=2, label=student)
+    right.legend(title="student", frameon=False)
     right.axhline(0, color="black", linewidth=0.8)
     right.set(title="teacher strength vs student gain", xlabel="teacher accuracy", ylabel="gain over answer-only")
     figure.tight_layout()
@@ -173,8 +183,12 @@ def draw_rationale_length(results: pd.DataFrame) -> plt.Figure:
                  marker="o", ax=left)
     left.set(title="rationale length by level", xlabel="granularity level", ylabel="rationale tokens",
              xticks=range(1, 7))
-    sns.scatterplot(data=curves, x="mean_rationale_tokens", y="accuracy", hue="student",
-                    palette=_student_palette(results), ax=right)
+    points = accuracy_intervals(curves, ["student", "mean_rationale_tokens"])
+    palette = _student_palette(results)
+    for student, rows in points.groupby("student"):
+        right.errorbar(rows["mean_rationale_tokens"], rows["accuracy"], yerr=_yerr(rows, "accuracy"),
+                       color=palette[student], marker="o", linestyle="none", capsize=2, label=student)
+    right.legend(title="student", frameon=False)
     right.set(title="accuracy against length", xlabel="rationale tokens", ylabel="accuracy")
     figure.tight_layout()
     return figure

@@ -1,4 +1,4 @@
-"""Loading result rows from one or more study folders."""
+"""Loading result rows from one or more study folders (local paths or pyarrow URIs)."""
 
 from __future__ import annotations
 
@@ -6,24 +6,29 @@ from pathlib import Path
 
 import pandas as pd
 
+from study import storage  # pyarrow filesystems only; no Ray
+
 REQUIRED_COLUMNS = ("cell_id", "dataset", "teacher", "granularity", "format", "student", "seed", "accuracy", "n_test")
+COLUMN_TYPES = {"cell_id": "string", "dataset": "string", "teacher": "string", "granularity": "Int64",
+                "format": "string", "student": "string", "seed": "int64", "accuracy": "float64", "n_test": "int64"}
 
 
 def load(*study_dirs: str | Path) -> pd.DataFrame:
-    """results.parquet of each study folder, concatenated, with a `study` column."""
-    frames = []
-    for study_dir in study_dirs:
-        location = Path(study_dir) / "results.parquet"
-        if not location.exists():
-            raise FileNotFoundError(f"{location}: no results yet (has any cell of this study finished?)")
-        try:
-            frame = pd.read_parquet(location)
-        except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
-            raise ValueError(f"{location}: not a readable results file: {error}") from None
-        missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
-        if missing:
-            raise ValueError(f"{location}: missing columns {missing}")
-        frames.append(frame.assign(study=Path(study_dir).name))
-    if not frames:
+    """results.parquet of each study folder, concatenated, typed, with a `study` column."""
+    if not study_dirs:
         raise ValueError("give at least one study folder")
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat([_load_one(str(d)) for d in study_dirs], ignore_index=True)
+
+
+def _load_one(study_dir: str) -> pd.DataFrame:
+    location = storage.join(study_dir, "results.parquet")
+    if not storage.exists(location):
+        raise FileNotFoundError(f"{location}: no results yet (has any cell of this study finished?)")
+    try:
+        frame = storage.read_parquet(location)
+    except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
+        raise ValueError(f"{location}: not a readable results file: {error}") from None
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{location}: missing columns {missing}")
+    return frame.astype(COLUMN_TYPES).assign(study=study_dir.rstrip("/").rsplit("/", 1)[-1])

@@ -198,3 +198,18 @@ def test_figures_for_what_exists_when_older_results_lack_columns(tmp_path, capsy
     notes = capsys.readouterr().out
     assert "teacher_effect: skipped" in notes and "teacher_accuracy" in notes
     assert "cost: skipped" in notes
+
+
+def test_load_reads_a_uri_and_types_the_columns(tmp_path):
+    (tmp_path / "s").mkdir()
+    synthetic_results().to_parquet(tmp_path / "s" / "results.parquet")
+    loaded = analysis.load(f"file://{tmp_path / 's'}")
+    assert len(loaded) == len(synthetic_results()) and set(loaded["study"]) == {"s"}
+    assert str(loaded["granularity"].dtype) == "Int64" and str(loaded["accuracy"].dtype) == "float64"
+    assert loaded["teacher"].isna().sum() == 4  # answer-only rows have no teacher
+
+
+def test_a_corrupted_results_file_is_named(tmp_path):
+    (tmp_path / "results.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(ValueError, match="results.parquet: not a readable results file"):
+        analysis.load(tmp_path)
