@@ -195,16 +195,17 @@ def draw_rationale_length(results: pd.DataFrame) -> plt.Figure:
 
 
 def draw_cost(results: pd.DataFrame) -> plt.Figure:
-    """Seconds (train + eval) and train tokens per cell."""
+    """Per cell: seconds (train + eval), GPU-seconds (zero on CPU) and train tokens."""
     sns.set_theme(style="whitegrid", context="paper")
-    _require(results, ("train_s", "eval_s", "train_tokens"), "the cost figure")
+    _require(results, ("train_s", "eval_s", "gpu_s", "train_tokens"), "the cost figure")
     cells = results.assign(seconds=results["train_s"] + results["eval_s"]).sort_values("name")
     height = max(PANEL_SIZE_IN[1], 0.22 * len(cells))
-    figure, (left, right) = plt.subplots(1, 2, sharey=True, figsize=(2 * PANEL_SIZE_IN[0], height))
-    left.barh(cells["name"], cells["seconds"], color=sns.color_palette("colorblind")[0])
-    left.set(title="train + eval seconds", xlabel="seconds")
-    right.barh(cells["name"], cells["train_tokens"], color=sns.color_palette("colorblind")[1])
-    right.set(title="train tokens", xlabel="tokens")
+    panels = (("seconds", "train + eval seconds", "seconds"), ("gpu_s", "GPU-seconds", "GPU-seconds"),
+              ("train_tokens", "train tokens", "tokens"))
+    figure, axes_list = plt.subplots(1, 3, sharey=True, figsize=(3 * PANEL_SIZE_IN[0], height))
+    for (column, title, unit), axes, color in zip(panels, axes_list, sns.color_palette("colorblind")):
+        axes.barh(cells["name"], cells[column], color=color)
+        axes.set(title=title, xlabel=unit)
     figure.tight_layout()
     return figure
 

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from study import storage
 from study.cells import Cell
-from study.spec import Frozen
+from study.spec import Frozen, ResourcesSpec
 from study.storage import StudyPaths
 
 VERSIONED_PACKAGES = ("cotstudy", "torch", "transformers", "ray")
@@ -55,14 +55,18 @@ class CellResult(Measurements):
     method: str
     seed: int
     corpus_id: str
+    gpu_s: float  # GPU-seconds: training on every worker's GPUs, then evaluation on one worker's
     versions: dict[str, str]
 
     @classmethod
-    def describe(cls, cell: Cell, measured: Measurements) -> CellResult:
+    def describe(cls, cell: Cell, measured: Measurements, resources: ResourcesSpec) -> CellResult:
         key = cell.corpus
+        gpus = resources.gpus_per_worker
+        gpu_s = measured.train_s * gpus * resources.workers_per_trial + measured.eval_s * gpus
         return cls(cell_id=cell.cell_id, name=cell.name, dataset=key.dataset.name, teacher=key.teacher_name,
                    granularity=key.granularity, format=key.format, student=cell.student.name, method=cell.method,
-                   seed=cell.seed, corpus_id=key.corpus_id, versions=package_versions(), **measured.model_dump())
+                   seed=cell.seed, corpus_id=key.corpus_id, gpu_s=gpu_s, versions=package_versions(),
+                   **measured.model_dump())
 
 
 def package_versions() -> dict[str, str]:

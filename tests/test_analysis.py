@@ -165,7 +165,7 @@ def with_teachers(strengths: dict[str, float], gain_follows_strength: bool) -> p
     baseline = synthetic_results().query("format == 'answer_only'").assign(teacher_accuracy=1.0)
     frames.append(baseline)
     return pd.concat(frames, ignore_index=True).assign(
-        mean_rationale_tokens=lambda d: d["granularity"].fillna(0) * 20 + 5, train_s=30.0, eval_s=2.0,
+        mean_rationale_tokens=lambda d: d["granularity"].fillna(0) * 20 + 5, train_s=30.0, eval_s=2.0, gpu_s=0.0,
         train_tokens=100_000, name=lambda d: d["cell_id"])
 
 
@@ -187,7 +187,7 @@ def test_teacher_length_and_cost_figures_render_with_their_axes():
     length = draw_rationale_length(results)
     assert length.axes[0].get_ylabel() == "rationale tokens" and length.axes[1].get_ylabel() == "accuracy"
     cost = draw_cost(results)
-    assert [a.get_title() for a in cost.axes] == ["train + eval seconds", "train tokens"]
+    assert [a.get_title() for a in cost.axes] == ["train + eval seconds", "GPU-seconds", "train tokens"]
 
 
 def test_figures_for_what_exists_when_older_results_lack_columns(tmp_path, capsys):

@@ -41,7 +41,7 @@ def run_cell(config: dict) -> None:
         tune.report({**_metrics(read_cell_result(paths, cell.cell_id)), "skipped": True})
         return
     try:
-        result = CellResult.describe(cell, fit_cell(cell, paths, resources))
+        result = CellResult.describe(cell, fit_cell(cell, paths, resources), resources)
         write_cell_result(paths, result)  # last: its presence marks the cell done
     except Exception:
         storage.write_text_atomic(paths.cell_error(cell.cell_id), traceback.format_exc())
