@@ -213,3 +213,16 @@ def test_a_corrupted_results_file_is_named(tmp_path):
     (tmp_path / "results.parquet").write_bytes(b"not parquet at all")
     with pytest.raises(ValueError, match="results.parquet: not a readable results file"):
         analysis.load(tmp_path)
+
+
+def test_every_figure_is_a_non_blank_image(tmp_path):
+    from analysis.figures import FIGURES, plot_all
+
+    results = with_teachers({"weak": 0.5, "mid": 0.7, "strong": 0.9}, True)
+    bsm = results[results["format"] == "cot"].assign(format="bsm", cell_id=lambda d: d["cell_id"] + "b",
+                                                     name=lambda d: d["name"] + "b")
+    written = plot_all(pd.concat([results, bsm], ignore_index=True), tmp_path)
+    assert {p.stem for p in written} == set(FIGURES)
+    for stem in FIGURES:
+        image = matplotlib.image.imread(tmp_path / f"{stem}.png")
+        assert image.std() > 0.01, stem
