@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import sys
@@ -13,9 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis.cli import run_on_studies
 from analysis.figures import plot_all
 from analysis.findings import findings
-from analysis.load import load
 from analysis.tables import paper_tables, to_latex, to_markdown
 
 
@@ -58,18 +57,7 @@ def _html(results: pd.DataFrame, figures: list[Path], tables: dict[str, pd.DataF
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="cotstudy report", description="Write a study's report.")
-    parser.add_argument("study_dirs", nargs="+", help="study folders holding results.parquet")
-    parser.add_argument("--out", help="report folder (default: the first study folder)")
-    args = parser.parse_args(argv)
-    try:
-        written = write_report(load(*args.study_dirs), Path(args.out or args.study_dirs[0]))
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    for path in written:
-        print(path)
-    return 0
+    return run_on_studies(argv, "cotstudy report", "Write a study's report.", default_out=Path, produce=write_report)
 
 
 if __name__ == "__main__":
