@@ -15,7 +15,7 @@ import pandas as pd
 
 from study import storage
 from study.cells import CorpusKey
-from study.datasets import Problem, extract_answer, load_split, question_prompt, score
+from study.datasets import Problem, extract_answer, load_split, score, training_text
 from study.storage import StudyPaths
 from study.teachers.client import ChatReply
 from study.teachers.program import render
@@ -67,6 +67,5 @@ def estimate_corpus_tokens(key: CorpusKey) -> int:
     """Prompt + rationale tokens of a corpus, estimated offline (words and symbols) by rendering
     it locally: label formats and the program teacher need no server for that."""
     problems = load_split(key.dataset, "train")
-    texts = [question_prompt(key.dataset.name, p.question) + " " + render(p, key.granularity, key.format)
-             for p in problems]
+    texts = [training_text(key.dataset.name, p.question, render(p, key.granularity, key.format)) for p in problems]
     return sum(len(WORD_OR_SYMBOL.findall(text)) for text in texts)

@@ -144,9 +144,10 @@ def resume_study(study_dir: str, trainable: Trainable = run_cell) -> StudyOutcom
 
 
 def finish_study(paths: StudyPaths, cells: list[Cell]) -> StudyOutcome:
-    results = collect_results(paths, cells)
+    states = cell_states(paths, cells)
+    results = collect_results(paths, states)
     figures = draw_figures(paths, results) if not results.empty else []
-    return StudyOutcome(paths=paths, states=cell_states(paths, cells), results=results, figures=figures)
+    return StudyOutcome(paths=paths, states=states, results=results, figures=figures)
 
 
 def draw_figures(paths: StudyPaths, results: pd.DataFrame) -> list[str]:

@@ -104,9 +104,9 @@ def cell_states(paths: StudyPaths, cells: list[Cell]) -> list[CellState]:
     return states
 
 
-def collect_results(paths: StudyPaths, cells: list[Cell]) -> pd.DataFrame:
+def collect_results(paths: StudyPaths, states: list[CellState]) -> pd.DataFrame:
     """Rebuild results.parquet from the finished cells' result.json (one row per cell id)."""
-    rows = [read_cell_result(paths, s.cell.cell_id) for s in cell_states(paths, cells) if s.state == "done"]
+    rows = [read_cell_result(paths, s.cell.cell_id) for s in states if s.state == "done"]
     frame = pd.DataFrame([_flat(r) for r in rows])
     if rows:
         storage.write_parquet_atomic(paths.results, frame)

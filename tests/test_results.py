@@ -1,6 +1,6 @@
 import pytest
-
 from conftest import small_spec
+
 from study.cells import expand_grid
 from study.results import CellResult, Measurements
 from study.spec import ResourcesSpec, parse_spec

@@ -2,7 +2,7 @@ import pandas as pd
 import pytest
 import torch
 
-from study.datasets import load_split, question_prompt
+from study.datasets import load_split, question_prompt, training_text
 from study.spec import DatasetSpec, StudentSpec, TinyArch
 from study.teachers.program import render
 from trainables.data import IGNORE_INDEX, batch_indices, collate, encode_corpus, encode_example
@@ -14,7 +14,7 @@ PROBLEMS = load_split(DatasetSpec(name="arith"), "train")[:200]
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    texts = [question_prompt("arith", p.question) + " " + render(p, 3, "cot") for p in PROBLEMS]
+    texts = [training_text("arith", p.question, render(p, 3, "cot")) for p in PROBLEMS]
     return train_tokenizer(texts, vocab_size=1024)
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from study.datasets import question_prompt
+from study.datasets import RATIONALE_SEPARATOR, question_prompt
 
 IGNORE_INDEX = -100
 
@@ -24,7 +24,7 @@ class Example:
 
 def encode_example(tokenizer: PreTrainedTokenizerBase, prompt: str, target: str) -> Example:
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    target_ids = tokenizer(" " + target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    target_ids = tokenizer(RATIONALE_SEPARATOR + target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     return Example(prompt_ids + target_ids, [IGNORE_INDEX] * len(prompt_ids) + target_ids)
 
 

@@ -16,7 +16,7 @@ from transformers import PreTrainedTokenizerFast
 from study import storage
 from study.cells import CorpusKey
 from study.corpora import load_corpus
-from study.datasets import question_prompt
+from study.datasets import training_text
 from study.storage import StudyPaths
 
 PAD_TOKEN = "<|pad|>"
@@ -50,7 +50,7 @@ def ensure_study_tokenizer(paths: StudyPaths, keys: list[CorpusKey], vocab_size:
     texts: list[str] = []
     for key in keys:
         corpus = load_corpus(paths, key)
-        texts += [question_prompt(key.dataset.name, q) + " " + r for q, r in zip(corpus["question"], corpus["rationale"])]
+        texts += [training_text(key.dataset.name, q, r) for q, r in zip(corpus["question"], corpus["rationale"])]
     tokenizer = train_tokenizer(texts, vocab_size)
     with tempfile.TemporaryDirectory() as scratch:
         tokenizer.save_pretrained(scratch)

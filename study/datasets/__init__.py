@@ -17,7 +17,8 @@ from study.datasets.arith import generate_splits
 from study.datasets.problems import Problem, Step
 from study.spec import DatasetSpec
 
-__all__ = ["Problem", "Step", "DatasetInfo", "REGISTRY", "extract_answer", "score", "load_split", "question_prompt"]
+__all__ = ["Problem", "Step", "DatasetInfo", "REGISTRY", "extract_answer", "score", "load_split", "question_prompt",
+           "training_text", "RATIONALE_SEPARATOR"]
 
 
 @dataclass(frozen=True)
@@ -54,9 +55,18 @@ def score(dataset: str, text: str, gold: str) -> bool:
     return info.equal(info.extract(text), gold)
 
 
+RATIONALE_SEPARATOR = " "
+
+
 def question_prompt(dataset: str, question: str) -> str:
     """The prompt a student sees (in training and evaluation alike)."""
     return _info(dataset).prompt_template.format(question=question)
+
+
+def training_text(dataset: str, question: str, rationale: str) -> str:
+    """A whole training sequence: the prompt, then the rationale after one space (the student
+    learns to continue the prompt with it; the tokenizer is trained on exactly these texts)."""
+    return f"{question_prompt(dataset, question)}{RATIONALE_SEPARATOR}{rationale}"
 
 
 @lru_cache(maxsize=16)
