@@ -28,10 +28,26 @@ class Step:
 
 
 @dataclass(frozen=True)
+class Choice:
+    """One answer option of a multiple-choice problem, e.g. Choice("B", "a river bank")."""
+
+    label: str
+    text: str
+
+
+@dataclass(frozen=True)
 class Problem:
+    """One problem as every data set loads it.
+
+    `question` is the full question text the student reads before the template adds the answer
+    choices; `answer` is the gold answer in the data set's answer type (a number, a choice letter,
+    "yes"/"no", or a math expression). `steps`, `subject` and `item` exist only for `arith`.
+    """
+
     uid: str
     question: str
     answer: str
+    choices: tuple[Choice, ...] = ()
     steps: tuple[Step, ...] = ()
     subject: str = ""
     item: str = ""
