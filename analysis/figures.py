@@ -210,6 +210,37 @@ def draw_cost(results: pd.DataFrame) -> plt.Figure:
     return figure
 
 
+def draw_corpus_lengths(stats: pd.DataFrame) -> plt.Figure:
+    """Corpus statistics (study.corpus_stats): rationale length by level, a line per teacher
+    (band from median to p95), a panel per (dataset, format); label corpora as flat lines."""
+    sns.set_theme(style="whitegrid", context="paper")
+    levels = stats.dropna(subset=["granularity"])
+    if levels.empty:
+        raise ValueError("no corpus with a granularity level to plot")
+    panels = sorted(set(zip(levels["dataset"], levels["format"])))
+    figure, axes_list = _panel_grid(len(panels))
+    teachers = sorted(levels["teacher"].dropna().unique())
+    palette = dict(zip(teachers, sns.color_palette("colorblind", len(teachers))))
+    for (dataset, fmt), axes in zip(panels, axes_list):
+        for teacher, rows in levels[(levels["dataset"] == dataset) & (levels["format"] == fmt)].groupby("teacher"):
+            rows = rows.sort_values("granularity")
+            axes.plot(rows["granularity"], rows["rationale_tokens_mean"], marker="o", color=palette[teacher],
+                      label=teacher)
+            axes.fill_between(rows["granularity"].astype(float), rows["rationale_tokens_p50"],
+                              rows["rationale_tokens_p95"], color=palette[teacher], alpha=0.15)
+        for _, label in stats[(stats["dataset"] == dataset) & stats["granularity"].isna()].iterrows():
+            axes.axhline(label["rationale_tokens_mean"], linestyle=BASELINE_STYLES.get(label["format"], "-."),
+                         color="grey", label=label["format"])
+        axes.set(title=f"{dataset} / {fmt}", xlabel="granularity level", ylabel="rationale tokens", xticks=range(1, 7))
+        axes.legend(frameon=False, fontsize="small")
+    figure.tight_layout()
+    return figure
+
+
+def plot_corpus_lengths(stats: pd.DataFrame, out_dir: Path) -> list[Path]:
+    return _save(draw_corpus_lengths(stats), out_dir, "corpus_lengths")
+
+
 FIGURES = {
     "granularity_curves": draw_granularity_curves,
     "format_effect": draw_format_effect,

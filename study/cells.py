@@ -32,6 +32,11 @@ from study.spec import (
 )
 
 ID_LENGTH = 12
+# Where data lives is not what it is: these fields are left out of corpus and cell ids, so moving
+# the data (or reading it from the hub) keeps every id and result. A corpus keeps every row,
+# so which rows students train on (the teacher's `filter`) is part of the cell's id only.
+LOCATION_FIELDS: dict[str, Any] = {"dataset": {"path", "hub"}, "teacher": {"files"}}
+CORPUS_EXCLUDED_FIELDS: dict[str, Any] = {"dataset": {"path", "hub"}, "teacher": {"files", "filter"}}
 
 
 def content_hash(obj: BaseModel | dict[str, Any], length: int = ID_LENGTH) -> str:
@@ -51,7 +56,10 @@ class CorpusKey(Frozen):
 
     @property
     def corpus_id(self) -> str:
-        return f"{self.name}-{content_hash(self)}"
+        return f"{self.name}-{content_hash(self.identity())}"
+
+    def identity(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude=CORPUS_EXCLUDED_FIELDS)
 
     @property
     def name(self) -> str:
@@ -76,7 +84,7 @@ class Cell(Frozen):
 
     @property
     def cell_id(self) -> str:
-        return content_hash(self)
+        return content_hash(self.model_dump(mode="json", exclude={"corpus": LOCATION_FIELDS}))
 
     @property
     def name(self) -> str:
@@ -93,7 +101,7 @@ def corpus_keys(spec: StudySpec) -> list[CorpusKey]:
                 keys.append(CorpusKey(dataset=dataset, teacher=None, granularity=None, format=fmt))
                 continue
             for teacher in spec.teachers:
-                for level in spec.granularities:
+                for level in [lv for lv in spec.granularities if teacher.provides(fmt, lv)]:
                     keys.append(CorpusKey(dataset=dataset, teacher=teacher, granularity=level, format=fmt))
     return keys
 

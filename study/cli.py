@@ -2,19 +2,24 @@
 
     cotstudy demo                      the embedded demo study, end to end, on local Ray
     cotstudy plan SPEC                 cells, corpora and estimated train tokens; runs nothing
-    cotstudy run SPEC [--storage DIR]  build corpora, train and evaluate every cell, draw figures
+    cotstudy run SPEC [--storage DIR] [--data-dir DIR]
+                                       build corpora, train and evaluate every cell, draw figures
+    cotstudy corpus-stats SPEC | --files GLOB... [--data-dir DIR]
+                                       rows, rationale length, steps, correct rate per corpus
     cotstudy resume STUDY_DIR          finish every unfinished cell of a study
     cotstudy status STUDY_DIR          done / failed / pending cells, and each failure's error
     cotstudy figures STUDY_DIR...      redraw the figures (same as python -m analysis)
     cotstudy report STUDY_DIR...       report.md / report.html: figures, tables, findings
 
-Exit codes: 0 all cells done, 1 some cells failed, 2 bad input (spec, flag, storage), nothing run.
+Exit codes: 0 all cells done, 1 some cells failed, 2 bad input (spec, data, flag, storage), nothing run.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 from importlib import resources
 from typing import TYPE_CHECKING
 
@@ -23,9 +28,10 @@ from analysis.report import main as report_main
 from analysis.tables import accuracy_table
 from study import storage
 from study.cells import corpus_keys, expand_grid
-from study.corpora import estimate_corpus_tokens
+from study.datasets import DataError
+from study.inputs import check_inputs, estimate_corpus_tokens
 from study.results import cell_states
-from study.spec import SpecError, StudySpec, load_spec
+from study.spec import DATA_DIR_VARIABLE, SpecError, StudySpec, load_spec
 from study.storage import StudyPaths
 from study.studies import StudyError, open_study
 from study.teachers.client import TeacherError
@@ -47,6 +53,13 @@ def _parser() -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=help_text)
         command.add_argument("spec", help="study spec (YAML)")
         command.add_argument("--storage", help="override the spec's storage (local folder or URI)")
+        command.add_argument("--data-dir", help="folder of source data sets (<dir>/<dataset>); overrides the spec's")
+    stats = commands.add_parser("corpus-stats", help="rows, rationale length, steps, correct rate per corpus")
+    stats.add_argument("spec", nargs="?", help="study spec (YAML): every corpus it needs")
+    stats.add_argument("--files", nargs="+", metavar="GLOB", help="released corpus files instead of a spec")
+    stats.add_argument("--data-dir", help="folder of source data sets (gold answers)")
+    stats.add_argument("--storage", help="override the spec's storage (local folder or URI)")
+    stats.add_argument("--out", default="corpus-stats", help="folder for the table and figure (default ./corpus-stats)")
     demo = commands.add_parser("demo", help="run the embedded demo study (specs/demo.yaml)")
     demo.add_argument("--storage", help="where results go (default: the spec's ./cotstudy-results)")
     for name, help_text in (("resume", "finish the unfinished cells of a study"),
@@ -67,19 +80,29 @@ def main(argv: list[str] | None = None) -> int:
             analysis_main = figures_main if args.command == "figures" else report_main
             return analysis_main([*args.study_dirs, *(["--out", args.out] if args.out else [])])
         if args.command == "plan":
-            return plan(load_spec(args.spec, args.storage))
+            return plan(_checked_spec(args))
+        if args.command == "corpus-stats":
+            return corpus_stats(args)
         if args.command == "status":
             return status(args.study_dir)
         return _launch(args)
-    except SpecError as error:
+    except (SpecError, DataError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+
+
+def _checked_spec(args: argparse.Namespace) -> StudySpec:
+    """The spec, validated, with every data set and corpus source found (before Ray starts)."""
+    spec = load_spec(demo_spec_path() if args.command == "demo" else args.spec, args.storage,
+                     getattr(args, "data_dir", None))
+    check_inputs(spec)
+    return spec
 
 
 def _launch(args: argparse.Namespace) -> int:
     spec = None
     if args.command in ("run", "demo"):  # validate before Ray starts
-        spec = load_spec(demo_spec_path() if args.command == "demo" else args.spec, args.storage)
+        spec = _checked_spec(args)
     from study.launch import resume_study, run_study  # Ray and torch load only from here on
 
     try:
@@ -113,21 +136,53 @@ def plan(spec: StudySpec) -> int:
     print(f"study {spec.name}: {len(cells)} cells, {len(keys)} corpora, storage {spec.storage}\n\ncorpora:")
     for key in keys:
         built = "built" if storage.exists(paths.corpus(key.corpus_id)) else "to build"
-        print(f"  {key.corpus_id:<48} ~{corpus_tokens[key.corpus_id]:>9,} tokens  ({built})")
+        print(f"  {key.corpus_id:<48} {_approx(corpus_tokens[key.corpus_id]):>10} tokens  ({built})")
     print("\ncells:")
     total = 0
     for cell in cells:
         tokens = _train_tokens(cell.train.epochs, cell.train.max_steps, cell.train.tokens_per_batch,
                                corpus_tokens[cell.corpus.corpus_id])
-        total += tokens
-        print(f"  {cell.cell_id}  {cell.name:<48} ~{tokens:>11,} train tokens")
-    print(f"\nestimated train tokens, all cells: ~{total:,}")
+        total += tokens or 0
+        print(f"  {cell.cell_id}  {cell.name:<56} {_approx(tokens):>12} train tokens")
+    print(f"\nestimated train tokens, all cells: ~{total:,} (corpora a teacher must generate not counted)")
     return EXIT_OK
 
 
-def _train_tokens(epochs: float, max_steps: int | None, tokens_per_batch: int, corpus_tokens: int) -> int:
+def _approx(tokens: int | None) -> str:
+    return "unknown" if tokens is None else f"~{tokens:,}"
+
+
+def _train_tokens(epochs: float, max_steps: int | None, tokens_per_batch: int, corpus_tokens: int | None) -> int | None:
     """Upper bound for max_steps budgets (padded batches), corpus x epochs otherwise."""
-    return max_steps * tokens_per_batch if max_steps is not None else int(epochs * corpus_tokens)
+    if max_steps is not None:
+        return max_steps * tokens_per_batch
+    return None if corpus_tokens is None else int(epochs * corpus_tokens)
+
+
+def corpus_stats(args: argparse.Namespace) -> int:
+    """A table per corpus (printed, and saved as CSV) and the rationale-length figure."""
+    from analysis.figures import plot_corpus_lengths
+    from study.corpus_stats import file_corpora, spec_corpora, stats_table
+
+    if (args.spec is None) == (args.files is None):
+        print("error: corpus-stats takes a spec or --files GLOB..., not both or neither", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.spec is not None:
+        found = spec_corpora(_checked_spec(args))
+    else:
+        found = file_corpora(args.files, Path(args.data_dir or os.environ.get(DATA_DIR_VARIABLE, ".")))
+    table = stats_table(found)
+    print(table.drop(columns=["source"]).to_markdown(index=False, floatfmt=".3g"))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "corpus_stats.csv", index=False)
+    print(f"\ntable:  {out / 'corpus_stats.csv'}")
+    try:
+        for path in plot_corpus_lengths(table, out):
+            print(f"figure: {path}")
+    except ValueError as error:
+        print(f"figure skipped: {error}")
+    return EXIT_OK
 
 
 def status(study_dir: str) -> int:

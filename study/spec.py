@@ -7,6 +7,7 @@ expected, before anything starts.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -18,7 +19,7 @@ Format = Literal["cot", "answer_first", "bsm", "rar", "symbolic", "answer_only",
 # Formats that carry no teacher reasoning, so no granularity and no teacher: the label comes from
 # the data set itself (its gold answer, or its own human-written rationale).
 LABEL_FORMATS: frozenset[str] = frozenset({"answer_only", "human"})
-DatasetName = Literal["arith"]
+DatasetName = Literal["arith", "svamp", "gsm8k", "aqua", "math", "csqa", "obqa", "strategyqa"]
 Method = Literal["sft"]
 GRANULARITY_LEVELS = range(1, 7)
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -50,41 +51,85 @@ class ArithSettings(Frozen):
 
 
 class DatasetSpec(Frozen):
+    """A registered data set and where its files are.
+
+    The files are found at `path` when given, else at `<data_dir>/<name>`; relative paths are
+    relative to `data_dir`. `hub` loads the Hugging Face hub copy instead (needs the hub).
+    Locations are not part of any cell or corpus id: moving the data keeps every result.
+    """
+
     name: DatasetName = Field(description="Registered data set.")
+    path: str | None = Field(None, description="Folder (or file) holding the source files; default <data_dir>/<name>.")
+    train_file: str | None = Field(None, description="Training file inside `path`, when not the source's own name.")
+    test_file: str | None = Field(None, description="Test file inside `path` (an alpaca list works too).")
+    hub: str | None = Field(None, description="Hugging Face hub dataset id to load instead of files.")
     arith: ArithSettings = Field(default_factory=ArithSettings, description="Generator settings (arith only).")
 
 
-class ProgramTeacher(Frozen):
-    """Renders each problem's own structured solution as CoT (the demo's teacher)."""
+CorpusFilter = Literal["correct_only", "all"]
+
+
+class TeacherBase(Frozen):
+    """What every teacher kind has: a name, which (format, level) pairs it provides, and which of
+    its rationales students train on."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    levels_by_format: dict[Format, list[int]] | None = Field(
+        None, description="Restrict this teacher to these levels per format (e.g. bsm: [3, 5]); None: the study's grid."
+    )
+    filter: CorpusFilter = Field(
+        "correct_only", description="Train on rationales whose answer matches gold (correct_only) or on all."
+    )
+
+    def provides(self, fmt: str, level: int) -> bool:
+        return self.levels_by_format is None or level in self.levels_by_format.get(fmt, [])  # type: ignore[call-overload]
+
+
+class ProgramTeacher(TeacherBase):
+    """Renders each problem's own structured solution as CoT (the demo's teacher; arith only)."""
 
     kind: Literal["program"]
-    name: str = Field(pattern=NAME_PATTERN)
 
 
-class ReleasedTeacher(Frozen):
-    """Imports CoT files released with a paper (not implemented yet)."""
+class ReleasedFile(Frozen):
+    """One released file whose name does not say what it holds."""
+
+    path: str
+    dataset: DatasetName
+    format: Format
+    granularity: int | None = Field(None, ge=1, le=6, description="None for answer_only / human.")
+
+
+class ReleasedTeacher(TeacherBase):
+    """CoT files released with a paper (alpaca lists), imported and matched to the data set.
+
+    File names like `SVAMP_ChatGPT_level3_ranked.json` or `0_SVAMP_chatgpt_level3BSM.json` say
+    the data set, teacher, level and format; a file named otherwise is given as a mapping.
+    """
 
     kind: Literal["released"]
-    name: str = Field(pattern=NAME_PATTERN)
-    files: str = Field(description="Glob of the released files.")
+    files: list[str | ReleasedFile] = Field(
+        min_length=1, description="Globs of released files (relative to data_dir), or explicit entries."
+    )
+    release_name: str | None = Field(
+        None, description="The teacher's name in the file names (case-insensitive); default: `name`."
+    )
 
 
-class VllmTeacher(Frozen):
+class VllmTeacher(TeacherBase):
     """A Hugging Face model served by vLLM through ray.serve.llm (not implemented yet)."""
 
     kind: Literal["vllm"]
-    name: str = Field(pattern=NAME_PATTERN)
     model: str = Field(description="Hugging Face model id or local path.")
     tensor_parallel_size: int = Field(1, ge=1)
     replicas: int = Field(1, ge=1)
     engine_kwargs: dict[str, Any] = Field(default_factory=dict)
 
 
-class OpenAITeacher(Frozen):
+class OpenAITeacher(TeacherBase):
     """Any OpenAI-compatible endpoint (not implemented yet)."""
 
     kind: Literal["openai"]
-    name: str = Field(pattern=NAME_PATTERN)
     base_url: str
     model: str
     api_key_env: str = Field(description="Name of the environment variable holding the API key.")
@@ -93,7 +138,7 @@ class OpenAITeacher(Frozen):
 TeacherSpec = Annotated[
     ProgramTeacher | ReleasedTeacher | VllmTeacher | OpenAITeacher, Field(discriminator="kind")
 ]
-IMPLEMENTED_TEACHER_KINDS = ("program",)
+IMPLEMENTED_TEACHER_KINDS = ("program", "released")
 
 
 class TinyArch(Frozen):
@@ -134,6 +179,9 @@ class TrainSettings(Frozen):
     warmup_ratio: float = Field(0.05, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
     tokens_per_batch: int = Field(4096, gt=0, description="Padded tokens per optimizer step.")
+    examples_per_batch: int | None = Field(
+        None, gt=0, description="Examples per optimizer step (a fixed batch, as in the paper); overrides tokens_per_batch."
+    )
     max_length: int = Field(512, gt=8, description="Longest prompt + rationale, in tokens; longer are dropped.")
 
 
@@ -165,6 +213,9 @@ class TokenizerSpec(Frozen):
 class StudySpec(Frozen):
     name: str = Field(pattern=NAME_PATTERN, description="Study name; its folder under storage.")
     storage: str = Field(description="Local folder or URI (s3://...) that holds every study.")
+    data_dir: str | None = Field(
+        None, description="Folder of source data sets (<data_dir>/<dataset>); relative to the spec file."
+    )
     datasets: list[DatasetSpec] = Field(min_length=1)
     teachers: list[TeacherSpec] = Field(default_factory=list)
     granularities: list[int] = Field(default_factory=list, description="Levels 1 (terse) .. 6 (detailed).")
@@ -216,14 +267,41 @@ def _require_unique(field: str, names: list[str]) -> None:
         raise ValueError(f"{field}: names must be unique, repeated: {duplicates}")
 
 
-def load_spec(path: str | Path, storage: str | None = None) -> StudySpec:
-    """Load and validate a study spec; `storage` (from --storage) overrides the file's."""
+DATA_DIR_VARIABLE = "COTSTUDY_DATA_DIR"
+
+
+def load_spec(path: str | Path, storage: str | None = None, data_dir: str | None = None) -> StudySpec:
+    """Load and validate a study spec; `storage` and `data_dir` (from --storage / --data-dir)
+    override the file's. The data folder becomes absolute: the flag, else the spec's `data_dir`
+    (relative to the spec file), else $COTSTUDY_DATA_DIR, else the current folder."""
     path = Path(path)
     try:
         text = path.read_text()
     except (FileNotFoundError, IsADirectoryError):
         raise SpecError(f"{path}: no such spec file") from None
-    return parse_spec_text(text, source=str(path), storage=storage)
+    spec = parse_spec_text(text, source=str(path), storage=storage)
+    if data_dir is not None:
+        folder = Path(data_dir)
+    elif spec.data_dir is not None:
+        folder = path.parent / spec.data_dir
+    else:
+        folder = Path(os.environ.get(DATA_DIR_VARIABLE, "."))
+    return resolve_locations(spec, folder.resolve())
+
+
+def resolve_locations(spec: StudySpec, data_dir: Path) -> StudySpec:
+    """The spec with every data location absolute: data set folders (default <data_dir>/<name>)
+    and released-file globs, relative ones taken from `data_dir`. Locations are in no id."""
+    datasets = [d if d.hub is not None or d.name == "arith" else
+                d.model_copy(update={"path": str(data_dir / (d.path or d.name))}) for d in spec.datasets]
+    teachers = [_resolve_release_files(t, data_dir) if isinstance(t, ReleasedTeacher) else t for t in spec.teachers]
+    return spec.model_copy(update={"data_dir": str(data_dir), "datasets": datasets, "teachers": teachers})
+
+
+def _resolve_release_files(teacher: ReleasedTeacher, data_dir: Path) -> ReleasedTeacher:
+    files = [str(data_dir / entry) if isinstance(entry, str) else
+             entry.model_copy(update={"path": str(data_dir / entry.path)}) for entry in teacher.files]
+    return teacher.model_copy(update={"files": files})
 
 
 def parse_spec_text(text: str, source: str, storage: str | None = None) -> StudySpec:

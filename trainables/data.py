@@ -46,8 +46,10 @@ def mean_target_tokens(examples: list[Example]) -> float:
     return sum(sum(1 for label in e.labels if label != IGNORE_INDEX) for e in examples) / len(examples)
 
 
-def batch_indices(examples: list[Example], tokens_per_batch: int, seed: int) -> list[list[int]]:
-    """One epoch of shuffled batches whose padded size (rows x longest) fits tokens_per_batch."""
+def batch_indices(examples: list[Example], tokens_per_batch: int, seed: int,
+                  examples_per_batch: int | None = None) -> list[list[int]]:
+    """One epoch of shuffled batches: `examples_per_batch` rows each when set (the paper's fixed
+    batch), else as many rows as fit tokens_per_batch padded (rows x longest)."""
     order = list(range(len(examples)))
     random.Random(seed).shuffle(order)
     batches: list[list[int]] = []
@@ -55,7 +57,9 @@ def batch_indices(examples: list[Example], tokens_per_batch: int, seed: int) -> 
     longest = 0
     for index in order:
         length = len(examples[index].input_ids)
-        if current and max(longest, length) * (len(current) + 1) > tokens_per_batch:
+        full = (len(current) == examples_per_batch if examples_per_batch is not None
+                else max(longest, length) * (len(current) + 1) > tokens_per_batch)
+        if current and full:
             batches.append(current)
             current, longest = [], 0
         current.append(index)
@@ -65,8 +69,9 @@ def batch_indices(examples: list[Example], tokens_per_batch: int, seed: int) -> 
     return batches
 
 
-def steps_per_epoch(examples: list[Example], tokens_per_batch: int, world_size: int) -> int:
-    return max(1, len(batch_indices(examples, tokens_per_batch, seed=0)) // world_size)
+def steps_per_epoch(examples: list[Example], tokens_per_batch: int, world_size: int,
+                    examples_per_batch: int | None = None) -> int:
+    return max(1, len(batch_indices(examples, tokens_per_batch, 0, examples_per_batch)) // world_size)
 
 
 def total_steps(epochs: float, max_steps: int | None, per_epoch: int) -> int:

@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from study.datasets import Problem, extract_answer, question_prompt, score
+from study.datasets import Problem, extract_answer, problem_text, question_prompt, score
 
 
 @dataclass(frozen=True)
@@ -53,15 +53,15 @@ def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dataset
              max_new_tokens: int, batch_size: int) -> Evaluation:
     started = time.monotonic()
     model.eval()
-    prompts = [question_prompt(dataset, p.question) for p in problems]
+    prompts = [question_prompt(dataset, problem_text(p)) for p in problems]
     outputs = generate(model, tokenizer, prompts, max_new_tokens, batch_size)
     predictions = pd.DataFrame({
         "uid": [p.uid for p in problems],
-        "question": [p.question for p in problems],
+        "question": [problem_text(p) for p in problems],
         "gold": [p.answer for p in problems],
         "output": [text for text, _ in outputs],
-        "answer": [extract_answer(dataset, text) for text, _ in outputs],
-        "correct": [score(dataset, text, p.answer) for (text, _), p in zip(outputs, problems)],
+        "answer": [extract_answer(dataset, text, p.choices) for (text, _), p in zip(outputs, problems)],
+        "correct": [score(dataset, text, p.answer, p.choices) for (text, _), p in zip(outputs, problems)],
         "generated_tokens": [n for _, n in outputs],
     })
     return Evaluation(predictions=predictions, eval_s=time.monotonic() - started)

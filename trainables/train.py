@@ -21,7 +21,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_scheduler
 
 from study import storage
 from study.cells import Cell
-from study.corpora import load_corpus
+from study.corpora import load_corpus, training_rows
 from study.datasets import load_split
 from study.results import Measurements
 from study.spec import ResourcesSpec
@@ -46,13 +46,14 @@ def load_study_tokenizer(paths: StudyPaths, local_dir: Path) -> PreTrainedTokeni
     return load_tokenizer(storage.download_dir(paths.tokenizer, local_dir))
 
 
-def batch_stream(examples: list[Example], tokens_per_batch: int, seed: int, n_batches: int) -> list[list[int]]:
+def batch_stream(examples: list[Example], tokens_per_batch: int, seed: int, n_batches: int,
+                 examples_per_batch: int | None = None) -> list[list[int]]:
     """Enough epochs of shuffled batches, flattened, for n_batches (epoch e shuffles with seed, e)."""
     stream: list[list[int]] = []
     for epoch in itertools.count():
         if len(stream) >= n_batches:
             return stream[:n_batches]
-        stream.extend(batch_indices(examples, tokens_per_batch, seed=seed * 100_003 + epoch))
+        stream.extend(batch_indices(examples, tokens_per_batch, seed * 100_003 + epoch, examples_per_batch))
     raise AssertionError("unreachable")
 
 
@@ -89,12 +90,15 @@ def train_and_evaluate(config: dict) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         tokenizer = student_tokenizer(cell.student, load_study_tokenizer(paths, Path(scratch) / "tokenizer"))
     corpus = load_corpus(paths, cell.corpus)
-    examples, dropped = encode_corpus(tokenizer, cell.corpus.dataset.name, corpus, settings.max_length)
+    examples, dropped = encode_corpus(tokenizer, cell.corpus.dataset.name, training_rows(cell.corpus, corpus),
+                                      settings.max_length)
     corpus_measures = {"dropped_examples": dropped, "teacher_accuracy": float(corpus["correct"].mean()),
                        "mean_rationale_tokens": mean_target_tokens(examples)}
-    per_epoch = steps_per_epoch(examples, settings.tokens_per_batch, world)
+    # a fixed batch is per optimizer step across all workers: each worker takes its share
+    worker_examples = -(-settings.examples_per_batch // world) if settings.examples_per_batch else None
+    per_epoch = steps_per_epoch(examples, settings.tokens_per_batch, world, worker_examples)
     n_steps = total_steps(settings.epochs, settings.max_steps, per_epoch)
-    stream = batch_stream(examples, settings.tokens_per_batch, cell.seed, n_steps * world)
+    stream = batch_stream(examples, settings.tokens_per_batch, cell.seed, n_steps * world, worker_examples)
 
     student = build_student(cell.student, tokenizer, settings.max_length, cell.seed)
     optimizer = torch.optim.AdamW(student.parameters(), lr=settings.lr_peak, weight_decay=settings.weight_decay)

@@ -113,7 +113,9 @@ def render(problem: Problem, granularity: int | None, fmt: Format) -> str:
     if fmt == "answer_only":
         return answer
     if fmt == "human":
-        return f"{problem.human_rationale}. {answer}"
+        if problem.human_rationale is None:
+            raise ValueError(f"problem {problem.uid} has no human rationale in its data set")
+        return f"{problem.human_rationale.rstrip().rstrip('.')}. {answer}"
     if granularity is None:
         raise ValueError(f"format '{fmt}' needs a granularity level 1-6")
     if fmt == "cot":
