@@ -11,6 +11,25 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 
 
+def _shared_data() -> Path | None:
+    """The real data of ../shared/data (never copied into the repo): $COTSTUDY_SHARED_DATA, else
+    the folder beside the checkout."""
+    for candidate in (os.environ.get("COTSTUDY_SHARED_DATA"), REPO.parent / "shared" / "data", "/work/shared/data"):
+        if candidate and (Path(candidate) / "svamp" / "SVAMP.json").exists():
+            return Path(candidate)
+    return None
+
+
+SHARED_DATA = _shared_data()
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if SHARED_DATA is None:
+        pytest.skip("../shared/data is not here (set COTSTUDY_SHARED_DATA)")
+    return SHARED_DATA
+
+
 def small_spec(storage: Path, **overrides: object) -> dict:
     """A 2-cell study (L3 cot + answer-only, one 1-layer student) that trains in seconds."""
     spec = {

@@ -85,3 +85,29 @@ def test_a_cell_trains_on_two_ray_train_workers(tmp_path, ray_local):
     examples, _ = encode_corpus(tokenizer, "arith", corpus, spec.training.max_length)
     stream = batch_stream(examples, spec.training.tokens_per_batch, seed=0, n_batches=6 * 2)
     assert row["train_tokens"] == sum(len(examples[i].input_ids) for batch in stream for i in batch)
+
+
+def test_a_study_on_real_svamp_with_released_corpora(tmp_path, ray_local, shared_data):
+    """The paper's released ChatGPT level-1 CoT and SVAMP's own equations (human), imported,
+    trained on and evaluated on the paper's test split."""
+    from study.inputs import check_inputs
+    from study.spec import load_spec
+
+    raw = small_spec(tmp_path / "out", name="svamp-e2e", datasets=[{"name": "svamp"}], granularities=[1],
+                     formats=["cot", "human"], evaluation={"max_new_tokens": 24, "test_size": 24},
+                     teachers=[{"kind": "released", "name": "chatgpt", "release_name": "ChatGPT",
+                                "files": ["svamp/cot/SVAMP_ChatGPT_level1_ranked.json"]}])
+    spec = load_spec(write_spec(tmp_path / "spec.yaml", raw), data_dir=str(shared_data))
+    check_inputs(spec)
+    outcome = run_study(spec)
+    assert outcome.count("done") == 2, [s.error for s in outcome.states]
+    results = outcome.results.set_index("format")
+    assert sorted(results.index) == ["cot", "human"] and (results["n_test"] == 24).all()
+    assert results.loc["cot", "teacher_accuracy"] == pytest.approx(691 / 700)
+    assert results.loc["human", "teacher_accuracy"] == 1.0
+    assert results["n_unextractable"].between(0, 24).all()
+    train_questions = set(load_corpus(outcome.paths, expand_grid(spec)[0].corpus)["question"])
+    assert len(train_questions) == 700
+    for cell_id in results["cell_id"]:
+        predictions = pd.read_parquet(outcome.paths.cell_predictions(cell_id))
+        assert not set(predictions["question"]) & train_questions  # the paper's test split
