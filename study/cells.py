@@ -18,12 +18,15 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from study.datasets import dataset_info
+from study.prompts import prompt_hash
 from study.spec import (
     LABEL_FORMATS,
     DatasetSpec,
     EvalSpec,
     Format,
     Frozen,
+    GeneratingTeacher,
     Method,
     StudentSpec,
     StudySpec,
@@ -32,11 +35,16 @@ from study.spec import (
 )
 
 ID_LENGTH = 12
-# Where data lives is not what it is: these fields are left out of corpus and cell ids, so moving
-# the data (or reading it from the hub) keeps every id and result. A corpus keeps every row,
-# so which rows students train on (the teacher's `filter`) is part of the cell's id only.
-LOCATION_FIELDS: dict[str, Any] = {"dataset": {"path", "hub"}, "teacher": {"files"}}
-CORPUS_EXCLUDED_FIELDS: dict[str, Any] = {"dataset": {"path", "hub"}, "teacher": {"files", "filter"}}
+# Where data lives and how a teacher is run are not what a corpus is: these fields are left out
+# of corpus and cell ids, so moving the data (or reading it from the hub), or serving a teacher
+# differently, keeps every id and result. A prompt file's path is left out too: its content's
+# hash (`prompt_hash`) is in. A corpus keeps every row, so which rows students train on (the
+# teacher's `filter`) is part of the cell's id only.
+OPERATIONAL_TEACHER_FIELDS = {"files", "prompts", "concurrency", "timeout_s", "max_retries", "price", "replicas",
+                              "cpus_per_replica", "gpus_per_replica", "batch_size", "tensor_parallel_size",
+                              "accelerator", "base_url", "api_key_env"}
+LOCATION_FIELDS: dict[str, Any] = {"dataset": {"path", "hub"}, "teacher": OPERATIONAL_TEACHER_FIELDS}
+CORPUS_EXCLUDED_FIELDS: dict[str, Any] = {"dataset": {"path", "hub"}, "teacher": OPERATIONAL_TEACHER_FIELDS | {"filter"}}
 
 
 def content_hash(obj: BaseModel | dict[str, Any], length: int = ID_LENGTH) -> str:
@@ -53,6 +61,7 @@ class CorpusKey(Frozen):
     teacher: TeacherSpec | None
     granularity: int | None
     format: Format
+    prompt_hash: str | None = None  # generating teachers: the hash of the prompt they are asked with
 
     @property
     def corpus_id(self) -> str:
@@ -102,8 +111,15 @@ def corpus_keys(spec: StudySpec) -> list[CorpusKey]:
                 continue
             for teacher in spec.teachers:
                 for level in [lv for lv in spec.granularities if teacher.provides(fmt, lv)]:
-                    keys.append(CorpusKey(dataset=dataset, teacher=teacher, granularity=level, format=fmt))
+                    keys.append(CorpusKey(dataset=dataset, teacher=teacher, granularity=level, format=fmt,
+                                          prompt_hash=_prompt_hash(teacher, dataset, level, fmt)))
     return keys
+
+
+def _prompt_hash(teacher: TeacherSpec, dataset: DatasetSpec, level: int, fmt: Format) -> str | None:
+    if not isinstance(teacher, GeneratingTeacher):
+        return None
+    return prompt_hash(level, fmt, dataset_info(dataset.name).answer_type, teacher.prompts)
 
 
 def expand_grid(spec: StudySpec) -> list[Cell]:

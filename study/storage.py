@@ -43,6 +43,16 @@ def exists(location: str) -> bool:
     return fs.get_file_info(path).type != pafs.FileType.NotFound
 
 
+def list_files(location: str, suffix: str = "") -> list[str]:
+    """Files directly in a folder whose names end with `suffix`, sorted; [] if the folder is absent."""
+    fs, path = _filesystem(location)
+    if fs.get_file_info(path).type == pafs.FileType.NotFound:
+        return []
+    infos = fs.get_file_info(pafs.FileSelector(path))
+    names = sorted(info.base_name for info in infos if info.type == pafs.FileType.File and info.base_name.endswith(suffix))
+    return [join(location, name) for name in names]
+
+
 def make_dirs(location: str) -> None:
     fs, path = _filesystem(location)
     fs.create_dir(path, recursive=True)
@@ -139,6 +149,14 @@ class StudyPaths:
 
     def corpus(self, corpus_id: str) -> str:
         return join(self.root, "corpora", f"{corpus_id}.parquet")
+
+    def corpus_card(self, corpus_id: str) -> str:
+        """Usage, cost and quality of a generated corpus (JSON beside the corpus)."""
+        return join(self.root, "corpora", f"{corpus_id}.json")
+
+    def generation_shards(self, corpus_id: str) -> str:
+        """Teacher replies saved as they arrive, while a corpus is generated."""
+        return join(self.root, "generation", corpus_id)
 
     def cell_dir(self, cell_id: str) -> str:
         return join(self.root, "cells", cell_id)

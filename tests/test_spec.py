@@ -36,7 +36,9 @@ def _error_for(tmp_path, **overrides) -> str:
     [
         ({"datasets": [{"name": "nope"}]}, "datasets[0].name", "'arith'"),
         ({"teachers": [{"kind": "oracle", "name": "t"}]}, "teachers[0]", "kind"),
-        ({"teachers": [{"kind": "vllm", "name": "t", "model": "m"}]}, "teachers", "not available yet"),
+        ({"teachers": [{"kind": "openai", "name": "t", "model": "m"}]}, "teachers[0].base_url", "Field required"),
+        ({"teachers": [{"kind": "hf", "name": "t", "model": "m", "generation": {"samples_per_question": 4}}]},
+         "teachers[0].generation", "need temperature > 0"),
         ({"students": [{"name": "s", "tiny": {"layers": 1, "width": 30, "heads": 4}}]}, "students[0].tiny", "divisible"),
         ({"students": [{"name": "s"}]}, "students[0]", "exactly one of 'hf_id' or 'tiny'"),
         ({"students": [{"name": "s", "tiny": {"layers": 1, "width": 32, "heads": 2, "depth": 3}}]},

@@ -1,28 +1,76 @@
-"""Teacher prompts, kept as data (instructions.yaml) rather than strings in code."""
+"""Teacher prompts, kept as data (instructions.yaml, or a study's own file of the same shape).
+
+A prompt is the system message `<granularity> <format> <answer convention>` and the question as
+the user message. `prompt_hash` fingerprints the composed system message; it is part of every
+generated corpus's id.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from functools import lru_cache
 from importlib import resources
+from pathlib import Path
 
 import yaml
 
+from study.datasets.sources import DataError
 from study.spec import Format
 
-
-@lru_cache(maxsize=1)
-def _instructions() -> dict:
-    return yaml.safe_load(resources.files("study.prompts").joinpath("instructions.yaml").read_text())
-
-
-def teacher_instruction(granularity: int, fmt: Format) -> str:
-    table = _instructions()
-    return f"{table['granularity'][granularity]} {table['format'][fmt]}"
+ANSWER_CONVENTION = "The answer is"
+ANSWER_TYPES = ("number", "choice", "yes_no", "math")
+REASONING_FORMATS = ("cot", "answer_first", "bsm", "rar", "symbolic")
 
 
-def teacher_messages(granularity: int, fmt: Format, question: str) -> list[dict[str, str]]:
+class PromptError(DataError):
+    """A prompt library that cannot be used; names the file and the entry."""
+
+
+@lru_cache(maxsize=8)
+def load_library(path: str | None = None) -> dict:
+    """The prompt library: the package's, or the file at `path`; checked whole on load."""
+    source = path or "study/prompts/instructions.yaml"
+    try:
+        text = Path(path).read_text() if path else resources.files("study.prompts").joinpath("instructions.yaml").read_text()
+        library = yaml.safe_load(text)
+    except (OSError, yaml.YAMLError) as error:
+        raise PromptError(f"{source}: cannot read the prompt library: {error}") from None
+    _check(library, source)
+    return {**library, "granularity": {int(level): text for level, text in library["granularity"].items()}}
+
+
+def _check(library: object, source: str) -> None:
+    if not isinstance(library, dict):
+        raise PromptError(f"{source}: a prompt library is a mapping with granularity, format and answer")
+    wanted = {"granularity": range(1, 7), "format": REASONING_FORMATS, "answer": ANSWER_TYPES}
+    for section, keys in wanted.items():
+        table = library.get(section)
+        if section == "granularity" and isinstance(table, dict):
+            table = {str(level): text for level, text in table.items()}  # YAML ints and JSON strings alike
+            keys = [str(level) for level in keys]
+        missing = [k for k in keys if not isinstance(table, dict) or not str(table.get(k, "")).strip()]
+        if missing:
+            raise PromptError(f"{source}: {section}: no prompt for {missing}")
+    for answer_type in ANSWER_TYPES:
+        if ANSWER_CONVENTION.lower() not in library["answer"][answer_type].lower():
+            raise PromptError(f"{source}: answer.{answer_type}: the prompt must ask for the answer convention "
+                              f"'{ANSWER_CONVENTION} X' (scorers look for it)")
+
+
+def teacher_instruction(granularity: int, fmt: Format, answer_type: str = "number", library: str | None = None) -> str:
+    table = load_library(library)
+    return f"{table['granularity'][granularity]} {table['format'][fmt]} {table['answer'][answer_type]}"
+
+
+def teacher_messages(granularity: int, fmt: Format, question: str, answer_type: str = "number",
+                     library: str | None = None) -> list[dict[str, str]]:
     """OpenAI chat messages asking a teacher for one rationale."""
     return [
-        {"role": "system", "content": teacher_instruction(granularity, fmt)},
+        {"role": "system", "content": teacher_instruction(granularity, fmt, answer_type, library)},
         {"role": "user", "content": question},
     ]
+
+
+def prompt_hash(granularity: int, fmt: Format, answer_type: str, library: str | None = None) -> str:
+    instruction = teacher_instruction(granularity, fmt, answer_type, library)
+    return hashlib.sha256(instruction.encode()).hexdigest()[:12]

@@ -18,8 +18,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from ray import serve
 
-from study.datasets import Problem, load_split
-from study.spec import DatasetSpec, ProgramTeacher, TeacherSpec
+from study.datasets import Problem, load_split, problem_text
+from study.spec import DatasetSpec, HfTeacher, ProgramTeacher, TeacherSpec, VllmTeacher
 from study.teachers.program import parse_program_model_id, program_model_id, render
 
 SERVE_HOST = "127.0.0.1"
@@ -50,7 +50,7 @@ class ProgramTeacherServer:
     def __init__(self, teacher_name: str, datasets: list[DatasetSpec]) -> None:
         self.teacher_name = teacher_name
         self.problems: dict[str, Problem] = {
-            problem.question: problem
+            problem_text(problem): problem
             for dataset in datasets
             for split in ("train", "test")
             for problem in load_split(dataset, split)
@@ -88,10 +88,13 @@ class ProgramTeacherServer:
 
 @dataclass(frozen=True)
 class TeacherEndpoint:
-    """Where a running teacher answers, and the Serve application to delete when done."""
+    """Where a running teacher answers (an OpenAI-compatible base URL, up to and including /v1),
+    the model name to ask for there (None: the program teacher, whose model names the style),
+    and the Serve application to delete when done (None: nothing of ours to stop)."""
 
     base_url: str
-    app_name: str
+    app_name: str | None
+    model: str | None = None
 
 
 def _free_port() -> int:
@@ -109,12 +112,26 @@ def start_serve() -> int:
 
 def deploy_teacher(teacher: TeacherSpec, datasets: list[DatasetSpec], port: int) -> TeacherEndpoint:
     """Deploy a teacher on the running Ray cluster's Serve and wait until it answers."""
+    if isinstance(teacher, HfTeacher):
+        from study.teachers.hf_serve import deploy_hf_teacher
+
+        return deploy_hf_teacher(teacher, port)
+    if isinstance(teacher, VllmTeacher):
+        from study.teachers.vllm_serve import deploy_vllm_teacher
+
+        return deploy_vllm_teacher(teacher, port)
     if not isinstance(teacher, ProgramTeacher):
-        raise NotImplementedError(f"serving teacher kind '{teacher.kind}' is not available yet")
+        raise ValueError(f"teacher kind '{teacher.kind}' is not served on Ray Serve")
     app_name = f"teacher-{teacher.name}"
     route = f"/teachers/{teacher.name}"
     serve.run(ProgramTeacherServer.bind(teacher.name, list(datasets)), name=app_name, route_prefix=route)
     return TeacherEndpoint(base_url=f"http://{SERVE_HOST}:{port}{route}/v1", app_name=app_name)
+
+
+def stop_teacher(endpoint: TeacherEndpoint) -> None:
+    """Shut one served teacher down (its corpora are done); nothing for an API teacher."""
+    if endpoint.app_name is not None:
+        serve.delete(endpoint.app_name)
 
 
 def stop_teachers() -> None:

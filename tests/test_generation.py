@@ -1,0 +1,195 @@
+"""Generating corpora through the one OpenAI-compatible client: an `openai` teacher pointed at a
+local server that counts requests, fails on command, and answers arith questions."""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from conftest import small_spec
+
+from study import storage
+from study.cells import corpus_keys
+from study.corpora import missing_corpora
+from study.datasets import load_split
+from study.inputs import check_inputs
+from study.prompts import PromptError, load_library, teacher_instruction
+from study.spec import parse_spec
+from study.storage import StudyPaths
+from study.teachers.client import ChatClient, ChatRequest, TeacherError
+from study.teachers.generate import build_corpora
+
+SECRET = "sk-test-7f3a9c1e5b"
+
+
+class FakeTeacher:
+    """A local OpenAI-compatible endpoint: answers each arith question right (or wrong when the
+    request's seed is below `wrong_below_seed`), fails `fail_first` requests with HTTP 500, and
+    fails every request after `fail_after` (an interrupted run)."""
+
+    def __init__(self, answers: dict[str, str]) -> None:
+        self.answers = answers
+        self.requests: list[dict] = []
+        self.headers: list[str] = []
+        self.fail_first = 0
+        self.fail_after: int | None = None
+        self.wrong_below_seed = 0
+        self.lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def _reply(self, body: dict) -> tuple[int, dict]:
+        with self.lock:
+            self.requests.append(body)
+            count = len(self.requests)
+        if count <= self.fail_first or (self.fail_after is not None and count > self.fail_after):
+            return 500, {"error": {"message": "overloaded"}}
+        if body["model"] != "fake-model":
+            return 404, {"error": {"message": "no such model"}}
+        question = body["messages"][-1]["content"]
+        answer = self.answers[question] if body.get("seed", 0) >= self.wrong_below_seed else "-1"
+        text = f"Some reasoning. The answer is {answer}."
+        return 200, {"choices": [{"message": {"role": "assistant", "content": text}}],
+                     "usage": {"prompt_tokens": 20, "completion_tokens": 6}}
+
+    def _handler(self):
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _send(self, status, payload):
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                self._send(200, {"data": [{"id": "fake-model"}]})
+
+            def do_POST(self):
+                fake.headers.append(self.headers.get("Authorization", ""))
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                self._send(*fake._reply(body))
+
+        return Handler
+
+    def close(self):
+        self.server.shutdown()
+
+
+@pytest.fixture
+def fake_teacher():
+    spec = parse_spec(small_spec(Path("unused")))
+    answers = {p.question: p.answer for split in ("train", "test") for p in load_split(spec.datasets[0], split)}
+    teacher = FakeTeacher(answers)
+    yield teacher
+    teacher.close()
+
+
+def _spec(tmp_path, fake, **teacher_fields):
+    teacher = {"kind": "openai", "name": "api", "base_url": fake.base_url, "model": "fake-model",
+               "api_key_env": "COTSTUDY_TEST_KEY", "max_retries": 2, "concurrency": 4,
+               "price": {"usd_per_million_prompt_tokens": 1.0, "usd_per_million_completion_tokens": 2.0},
+               **teacher_fields}
+    return parse_spec(small_spec(tmp_path / "out", teachers=[teacher], formats=["cot"]))
+
+
+def _build(spec):
+    paths = StudyPaths.of(spec.storage, spec.name)
+    keys = corpus_keys(spec)
+    build_corpora(spec, paths, keys)
+    return paths, keys
+
+
+def test_generates_records_usage_and_a_second_run_asks_nothing(tmp_path, fake_teacher, monkeypatch):
+    monkeypatch.setenv("COTSTUDY_TEST_KEY", SECRET)
+    spec = _spec(tmp_path, fake_teacher)
+    paths, keys = _build(spec)
+    corpus = storage.read_parquet(paths.corpus(keys[0].corpus_id))
+    assert len(corpus) == 80 and corpus["correct"].all() and len(fake_teacher.requests) == 80
+    card = json.loads(storage.read_text(paths.corpus_card(keys[0].corpus_id)))
+    assert card["prompt_tokens"] == 80 * 20 and card["completion_tokens"] == 80 * 6
+    assert card["cost_usd"] == pytest.approx((1600 * 1.0 + 480 * 2.0) / 1e6) and card["correct_rate"] == 1.0
+    assert set(fake_teacher.headers) == {f"Bearer {SECRET}"}
+    system = fake_teacher.requests[0]["messages"][0]["content"]
+    assert system == teacher_instruction(3, "cot", "number") and "The answer is" in system
+    _build(spec)
+    assert len(fake_teacher.requests) == 80  # the corpus exists: the teacher is not asked again
+    for path in Path(spec.storage).rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
+
+
+def test_an_interrupted_generation_resumes_with_only_the_missing_rows(tmp_path, fake_teacher, monkeypatch):
+    monkeypatch.setenv("COTSTUDY_TEST_KEY", SECRET)
+    spec = _spec(tmp_path, fake_teacher, max_retries=0, concurrency=1)
+    fake_teacher.fail_after = 50
+    with pytest.raises(TeacherError, match="HTTP 500"):
+        _build(spec)
+    paths = StudyPaths.of(spec.storage, spec.name)
+    assert missing_corpora(paths, corpus_keys(spec)) == corpus_keys(spec)  # no partial corpus
+    saved = storage.list_files(paths.generation_shards(corpus_keys(spec)[0].corpus_id), ".parquet")
+    assert sum(len(storage.read_parquet(s)) for s in saved) == 50
+    fake_teacher.fail_after = None
+    asked_before = len(fake_teacher.requests)
+    _build(spec)
+    assert len(fake_teacher.requests) - asked_before == 30  # only the missing rows
+    card = json.loads(storage.read_text(paths.corpus_card(corpus_keys(spec)[0].corpus_id)))
+    assert (card["requests"], card["new_requests"]) == (80, 30)
+
+
+def test_retries_then_succeeds_and_always_failing_leaves_no_corpus(tmp_path, fake_teacher, monkeypatch):
+    monkeypatch.setenv("COTSTUDY_TEST_KEY", SECRET)
+    fake_teacher.fail_first = 3
+    client = ChatClient(base_url=fake_teacher.base_url, max_retries=3, backoff_s=0.01)
+    question = next(iter(fake_teacher.answers))
+    reply = client.complete_all([ChatRequest(model="fake-model", messages=[{"role": "user", "content": question}])])
+    assert "The answer is" in reply[0].text and len(fake_teacher.requests) == 4
+    fake_teacher.fail_after = 0
+    spec = _spec(tmp_path, fake_teacher, max_retries=1)
+    with pytest.raises(TeacherError, match=r"failed for model 'fake-model': HTTP 500"):
+        _build(spec)
+    assert not list(Path(spec.storage).rglob("corpora/*.parquet"))
+
+
+def test_rejection_sampling_keeps_the_first_correct_sample(tmp_path, fake_teacher, monkeypatch):
+    monkeypatch.setenv("COTSTUDY_TEST_KEY", SECRET)
+    fake_teacher.wrong_below_seed = 1  # sample 0 answers wrong, later samples right
+    spec = _spec(tmp_path, fake_teacher, generation={"temperature": 0.7, "max_attempts": 3})
+    paths, keys = _build(spec)
+    corpus = storage.read_parquet(paths.corpus(keys[0].corpus_id))
+    assert corpus["correct"].all() and len(fake_teacher.requests) == 160  # two attempts, not three
+    greedy = _spec(tmp_path / "greedy", fake_teacher)
+    paths, keys = _build(greedy)
+    kept = storage.read_parquet(paths.corpus(keys[0].corpus_id))
+    assert not kept["correct"].any() and kept["answer"].eq("-1").all()  # kept, marked, counted
+
+
+def test_bad_teacher_inputs_fail_before_any_row(tmp_path, fake_teacher, monkeypatch):
+    monkeypatch.delenv("COTSTUDY_TEST_KEY", raising=False)
+    spec = _spec(tmp_path, fake_teacher)
+    with pytest.raises(Exception, match=r"environment variable COTSTUDY_TEST_KEY .* is not set"):
+        check_inputs(spec)
+    monkeypatch.setenv("COTSTUDY_TEST_KEY", SECRET)
+    with pytest.raises(TeacherError, match=r"does not serve model 'other'; it serves \['fake-model'\]"):
+        _build(_spec(tmp_path, fake_teacher, model="other"))
+    with pytest.raises(TeacherError, match=r"cannot reach the teacher at http://127.0.0.1:9/v1"):
+        _build(_spec(tmp_path, fake_teacher, base_url="http://127.0.0.1:9/v1"))
+    assert fake_teacher.requests == []
+
+
+def test_prompt_library_changes_the_corpus_id_and_must_ask_for_the_answer(tmp_path, fake_teacher):
+    library = load_library(None)
+    edited = {**library, "granularity": {**library["granularity"], 3: "Think in three sentences."}}
+    (tmp_path / "mine.yaml").write_text(json.dumps(edited))
+    default, mine = _spec(tmp_path, fake_teacher), _spec(tmp_path, fake_teacher, prompts=str(tmp_path / "mine.yaml"))
+    assert corpus_keys(default)[0].corpus_id != corpus_keys(mine)[0].corpus_id
+    (tmp_path / "bad.yaml").write_text(json.dumps({**library, "answer": {**library["answer"], "number": "Say it."}}))
+    with pytest.raises(PromptError, match=r"bad.yaml: answer.number: the prompt must ask for the answer convention"):
+        corpus_keys(_spec(tmp_path, fake_teacher, prompts=str(tmp_path / "bad.yaml")))
