@@ -6,6 +6,8 @@
                                        build corpora, train and evaluate every cell, draw figures
     cotstudy corpus-stats SPEC | --files GLOB... [--data-dir DIR]
                                        rows, rationale length, steps, correct rate per corpus
+    cotstudy serve-teacher SPEC TEACHER
+                                       serve one teacher on Ray Serve for reuse across studies
     cotstudy resume STUDY_DIR          finish every unfinished cell of a study
     cotstudy status STUDY_DIR          done / failed / pending cells, and each failure's error
     cotstudy figures STUDY_DIR...      redraw the figures (same as python -m analysis)
@@ -60,6 +62,10 @@ def _parser() -> argparse.ArgumentParser:
     stats.add_argument("--data-dir", help="folder of source data sets (gold answers)")
     stats.add_argument("--storage", help="override the spec's storage (local folder or URI)")
     stats.add_argument("--out", default="corpus-stats", help="folder for the table and figure (default ./corpus-stats)")
+    serve = commands.add_parser("serve-teacher", help="serve one teacher of a spec (OpenAI-compatible) until Ctrl-C")
+    serve.add_argument("spec", help="study spec (YAML)")
+    serve.add_argument("teacher", help="the teacher's name in the spec")
+    serve.add_argument("--data-dir", help="folder of source data sets")
     demo = commands.add_parser("demo", help="run the embedded demo study (specs/demo.yaml)")
     demo.add_argument("--storage", help="where results go (default: the spec's ./cotstudy-results)")
     for name, help_text in (("resume", "finish the unfinished cells of a study"),
@@ -83,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
             return plan(_checked_spec(args))
         if args.command == "corpus-stats":
             return corpus_stats(args)
+        if args.command == "serve-teacher":
+            return _serve_teacher(args)
         if args.command == "status":
             return status(args.study_dir)
         return _launch(args)
@@ -97,6 +105,22 @@ def _checked_spec(args: argparse.Namespace) -> StudySpec:
                      getattr(args, "data_dir", None))
     check_inputs(spec)
     return spec
+
+
+def _serve_teacher(args: argparse.Namespace) -> int:
+    spec = load_spec(args.spec, None, args.data_dir)
+    if args.teacher not in [t.name for t in spec.teachers]:
+        print(f"error: {args.spec}: no teacher named '{args.teacher}'; teachers: {[t.name for t in spec.teachers]}",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
+    from study.launch import serve_teacher
+
+    try:
+        serve_teacher(spec, args.teacher)
+    except TeacherError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILED_CELLS
+    return EXIT_OK
 
 
 def _launch(args: argparse.Namespace) -> int:

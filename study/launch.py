@@ -9,6 +9,7 @@ resume: the same from a study folder's frozen spec.yaml, restoring the Tune expe
 from __future__ import annotations
 
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,3 +159,25 @@ def draw_figures(paths: StudyPaths, results: pd.DataFrame) -> list[str]:
         drawn = plot_all(results, Path(scratch))
         storage.upload_dir(Path(scratch), paths.figures)
     return [storage.join(paths.figures, p.name) for p in drawn]
+
+
+def serve_teacher(spec: StudySpec, teacher_name: str) -> None:
+    """Serve one teacher of a spec on Ray Serve until interrupted (Ctrl-C), so several studies
+    can use it as an `openai` teacher at the printed URL."""
+    from study.teachers.generate import reach_teacher
+    from study.teachers.serve import start_serve, stop_teachers
+
+    teacher = spec.teacher(teacher_name)
+    init_ray()
+    endpoint = reach_teacher(teacher, spec, start_serve())
+    print(f"teacher {teacher.name} ({teacher.kind}) answers at {endpoint.base_url}"
+          f"{f' as model {endpoint.model!r}' if endpoint.model else ''}\n"
+          f"use it from a study as: {{kind: openai, name: {teacher.name}, base_url: {endpoint.base_url}, "
+          f"model: {endpoint.model or '<NAME/L<level>/<format>>'}}}\nCtrl-C stops it.", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("stopping the teacher", flush=True)
+    finally:
+        stop_teachers()
