@@ -1,5 +1,6 @@
-"""Turning a corpus into training batches: prompt tokens masked from the loss, padded batches
-bounded by a token budget."""
+"""Turning a corpus into training batches: prompt tokens masked from the loss, batches bounded by
+a token budget (padded rows x longest, or the documents' own tokens when the batch is packed:
+see trainables/packing.py)."""
 
 from __future__ import annotations
 
@@ -47,31 +48,37 @@ def mean_target_tokens(examples: list[Example]) -> float:
 
 
 def batch_indices(examples: list[Example], tokens_per_batch: int, seed: int,
-                  examples_per_batch: int | None = None) -> list[list[int]]:
+                  examples_per_batch: int | None = None, packed: bool = False) -> list[list[int]]:
     """One epoch of shuffled batches: `examples_per_batch` rows each when set (the paper's fixed
-    batch), else as many rows as fit tokens_per_batch padded (rows x longest)."""
+    batch), else as many examples as fit tokens_per_batch: counted padded (rows x longest), or
+    as their own tokens when the batch will be packed."""
     order = list(range(len(examples)))
     random.Random(seed).shuffle(order)
     batches: list[list[int]] = []
     current: list[int] = []
-    longest = 0
+    longest = total = 0
     for index in order:
         length = len(examples[index].input_ids)
-        full = (len(current) == examples_per_batch if examples_per_batch is not None
-                else max(longest, length) * (len(current) + 1) > tokens_per_batch)
+        if examples_per_batch is not None:
+            full = len(current) == examples_per_batch
+        elif packed:
+            full = total + length > tokens_per_batch
+        else:
+            full = max(longest, length) * (len(current) + 1) > tokens_per_batch
         if current and full:
             batches.append(current)
-            current, longest = [], 0
+            current, longest, total = [], 0, 0
         current.append(index)
         longest = max(longest, length)
+        total += length
     if current:
         batches.append(current)
     return batches
 
 
 def steps_per_epoch(examples: list[Example], tokens_per_batch: int, world_size: int,
-                    examples_per_batch: int | None = None) -> int:
-    return max(1, len(batch_indices(examples, tokens_per_batch, 0, examples_per_batch)) // world_size)
+                    examples_per_batch: int | None = None, packed: bool = False) -> int:
+    return max(1, len(batch_indices(examples, tokens_per_batch, 0, examples_per_batch, packed)) // world_size)
 
 
 def total_steps(epochs: float, max_steps: int | None, per_epoch: int) -> int:

@@ -3,7 +3,9 @@
 Reads top to bottom: setup (tokenizer, corpus, model, optimizer), resume from the run's latest
 checkpoint if there is one, train (a checkpoint every epoch and at the end), then rank 0 evaluates
 on the test split, writes predictions.parquet and reports the cell's measurements. The budget is
-a number of optimizer steps (from epochs or max_steps), never seconds.
+a number of optimizer steps (from epochs or max_steps), never seconds. Each step's examples are
+packed into rows with attention kept inside each example (trainables/packing.py), and the loss is
+averaged per target token over the whole step, across workers (trainables/step.py).
 """
 
 from __future__ import annotations
@@ -29,13 +31,14 @@ from study.storage import StudyPaths
 from trainables.data import (
     Example,
     batch_indices,
-    collate,
     encode_corpus,
     mean_target_tokens,
     steps_per_epoch,
     total_steps,
 )
 from trainables.evaluate import evaluate
+from trainables.packing import plan_packing, step_micro_batches
+from trainables.step import TargetLoss, global_sum, train_step
 from trainables.students import build_student, parameter_count, student_tokenizer
 from trainables.tokenizer import load_tokenizer
 
@@ -47,13 +50,13 @@ def load_study_tokenizer(paths: StudyPaths, local_dir: Path) -> PreTrainedTokeni
 
 
 def batch_stream(examples: list[Example], tokens_per_batch: int, seed: int, n_batches: int,
-                 examples_per_batch: int | None = None) -> list[list[int]]:
+                 examples_per_batch: int | None = None, packed: bool = False) -> list[list[int]]:
     """Enough epochs of shuffled batches, flattened, for n_batches (epoch e shuffles with seed, e)."""
     stream: list[list[int]] = []
     for epoch in itertools.count():
         if len(stream) >= n_batches:
             return stream[:n_batches]
-        stream.extend(batch_indices(examples, tokens_per_batch, seed * 100_003 + epoch, examples_per_batch))
+        stream.extend(batch_indices(examples, tokens_per_batch, seed * 100_003 + epoch, examples_per_batch, packed))
     raise AssertionError("unreachable")
 
 
@@ -96,29 +99,28 @@ def train_and_evaluate(config: dict) -> None:
                        "mean_rationale_tokens": mean_target_tokens(examples)}
     # a fixed batch is per optimizer step across all workers: each worker takes its share
     worker_examples = -(-settings.examples_per_batch // world) if settings.examples_per_batch else None
-    per_epoch = steps_per_epoch(examples, settings.tokens_per_batch, world, worker_examples)
+    plan = plan_packing(examples, settings.packing, settings.pack_length)
+    per_epoch = steps_per_epoch(examples, settings.tokens_per_batch, world, worker_examples, plan.packing)
     n_steps = total_steps(settings.epochs, settings.max_steps, per_epoch)
-    stream = batch_stream(examples, settings.tokens_per_batch, cell.seed, n_steps * world, worker_examples)
+    stream = batch_stream(examples, settings.tokens_per_batch, cell.seed, n_steps * world, worker_examples, plan.packing)
 
     student = build_student(cell.student, tokenizer, settings.max_length, cell.seed)
     optimizer = torch.optim.AdamW(student.parameters(), lr=settings.lr_peak, weight_decay=settings.weight_decay)
     scheduler = get_scheduler(settings.schedule, optimizer, num_warmup_steps=int(settings.warmup_ratio * n_steps),
                               num_training_steps=n_steps)
     state = _restore(student, optimizer, scheduler)
-    model = ray.train.torch.prepare_model(student) if world > 1 else student
-    model.train()
+    loss_module = TargetLoss(student)
+    if world > 1:
+        loss_module = ray.train.torch.prepare_model(loss_module)
+    student.train()
 
     started = last_checkpoint = time.monotonic()
     for step in range(state["step"], n_steps):
-        batch = collate([examples[i] for i in stream[step * world + rank]], tokenizer.pad_token_id)
-        loss = model(**batch, use_cache=False).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        state["train_tokens"] += _global_sum(int(batch["attention_mask"].sum()), world)
-        state.update(step=step + 1, loss=loss.item())
+        chosen = [examples[i] for i in stream[step * world + rank]]
+        micro_batches = step_micro_batches(chosen, plan, tokenizer.pad_token_id, settings.micro_batch_tokens)
+        loss = train_step(loss_module, optimizer, scheduler, micro_batches, world)
+        state["train_tokens"] += int(global_sum(sum(len(e.input_ids) for e in chosen), world))
+        state.update(step=step + 1, loss=loss)
         if state["step"] % per_epoch == 0 or state["step"] == n_steps:
             state["train_s"] += time.monotonic() - started
             started = time.monotonic()
@@ -130,15 +132,6 @@ def train_and_evaluate(config: dict) -> None:
     # carries the evaluation, so a restart after it only re-evaluates.
     measured = _evaluate_rank0(cell, paths, student, tokenizer, state, corpus_measures) if rank == 0 else {}
     _report_checkpoint(student, optimizer, scheduler, state, rank, metrics=measured)
-
-
-def _global_sum(value: int, world: int) -> int:
-    """Sum of an integer over all ranks (each rank trains on its own batches)."""
-    if world == 1:
-        return value
-    total = torch.tensor([value], dtype=torch.long)
-    torch.distributed.all_reduce(total)
-    return int(total.item())
 
 
 def _checkpoint_due(last_checkpoint: float, every_s: float, world: int) -> bool:

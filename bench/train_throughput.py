@@ -1,0 +1,301 @@
+"""Training throughput: our step loop (packed rows, document-masked attention, per-token loss over
+the step) against a transformers `Trainer` set up like LLaMA-Factory (padding to the longest in
+the batch, to a multiple of 8; per-device batch 4; gradient accumulation 4; bf16 autocast on GPU;
+the Trainer's default fused AdamW; no gradient checkpointing, which LLaMA-Factory turns on by
+default and which would make the baseline slower still). Same student (same initial weights),
+same examples, same device, both in one run; tokens/s counts non-padding tokens only, after the
+warm-up steps.
+
+Corpus: the paper's released SVAMP CoT, all levels of every teacher mixed
+(`SVAMP_*_level*_ranked.json`: instruction = question, output = rationale), encoded exactly as
+a study encodes it (prompt masked, rationale + EOS as targets), with a BPE tokenizer trained on
+the fly on the corpus (trainables/tokenizer.py).
+
+CPU, a tiny student (2 layers, width 64; ~2-3 minutes on 2 cores; needs `pip install accelerate`
+for the Trainer):
+    python bench/train_throughput.py --data ../shared/data/svamp/cot
+
+GPU, a LLaMA-3.2-1B-shaped student (random weights; hidden 2048, 16 layers, 32 heads, 8 kv heads,
+MLP 8192, vocab 128256, tied embeddings), bf16 autocast over fp32 master weights, fused AdamW,
+flash-attention varlen through torch.nn.attention.varlen (torch >= 2.11), optional torch.compile:
+    python bench/train_throughput.py --data DIR --device cuda --compile
+
+MFU counts the model's real FLOPs on non-padding tokens only: 6 x (matmul parameters, the tied
+LM head included) per token, plus causal attention inside each document, 6 x layers x hidden x
+length^2 per document; peak: H100 bf16 dense, 989 TFLOP/s. It prints a table and one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from study.datasets import question_prompt, training_text  # noqa: E402
+from trainables.data import Example, batch_indices, encode_example  # noqa: E402
+from trainables.packing import PackingPlan, flatten_for_varlen, step_micro_batches, use_varlen_attention  # noqa: E402
+from trainables.step import TargetLoss, target_count, train_step  # noqa: E402
+from trainables.tokenizer import train_tokenizer  # noqa: E402
+
+H100_BF16_PEAK_FLOPS = 989e12
+LLAMA_32_1B = dict(hidden_size=2048, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
+                   intermediate_size=8192, vocab_size=128256, tie_word_embeddings=True, rope_theta=500000.0)
+TINY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4, intermediate_size=256,
+            tie_word_embeddings=True)
+
+
+@dataclass
+class Run:
+    name: str
+    tokens: int  # non-padding tokens in the timed steps
+    seconds: float
+    flops: float  # model FLOPs of those tokens
+    steps: int
+    peak_memory_gb: float | None
+    cpu_seconds: float  # this process's CPU time over the timed steps (the machine may be shared)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds
+
+    def mfu(self, peak: float) -> float:
+        return self.flops / self.seconds / peak
+
+
+def load_corpus(folder: Path, n_examples: int, seed: int) -> list[tuple[str, str]]:
+    files = sorted(folder.glob("SVAMP_*_level*_ranked.json"))
+    if not files:
+        raise SystemExit(f"no SVAMP_*_level*_ranked.json under {folder}")
+    rows = [(item["instruction"], item["output"]) for path in files for item in json.loads(path.read_text())]
+    random.Random(seed).shuffle(rows)
+    print(f"corpus: {len(rows)} rows from {len(files)} files; using {min(n_examples, len(rows))}", flush=True)
+    return rows[:n_examples]
+
+
+def build_model(shape: dict, tokenizer, device: str, seed: int) -> torch.nn.Module:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(**{"vocab_size": len(tokenizer), **shape}, max_position_embeddings=4096,
+                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=None,
+                         attn_implementation="sdpa")
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config).to(device)
+
+
+@dataclass(frozen=True)
+class FlopCount:
+    """Training FLOPs that documents need: 6 per matmul parameter per token (the LM head's only at
+    target tokens, the only place it is needed), plus causal attention inside each document."""
+
+    body_params: int
+    head_params: int
+    layers_x_hidden: int
+
+    @classmethod
+    def of(cls, model: torch.nn.Module) -> FlopCount:
+        matmul_params = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+        head_params = model.get_output_embeddings().weight.numel()
+        return cls(matmul_params - head_params, head_params, model.config.num_hidden_layers * model.config.hidden_size)
+
+    def __call__(self, lengths: list[int], targets: int) -> float:
+        attention = 6 * self.layers_x_hidden * sum(n * n for n in lengths)
+        return 6 * self.body_params * sum(lengths) + 6 * self.head_params * targets + attention
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def run_ours(model: torch.nn.Module, examples: list[Example], pad_id: int, args: argparse.Namespace,
+             attention: str) -> Run:
+    device = args.device
+    plan = PackingPlan(packing=True, pack_length=args.pack_length)
+    if attention == "varlen":
+        use_varlen_attention(model)
+    if args.compile:
+        model.get_decoder().compile()  # in place; the LM head and loss run on target tokens only
+    loss_module = TargetLoss(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device == "cuda")
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    steps = batch_indices(examples, args.tokens_per_step, seed=0, packed=True)
+    autocast = torch.bfloat16 if device == "cuda" else None
+    count_flops = FlopCount.of(model)
+    tokens = 0
+    flops = 0.0
+    started = cpu_started = 0.0
+    for number, indices in enumerate(steps):
+        if number == args.warmup_steps:
+            sync(device)
+            started, cpu_started = time.perf_counter(), time.process_time()
+            tokens, flops = 0, 0.0
+        chosen = [examples[i] for i in indices]
+        micro_batches = step_micro_batches(chosen, plan, pad_id, args.micro_batch_tokens)
+        if attention == "varlen":
+            micro_batches = [flatten_for_varlen(b, plan.row_length(chosen)) for b in micro_batches]
+        loss = train_step(loss_module, optimizer, scheduler, micro_batches, world=1, device=device, autocast_dtype=autocast)
+        lengths = [len(e.input_ids) for e in chosen]
+        tokens += sum(lengths)
+        flops += count_flops(lengths, sum(target_count(b) for b in micro_batches))
+        if number % 10 == 0:
+            print(f"  ours/{attention} step {number}/{len(steps)} loss {loss:.3f}", flush=True)
+    sync(device)
+    rows = f"rows of {args.pack_length}" if args.pack_length else "rows of each step's longest"
+    name = f"ours ({attention}{', compiled' if args.compile else ''}, {rows})"
+    return Run(name, tokens, time.perf_counter() - started, flops, len(steps) - args.warmup_steps, peak_memory(device),
+               time.process_time() - cpu_started)
+
+
+def run_trainer_baseline(model: torch.nn.Module, examples: list[Example], tokenizer, args: argparse.Namespace) -> Run:
+    """transformers Trainer as LLaMA-Factory runs SFT: padded to the longest in each batch of 4."""
+    from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
+
+    device = args.device
+    count_flops = FlopCount.of(model)
+    counted = {"tokens": 0, "flops": 0.0}
+    timing: dict[str, float] = {}
+
+    def count(module, positional, keyword):  # every training forward: its non-padding tokens
+        if module.training:
+            lengths = keyword["attention_mask"].sum(dim=1).tolist()
+            counted["tokens"] += sum(lengths)
+            counted["flops"] += count_flops(lengths, int((keyword["labels"] != -100).sum()))
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, arguments, state, control, **kwargs):
+            if state.global_step == args.warmup_steps:
+                sync(device)
+                timing["start"], timing["cpu_start"] = time.perf_counter(), time.process_time()
+                timing["tokens"], timing["flops"] = counted["tokens"], counted["flops"]
+
+    model.register_forward_pre_hook(count, with_kwargs=True)
+    dataset = [{"input_ids": e.input_ids, "attention_mask": [1] * len(e.input_ids), "labels": e.labels} for e in examples]
+    with tempfile.TemporaryDirectory() as output_dir:
+        arguments = TrainingArguments(
+            output_dir=output_dir, per_device_train_batch_size=4, gradient_accumulation_steps=4, num_train_epochs=1,
+            learning_rate=1e-4, lr_scheduler_type="cosine", warmup_steps=0.1, bf16=device == "cuda",
+            use_cpu=device == "cpu", save_strategy="no", report_to=[], logging_steps=50, disable_tqdm=True,
+            remove_unused_columns=False, dataloader_num_workers=0, seed=0,
+        )
+        collator = DataCollatorForSeq2Seq(tokenizer, padding=True, pad_to_multiple_of=8, label_pad_token_id=-100)
+        trainer = Trainer(model=model, args=arguments, train_dataset=dataset, data_collator=collator, callbacks=[Clock()])
+        trainer.train()
+    sync(device)
+    seconds, cpu_seconds = time.perf_counter() - timing["start"], time.process_time() - timing["cpu_start"]
+    steps = trainer.state.global_step - args.warmup_steps
+    return Run("transformers Trainer (LLaMA-Factory setup)", counted["tokens"] - int(timing["tokens"]), seconds,
+               counted["flops"] - timing["flops"], steps, peak_memory(device), cpu_seconds)
+
+
+def peak_memory(device: str) -> float | None:
+    return torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
+
+
+def encode(rows: list[tuple[str, str]], tokenizer, max_length: int) -> list[Example]:
+    examples = [encode_example(tokenizer, question_prompt("svamp", q), r) for q, r in rows]
+    kept = [e for e in examples if len(e.input_ids) <= max_length]
+    print(f"examples: {len(kept)} kept, {len(examples) - len(kept)} longer than {max_length} dropped; "
+          f"mean {sum(len(e.input_ids) for e in kept) / len(kept):.0f} tokens, longest {max(len(e.input_ids) for e in kept)}",
+          flush=True)
+    return kept
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/svamp/cot",
+                        help="folder of SVAMP_*_level*_ranked.json")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--examples", type=int, help="examples used by both (default: cpu 3000, cuda 6000)")
+    parser.add_argument("--vocab-size", type=int, help="BPE vocabulary trained on the corpus (default: cpu 1024, cuda 8192)")
+    parser.add_argument("--tokens-per-step", type=int, help="our optimizer step, document tokens (default: cpu 4096, cuda 65536)")
+    parser.add_argument("--micro-batch-tokens", type=int, help="our forward pass, rows x row length (default: cpu none, cuda 16384)")
+    parser.add_argument("--pack-length", type=int, help="our row length (default: the longest example, rounded up to 8)")
+    parser.add_argument("--attention", nargs="+", choices=["sdpa", "varlen"], help="ours, each (default: cpu sdpa, cuda varlen)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile our model")
+    parser.add_argument("--warmup-steps", type=int, default=3, help="optimizer steps left out of the timing, each run")
+    parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--skip-baseline", action="store_true")
+    args = parser.parse_args()
+    gpu = args.device == "cuda"
+    defaults = {"examples": (3000, 6000), "vocab_size": (1024, 8192), "tokens_per_step": (4096, 65536),
+                "micro_batch_tokens": (None, 16384), "attention": (["sdpa"], ["varlen"])}
+    for name, (cpu_value, gpu_value) in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, gpu_value if gpu else cpu_value)
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = load_corpus(args.data, args.examples, seed=0)
+    started = time.perf_counter()
+    tokenizer = train_tokenizer([training_text("svamp", q, r) for q, r in rows], args.vocab_size)
+    print(f"tokenizer: {len(tokenizer)} tokens in {time.perf_counter() - started:.1f}s", flush=True)
+    examples = encode(rows, tokenizer, args.max_length)
+    shape = LLAMA_32_1B if args.device == "cuda" else TINY
+    device_name = torch.cuda.get_device_name() if args.device == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+
+    runs: list[Run] = []
+    for attention in args.attention:
+        model = build_model(shape, tokenizer, args.device, seed=0)
+        n_params = sum(p.numel() for p in model.parameters())
+        print(f"student: {n_params / 1e6:.2f}M parameters; ours with {attention} attention", flush=True)
+        runs.append(run_ours(model, examples, tokenizer.pad_token_id, args, attention))
+        print(f"  {runs[-1].name}: {runs[-1].tokens_per_s:,.0f} tokens/s", flush=True)
+        del model
+        free_memory(args.device)
+    if not args.skip_baseline:
+        model = build_model(shape, tokenizer, args.device, seed=0)
+        runs.append(run_trainer_baseline(model, examples, tokenizer, args))
+        del model
+    report(runs, args, device_name, n_params)
+
+
+def free_memory(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def report(runs: list[Run], args: argparse.Namespace, device_name: str, n_params: int) -> None:
+    gpu = args.device == "cuda"
+    baseline = runs[-1] if not args.skip_baseline else None
+    print(f"\ndevice: {device_name}; student {n_params / 1e6:.1f}M parameters; ours: {args.tokens_per_step} tokens/step, "
+          f"micro-batches of {args.micro_batch_tokens}; baseline: batch 4 x accumulation 4, padded")
+    header = (f"{'run':58} {'tokens':>10} {'seconds':>8} {'tokens/s':>10} {'vs base':>8}"
+              + (f" {'MFU':>6} {'peak GB':>8}" if gpu else f" {'tok/cpu-s':>10} {'vs base':>8}"))
+    print(header)
+    for run in runs:
+        ratio = run.tokens_per_s / baseline.tokens_per_s if baseline else float("nan")
+        line = f"{run.name:58} {run.tokens:>10,} {run.seconds:>8.1f} {run.tokens_per_s:>10,.0f} {ratio:>7.2f}x"
+        if gpu:
+            line += f" {run.mfu(H100_BF16_PEAK_FLOPS):>6.1%} {run.peak_memory_gb:>8.1f}"
+        else:
+            per_cpu_s = run.tokens / run.cpu_seconds
+            cpu_ratio = per_cpu_s / (baseline.tokens / baseline.cpu_seconds) if baseline else float("nan")
+            line += f" {per_cpu_s:>10,.0f} {cpu_ratio:>7.2f}x"
+        print(line)
+    print(json.dumps({
+        "device": device_name, "student_params": n_params, "compile": args.compile,
+        "tokens_per_step": args.tokens_per_step, "micro_batch_tokens": args.micro_batch_tokens,
+        "examples": args.examples, "warmup_steps": args.warmup_steps,
+        "runs": [{**asdict(run), "tokens_per_s": run.tokens_per_s,
+                  "mfu": run.mfu(H100_BF16_PEAK_FLOPS) if gpu else None,
+                  "ratio_vs_baseline": run.tokens_per_s / baseline.tokens_per_s if baseline else None} for run in runs],
+    }))
+
+
+if __name__ == "__main__":
+    main()

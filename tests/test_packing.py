@@ -1,0 +1,168 @@
+"""Packing: a packed batch trains exactly like its samples run one by one, rows are packed tightly,
+and a tiny model learns from packed steps."""
+
+import random
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from trainables.data import IGNORE_INDEX, Example, batch_indices
+from trainables.packing import collate_packed, collate_padded, pack_rows, plan_packing
+from trainables.step import TargetLoss, target_count, train_step
+
+VOCAB, PAD = 96, 0
+
+
+def tiny_model(seed: int = 0) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=256, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         pad_token_id=PAD, attn_implementation="sdpa")
+    return LlamaForCausalLM(config)
+
+
+def random_examples(n: int, seed: int, shortest: int = 6, longest: int = 40) -> list[Example]:
+    """Token ids 1..VOCAB-1 (never the pad id); the first third of each is a masked prompt."""
+    rng = random.Random(seed)
+    examples = []
+    for _ in range(n):
+        ids = [rng.randrange(1, VOCAB) for _ in range(rng.randint(shortest, longest))]
+        n_prompt = max(1, len(ids) // 3)
+        examples.append(Example(ids, [IGNORE_INDEX] * n_prompt + ids[n_prompt:]))
+    return examples
+
+
+def gradients(model: torch.nn.Module) -> list[torch.Tensor]:
+    return [p.grad.detach().clone() for p in model.parameters()]
+
+
+def test_a_packed_document_sees_exactly_what_it_sees_alone():
+    model = tiny_model().eval()
+    examples = random_examples(7, seed=1)
+    batch = collate_packed(examples, row_length=64, pad_id=PAD)
+    assert batch["input_ids"].shape[0] < len(examples), "several documents share a row"
+    with torch.no_grad():
+        packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+        ones = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False,
+                     attention_mask=torch.ones_like(batch["input_ids"])).logits
+    crossed = False
+    for example in examples:
+        with torch.no_grad():
+            alone = model(input_ids=torch.tensor([example.input_ids]), use_cache=False).logits[0]
+        row, start = _find(batch["input_ids"], example.input_ids)
+        torch.testing.assert_close(packed[row, start : start + len(alone)], alone, atol=1e-5, rtol=1e-4)
+        crossed |= start > 0 and not torch.allclose(ones[row, start : start + len(alone)], alone, atol=1e-3)
+    assert crossed, "an all-ones attention mask lets documents see each other (why none is passed)"
+
+
+def _find(rows: torch.Tensor, ids: list[int]) -> tuple[int, int]:
+    target = torch.tensor(ids)
+    for row in range(rows.shape[0]):
+        for start in range(rows.shape[1] - len(ids) + 1):
+            if torch.equal(rows[row, start : start + len(ids)], target):
+                return row, start
+    raise AssertionError("document not found in the packed rows")
+
+
+@pytest.mark.parametrize("row_length", [48, 128])
+def test_packed_loss_and_gradients_equal_one_by_one(row_length):
+    examples = random_examples(12, seed=2)
+    model = tiny_model()
+    batch = collate_packed(examples, row_length, PAD)
+    total_targets = target_count(batch)
+    assert total_targets == sum(sum(1 for label in e.labels if label != IGNORE_INDEX) for e in examples)
+    packed_loss = TargetLoss(model)(batch) / total_targets
+    packed_loss.backward()
+    packed_grads = gradients(model)
+    model.zero_grad()
+
+    alone_loss = torch.zeros(())
+    for example in examples:  # each sample's loss summed over its tokens, averaged over all tokens
+        loss = TargetLoss(model)(collate_padded([example], PAD)) / total_targets
+        loss.backward()
+        alone_loss += loss.detach()
+    torch.testing.assert_close(packed_loss.detach(), alone_loss, atol=1e-5, rtol=1e-5)
+    for packed, alone in zip(packed_grads, gradients(model)):
+        torch.testing.assert_close(packed, alone, atol=1e-6, rtol=1e-4)
+
+
+def test_padded_and_packed_batches_give_the_same_loss():
+    examples = random_examples(10, seed=3)
+    model = tiny_model().eval()
+    with torch.no_grad():
+        padded = TargetLoss(model)(collate_padded(examples, PAD))
+        packed = TargetLoss(model)(collate_packed(examples, 64, PAD))
+    torch.testing.assert_close(padded, packed, atol=1e-4, rtol=1e-5)
+
+
+def first_fit(lengths: list[int], row_length: int) -> list[list[int]]:
+    rows: list[list[int]] = []
+    used: list[int] = []
+    for index, length in enumerate(lengths):
+        row = next((r for r, n in enumerate(used) if n + length <= row_length), None)
+        if row is None:
+            rows.append([]), used.append(0)
+            row = len(rows) - 1
+        rows[row].append(index)
+        used[row] += length
+    return rows
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_best_fit_decreasing_packs_tightly_and_never_overflows(seed):
+    rng = random.Random(seed)
+    lengths = [rng.randint(5, 120) for _ in range(300)]
+    rows = pack_rows(lengths, 128)
+    assert sorted(i for row in rows for i in row) == list(range(len(lengths)))
+    assert all(sum(lengths[i] for i in row) <= 128 for row in rows)
+    assert len(rows) <= len(first_fit(lengths, 128))
+    assert len(rows) <= 1.1 * sum(lengths) / 128 + 1  # within 10% of the bound
+
+
+def test_a_sequence_longer_than_the_row_is_an_error():
+    with pytest.raises(ValueError, match="longer than the row length 16"):
+        pack_rows([4, 17, 3], 16)
+    examples = random_examples(5, seed=4, shortest=30, longest=30)
+    with pytest.raises(ValueError, match="pack_length=16"):
+        plan_packing(examples, packing=True, pack_length=16)
+    assert plan_packing(examples, packing=True, pack_length=None).row_length(examples) == 32
+    assert plan_packing(examples, packing=True, pack_length=40).row_length(examples) == 40
+
+
+def test_a_packed_step_budget_counts_the_documents_own_tokens():
+    examples = random_examples(200, seed=5)
+    batches = batch_indices(examples, tokens_per_batch=256, seed=0, packed=True)
+    assert sorted(i for batch in batches for i in batch) == list(range(len(examples)))
+    assert all(sum(len(examples[i].input_ids) for i in batch) <= 256 for batch in batches)
+
+
+def test_loss_falls_over_packed_steps_and_parameters_change():
+    examples = random_examples(24, seed=6)
+    for example in examples:  # a learnable pattern: each target continues an arithmetic sequence
+        start = example.input_ids[0]
+        example.input_ids[:] = [(start + 3 * t) % (VOCAB - 1) + 1 for t in range(len(example.input_ids))]
+        example.labels[:] = [IGNORE_INDEX if label == IGNORE_INDEX else token
+                             for label, token in zip(example.labels, example.input_ids)]
+    model = tiny_model()
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    batch = collate_packed(examples, 64, PAD)
+    losses = [train_step(TargetLoss(model), optimizer, scheduler, [batch], world=1) for _ in range(12)]
+    assert losses[-1] < 0.7 * losses[0]
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_micro_batches_of_a_step_add_up_to_the_whole_step():
+    examples = random_examples(16, seed=7)
+    whole, split = tiny_model(), tiny_model()
+    losses = []
+    for model, micro_batches in ((whole, [collate_packed(examples, 64, PAD)]),
+                                 (split, [collate_packed(examples[:5], 64, PAD), collate_packed(examples[5:], 64, PAD)])):
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+        losses.append(train_step(TargetLoss(model), optimizer, scheduler, micro_batches, world=1, max_grad_norm=1e9))
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    for a, b in zip(whole.parameters(), split.parameters()):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)

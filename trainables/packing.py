@@ -1,0 +1,167 @@
+"""Packing encoded examples into fixed-length rows, with attention kept inside each document.
+
+A step's examples are placed into rows of `row_length` tokens by best-fit decreasing (longest
+first, each into the fullest row that still has room). Inside a row, position ids restart at 0 at
+every document, and the unused tail of a row is one more "document" of padding whose targets are
+ignored. Targets are shifted per document, so a document's last token never learns to predict the
+next document's first one: a packed document sees exactly what it would see alone.
+
+How attention stays inside documents:
+- sdpa / eager (CPU, and the GPU fallback): the model gets `position_ids` and no attention mask
+  (and `use_cache=False`). transformers 5 then finds the document boundaries in the position ids
+  and builds the block-diagonal causal mask itself. An all-ones attention mask would silently
+  turn this off and let documents see each other, so none is ever passed.
+- `varlen` (CUDA): the rows are flattened into one sequence and attention runs through
+  `torch.nn.attention.varlen.varlen_attn` (flash attention over variable-length documents, no
+  mask at all), from the cumulative document lengths passed as `cu_seq_lens_q/_k`.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+
+import torch
+from transformers import AttentionInterface, PreTrainedModel
+
+from trainables.data import IGNORE_INDEX, Example, collate
+
+VARLEN_ATTENTION = "cotstudy_varlen"
+
+
+@dataclass(frozen=True)
+class PackingPlan:
+    """How a step's examples become micro-batches: packed rows of `pack_length` tokens, or when
+    that is None, rows as long as the step's longest example (rounded up to 8), or padded rows."""
+
+    packing: bool
+    pack_length: int | None = None
+
+    def row_length(self, examples: list[Example]) -> int:
+        if self.pack_length is not None:
+            return self.pack_length
+        return -(-max(len(e.input_ids) for e in examples) // 8) * 8
+
+
+def pack_rows(lengths: list[int], row_length: int) -> list[list[int]]:
+    """Best-fit decreasing: indices of `lengths` grouped into rows of at most row_length tokens.
+
+    Longest first, each item goes to the row with the least room that still fits it (a new row
+    when none does). Ties keep input order, so a shuffled input gives a shuffled packing."""
+    too_long = [n for n in lengths if n > row_length]
+    if too_long:
+        raise ValueError(f"{len(too_long)} sequences are longer than the row length {row_length} (longest {max(too_long)})")
+    rows: list[list[int]] = []
+    room: list[tuple[int, int]] = []  # (free tokens, row number), kept sorted
+    for index in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        length = lengths[index]
+        slot = bisect.bisect_left(room, (length, -1))
+        if slot == len(room):
+            rows.append([index])
+            free, row = row_length - length, len(rows) - 1
+        else:
+            free, row = room.pop(slot)
+            rows[row].append(index)
+            free -= length
+        bisect.insort(room, (free, row))
+    return rows
+
+
+def shifted_targets(labels: list[int]) -> list[int]:
+    """Next-token targets of one document: position t predicts labels[t + 1]; the last predicts nothing."""
+    return labels[1:] + [IGNORE_INDEX]
+
+
+def collate_packed(examples: list[Example], row_length: int, pad_id: int) -> dict[str, torch.Tensor]:
+    """One micro-batch of packed rows: input_ids, position_ids and target_ids (rows x row_length).
+
+    No attention_mask on purpose (see the module docstring)."""
+    return collate_rows(examples, pack_rows([len(e.input_ids) for e in examples], row_length), row_length, pad_id)
+
+
+def collate_rows(examples: list[Example], rows: list[list[int]], row_length: int, pad_id: int) -> dict[str, torch.Tensor]:
+    """Rows of examples (indices from pack_rows) as tensors; each row's tail is padding."""
+    input_ids = torch.full((len(rows), row_length), pad_id, dtype=torch.long)
+    targets = torch.full((len(rows), row_length), IGNORE_INDEX, dtype=torch.long)
+    positions = torch.zeros((len(rows), row_length), dtype=torch.long)
+    for row, members in enumerate(rows):
+        start = 0
+        for index in members:
+            example = examples[index]
+            end = start + len(example.input_ids)
+            input_ids[row, start:end] = torch.tensor(example.input_ids)
+            targets[row, start:end] = torch.tensor(shifted_targets(example.labels))
+            positions[row, start:end] = torch.arange(end - start)
+            start = end
+        positions[row, start:] = torch.arange(row_length - start)  # the padding tail: its own document
+    return {"input_ids": input_ids, "position_ids": positions, "target_ids": targets}
+
+
+def step_micro_batches(examples: list[Example], plan: PackingPlan, pad_id: int,
+                       micro_batch_tokens: int | None) -> list[dict[str, torch.Tensor]]:
+    """A step's examples as micro-batches of at most micro_batch_tokens tokens each (rows x row
+    length; None: one micro-batch). Packed: the whole step is packed first, then its rows split;
+    padded: consecutive examples, as many as fit padded to the step's longest."""
+    if plan.packing:
+        row_length = plan.row_length(examples)
+        rows = pack_rows([len(e.input_ids) for e in examples], row_length)
+        per_micro = len(rows) if micro_batch_tokens is None else max(1, micro_batch_tokens // row_length)
+        return [collate_rows(examples, rows[i : i + per_micro], row_length, pad_id)
+                for i in range(0, len(rows), per_micro)]
+    longest = max(len(e.input_ids) for e in examples)
+    per_micro = len(examples) if micro_batch_tokens is None else max(1, micro_batch_tokens // longest)
+    return [collate_padded(examples[i : i + per_micro], pad_id) for i in range(0, len(examples), per_micro)]
+
+
+def collate_padded(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
+    """The unpacked alternative: right-padded rows, padding masked from attention and targets."""
+    batch = collate(examples, pad_id)
+    labels = batch.pop("labels")
+    targets = torch.full_like(labels, IGNORE_INDEX)
+    targets[:, :-1] = labels[:, 1:]
+    return {**batch, "target_ids": targets}
+
+
+def flatten_for_varlen(batch: dict[str, torch.Tensor], max_length: int) -> dict:
+    """The packed rows as one sequence with cumulative document lengths, for `varlen` attention.
+    max_length bounds every document (the row length): a constant, so torch.compile keeps one graph."""
+    positions = batch["position_ids"].reshape(1, -1)
+    starts = torch.nonzero(positions[0] == 0).flatten()
+    total = positions.shape[1]
+    cu_seq_lens = torch.cat([starts, torch.tensor([total], device=starts.device)]).to(torch.int32)
+    return {"input_ids": batch["input_ids"].reshape(1, -1), "position_ids": positions,
+            "target_ids": batch["target_ids"].reshape(1, -1), "cu_seq_lens_q": cu_seq_lens, "cu_seq_lens_k": cu_seq_lens,
+            "max_length_q": max_length, "max_length_k": max_length}
+
+
+def varlen_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                     attention_mask: torch.Tensor | None, scaling: float | None = None, dropout: float = 0.0,
+                     **kwargs) -> tuple[torch.Tensor, None]:
+    """transformers attention function over flattened documents (batch of one): causal flash
+    attention inside each [cu_seq_lens[i], cu_seq_lens[i+1]) span, nothing across spans."""
+    from torch.nn.attention.varlen import varlen_attn  # CUDA only; torch >= 2.11 (window_size)
+
+    heads, kv_heads = query.shape[1], key.shape[1]
+    if kv_heads != heads:  # grouped-query attention: share each kv head with its query group
+        key = key.repeat_interleave(heads // kv_heads, dim=1)
+        value = value.repeat_interleave(heads // kv_heads, dim=1)
+    q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # (tokens, heads, head_dim)
+    out = varlen_attn(q, k, v, kwargs["cu_seq_lens_q"], kwargs["cu_seq_lens_k"], kwargs["max_length_q"],
+                      kwargs["max_length_k"], scale=scaling, window_size=(-1, 0))
+    return out.unsqueeze(0), None
+
+
+def use_varlen_attention(model: PreTrainedModel) -> None:
+    """Switch a CUDA model to `varlen` attention (registers the function with transformers)."""
+    AttentionInterface.register(VARLEN_ATTENTION, varlen_attention)
+    model.set_attn_implementation(VARLEN_ATTENTION)
+
+
+def plan_packing(examples: list[Example], packing: bool, pack_length: int | None) -> PackingPlan:
+    """The spec's packing, checked against the examples before training starts. Without a fixed
+    pack_length each step's rows are just long enough for its longest example: on CPU short rows
+    beat 1-2k-token ones, since the document mask and the attention grow with the row's square."""
+    longest = max(len(e.input_ids) for e in examples)
+    if packing and pack_length is not None and pack_length < longest:
+        raise ValueError(f"training.pack_length={pack_length} is shorter than the longest kept example ({longest} tokens)")
+    return PackingPlan(packing=packing, pack_length=pack_length)

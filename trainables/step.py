@@ -1,0 +1,84 @@
+"""One optimizer step: the loss is a sum over target tokens divided by the target tokens of the
+whole step (every micro-batch, every Ray Train worker), so neither packing nor the split into
+micro-batches or workers reweights any sample: each target token counts the same.
+
+No Ray here: the Train loop (trainables/train.py) and bench/train_throughput.py both call it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from transformers import PreTrainedModel
+
+from trainables.data import IGNORE_INDEX
+
+
+def global_sum(value: float, world: int, device: torch.device | str = "cpu") -> float:
+    """Sum of a number over all ranks (each rank trains on its own batches)."""
+    if world == 1:
+        return value
+    total = torch.tensor([value], dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(total)
+    return float(total.item())
+
+
+def target_count(batch: dict) -> int:
+    return int((batch["target_ids"] != IGNORE_INDEX).sum())
+
+
+class TargetLoss(torch.nn.Module):
+    """A causal LM's summed next-token cross-entropy over a batch's targets (already shifted).
+
+    The LM head runs only where a target exists: prompt tokens and row padding never reach it,
+    which gives the same loss and gradients for less work. Packed batches carry position_ids and
+    no attention mask, so transformers keeps attention inside each document
+    (trainables/packing.py). This module, not the bare model, is what DDP wraps."""
+
+    def __init__(self, student: PreTrainedModel) -> None:
+        super().__init__()
+        self.student = student
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        inputs = {name: value for name, value in batch.items() if name != "target_ids"}
+        hidden = self.student.get_decoder()(**inputs, use_cache=False).last_hidden_state
+        targets = batch["target_ids"]
+        kept = targets != IGNORE_INDEX
+        logits = self.student.get_output_embeddings()(hidden[kept])
+        return F.cross_entropy(logits.float(), targets[kept], reduction="sum")
+
+
+def to_device(batch: dict, device: torch.device | str) -> dict:
+    return {name: value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value
+            for name, value in batch.items()}
+
+
+def train_step(loss_module: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler, micro_batches: list[dict],
+               world: int, device: torch.device | str = "cpu", autocast_dtype: torch.dtype | None = None,
+               max_grad_norm: float = 1.0) -> float:
+    """Forward and backward every micro-batch, then one optimizer step; returns the step's mean
+    loss per target token (over all workers).
+
+    Each worker's backward sees loss_sum * world / step_targets: DDP averages gradients over the
+    world, which turns that into the sum over all workers' tokens / all of the step's targets."""
+    device_type = torch.device(device).type
+    step_targets = global_sum(sum(target_count(b) for b in micro_batches), world, device)
+    loss_total = torch.zeros((), device=device)
+    for number, batch in enumerate(micro_batches):
+        last = number == len(micro_batches) - 1
+        # gradients are all-reduced once per step, after the last micro-batch
+        ddp = isinstance(loss_module, DistributedDataParallel)
+        sync = loss_module.no_sync() if ddp and not last else contextlib.nullcontext()
+        with sync:
+            with torch.autocast(device_type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
+                loss_sum = loss_module(to_device(batch, device))
+            (loss_sum * (world / step_targets)).backward()
+        loss_total += loss_sum.detach()
+    torch.nn.utils.clip_grad_norm_(loss_module.parameters(), max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return global_sum(float(loss_total), world, device) / step_targets
