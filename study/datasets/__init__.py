@@ -25,7 +25,7 @@ __all__ = ["Problem", "Step", "Choice", "DataError", "DatasetInfo", "REGISTRY", 
            "load_split", "question_prompt", "problem_text", "training_text", "normalize_text", "RATIONALE_SEPARATOR"]
 
 AnswerType = Literal["number", "choice", "yes_no", "math"]
-Extractor = Callable[[str, Sequence[Choice]], str | None]
+Extractor = Callable[[str, tuple[Choice, ...]], str | None]
 
 
 @dataclass(frozen=True)
