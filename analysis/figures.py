@@ -233,6 +233,7 @@ def draw_corpus_lengths(stats: pd.DataFrame) -> plt.Figure:
                          color="grey", label=label["format"])
         axes.set(title=f"{dataset} / {fmt}", xlabel="granularity level", ylabel="rationale tokens", xticks=range(1, 7))
         axes.legend(frameon=False, fontsize="small")
+    figure.suptitle("rationale length: mean (line), median to p95 (band)", fontsize="small")
     figure.tight_layout()
     return figure
 

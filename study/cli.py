@@ -196,7 +196,8 @@ def corpus_stats(args: argparse.Namespace) -> int:
     else:
         found = file_corpora(args.files, Path(args.data_dir or os.environ.get(DATA_DIR_VARIABLE, ".")))
     table = stats_table(found)
-    print(table.drop(columns=["source"]).to_markdown(index=False, floatfmt=".3g"))
+    shown = table.drop(columns=["source"]).astype(object)
+    print(shown.where(shown.notna(), "-").to_markdown(index=False, floatfmt=".3g"))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "corpus_stats.csv", index=False)
