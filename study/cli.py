@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from study.launch import StudyOutcome
 
 EXIT_OK, EXIT_FAILED_CELLS, EXIT_BAD_INPUT = 0, 1, 2
+BREAK_LOCK_HELP = ("take over the study's lock even if its holder may be alive (a driver on another machine "
+                   "that is gone); a lock left by a dead driver on this machine is taken over without it")
 
 
 def demo_spec_path() -> str:
@@ -56,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("spec", help="study spec (YAML)")
         command.add_argument("--storage", help="override the spec's storage (local folder or URI)")
         command.add_argument("--data-dir", help="folder of source data sets (<dir>/<dataset>); overrides the spec's")
+        if name == "run":
+            command.add_argument("--break-lock", action="store_true", help=BREAK_LOCK_HELP)
     stats = commands.add_parser("corpus-stats", help="rows, rationale length, steps, correct rate per corpus")
     stats.add_argument("spec", nargs="?", help="study spec (YAML): every corpus it needs")
     stats.add_argument("--files", nargs="+", metavar="GLOB", help="released corpus files instead of a spec")
@@ -68,9 +72,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--data-dir", help="folder of source data sets")
     demo = commands.add_parser("demo", help="run the embedded demo study (specs/demo.yaml)")
     demo.add_argument("--storage", help="where results go (default: the spec's ./cotstudy-results)")
+    demo.add_argument("--break-lock", action="store_true", help=BREAK_LOCK_HELP)
     for name, help_text in (("resume", "finish the unfinished cells of a study"),
                             ("status", "done / failed / pending cells of a study")):
-        commands.add_parser(name, help=help_text).add_argument("study_dir", help="<storage>/<study name>")
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("study_dir", help="<storage>/<study name>")
+        if name == "resume":
+            command.add_argument("--break-lock", action="store_true", help=BREAK_LOCK_HELP)
     for name, help_text in (("figures", "draw a study's figures (same as python -m analysis)"),
                             ("report", "write report.md / report.html with figures, tables and findings")):
         command = commands.add_parser(name, help=help_text)
@@ -80,7 +88,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exit_:  # argparse printed its one-line error (or --help): return, don't exit
+        return EXIT_BAD_INPUT if exit_.code else EXIT_OK
     try:
         if args.command in ("figures", "report"):
             analysis_main = figures_main if args.command == "figures" else report_main
@@ -130,7 +141,8 @@ def _launch(args: argparse.Namespace) -> int:
     from study.launch import resume_study, run_study  # Ray and torch load only from here on
 
     try:
-        outcome = run_study(spec) if spec is not None else resume_study(args.study_dir)
+        outcome = (run_study(spec, break_lock=args.break_lock) if spec is not None
+                   else resume_study(args.study_dir, break_lock=args.break_lock))
     except StudyError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT

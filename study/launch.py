@@ -24,7 +24,7 @@ from study.cells import Cell, corpus_keys, expand_grid
 from study.results import CellState, cell_states, collect_results
 from study.spec import StudySpec
 from study.storage import StudyPaths
-from study.studies import open_study, prepare_storage
+from study.studies import open_study, prepare_storage, study_lock
 from study.teachers.generate import build_corpora
 from trainables.cell import cell_config, run_cell
 from trainables.tokenizer import ensure_study_tokenizer
@@ -118,30 +118,33 @@ def _prepare_inputs(spec: StudySpec, paths: StudyPaths) -> None:
     ensure_study_tokenizer(paths, keys, spec.tokenizer.vocab_size)
 
 
-def run_study(spec: StudySpec, trainable: Trainable = run_cell) -> StudyOutcome:
-    paths, cells = prepare_storage(spec)
-    print(f"study {spec.name}: {len(cells)} cells -> {paths.root}", flush=True)
-    init_ray()
-    _prepare_inputs(spec, paths)
-    _new_tuner(spec, paths, cells, trainable).fit()
-    return finish_study(paths, cells)
-
-
-def resume_study(study_dir: str, trainable: Trainable = run_cell) -> StudyOutcome:
-    spec, paths = open_study(study_dir)
-    cells = expand_grid(spec)
-    pending = [s for s in cell_states(paths, cells) if s.state != "done"]
-    print(f"study {spec.name}: {len(cells) - len(pending)} of {len(cells)} cells done; resuming", flush=True)
-    if pending:
+def run_study(spec: StudySpec, trainable: Trainable = run_cell, break_lock: bool = False) -> StudyOutcome:
+    """One driver per study: a second `run`/`resume` of it refuses (study.studies.study_lock)."""
+    with study_lock(StudyPaths.of(spec.storage, spec.name), "run", break_lock):
+        paths, cells = prepare_storage(spec)
+        print(f"study {spec.name}: {len(cells)} cells -> {paths.root}", flush=True)
         init_ray()
         _prepare_inputs(spec, paths)
-        if tune.Tuner.can_restore(paths.tune):
-            tuner = tune.Tuner.restore(paths.tune, _trainable_with_resources(trainable),
-                                       resume_unfinished=True, resume_errored=True)
-        else:
-            tuner = _new_tuner(spec, paths, cells, trainable)
-        tuner.fit()
-    return finish_study(paths, cells)
+        _new_tuner(spec, paths, cells, trainable).fit()
+        return finish_study(paths, cells)
+
+
+def resume_study(study_dir: str, trainable: Trainable = run_cell, break_lock: bool = False) -> StudyOutcome:
+    spec, paths = open_study(study_dir)
+    with study_lock(paths, "resume", break_lock):
+        cells = expand_grid(spec)
+        pending = [s for s in cell_states(paths, cells) if s.state != "done"]
+        print(f"study {spec.name}: {len(cells) - len(pending)} of {len(cells)} cells done; resuming", flush=True)
+        if pending:
+            init_ray()
+            _prepare_inputs(spec, paths)
+            if tune.Tuner.can_restore(paths.tune):
+                tuner = tune.Tuner.restore(paths.tune, _trainable_with_resources(trainable),
+                                           resume_unfinished=True, resume_errored=True)
+            else:
+                tuner = _new_tuner(spec, paths, cells, trainable)
+            tuner.fit()
+        return finish_study(paths, cells)
 
 
 def finish_study(paths: StudyPaths, cells: list[Cell]) -> StudyOutcome:

@@ -53,6 +53,11 @@ def list_files(location: str, suffix: str = "") -> list[str]:
     return [join(location, name) for name in names]
 
 
+def delete_file(location: str) -> None:
+    fs, path = _filesystem(location)
+    fs.delete_file(path)
+
+
 def make_dirs(location: str) -> None:
     fs, path = _filesystem(location)
     fs.create_dir(path, recursive=True)
@@ -130,6 +135,11 @@ class StudyPaths:
     @property
     def spec(self) -> str:
         return join(self.root, "spec.yaml")
+
+    @property
+    def lock(self) -> str:
+        """Held by the one driver running or resuming the study (study.studies.study_lock)."""
+        return join(self.root, "lock.json")
 
     @property
     def tokenizer(self) -> str:

@@ -1,9 +1,21 @@
-"""A study's folder in storage: creating it for a run, opening it for resume and status.
+"""A study's folder in storage: creating it for a run, opening it for resume and status, and the
+lock that keeps two drivers out of the same study.
 
 No Ray here, so `cotstudy status` stays fast.
 """
 
 from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
 
 from study import storage
 from study.cells import Cell, expand_grid
@@ -16,12 +28,9 @@ class StudyError(RuntimeError):
 
 
 def prepare_storage(spec: StudySpec) -> tuple[StudyPaths, list[Cell]]:
-    """Check storage is writable and freeze the spec there; refuse a spec whose cells changed."""
+    """Freeze the spec in the study folder; refuse a spec whose cells changed. Call it under
+    `study_lock`, which has checked that storage is writable."""
     paths = StudyPaths.of(spec.storage, spec.name)
-    try:
-        storage.check_writable(paths.root)
-    except OSError as error:
-        raise StudyError(f"storage: {error}") from None
     cells = expand_grid(spec)
     if storage.exists(paths.spec):
         stored = parse_spec_text(storage.read_text(paths.spec), paths.spec)
@@ -41,3 +50,132 @@ def open_study(study_dir: str) -> tuple[StudySpec, StudyPaths]:
         raise StudyError(f"{study_dir}: not a study folder (no spec.yaml)")
     spec = parse_spec_text(storage.read_text(paths.spec), paths.spec)
     return spec.model_copy(update={"storage": paths.root.rsplit("/", 1)[0]}), paths
+
+
+LOCK_SETTLE_S = 1.0  # object stores: how long a driver waits before reading its lock back
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """Who holds a study's lock: the driver process of one `cotstudy run` / `resume`."""
+
+    host: str
+    pid: int
+    pid_started: str | None  # the process's start time on its host, so a reused pid is not taken for it
+    started_at: str
+    command: str
+    token: str
+
+    def describe(self) -> str:
+        return f"'{self.command}' on host {self.host}, pid {self.pid}, since {self.started_at}"
+
+
+def _process_start(pid: int) -> str | None:
+    """The kernel's start time of a process (Linux /proc; None elsewhere or if it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22, starttime, counting after the command name
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def is_stale(holder: LockHolder) -> bool:
+    """A lock is stale when its driver ran on this host and that process is gone. A holder on
+    another host cannot be checked from here: only --break-lock (or deleting the file) clears it."""
+    if holder.host != socket.gethostname():
+        return False
+    if not _pid_alive(holder.pid):
+        return True
+    started = _process_start(holder.pid)
+    return holder.pid_started is not None and started is not None and started != holder.pid_started
+
+
+def read_lock(paths: StudyPaths) -> LockHolder | None:
+    if not storage.exists(paths.lock):
+        return None
+    try:
+        return LockHolder(**json.loads(storage.read_text(paths.lock)))
+    except (ValueError, TypeError) as error:  # torn or hand-edited: name it rather than guess
+        raise StudyError(f"{paths.lock}: unreadable lock file ({error}); delete it if no run is going") from None
+
+
+def _create_lock(paths: StudyPaths, holder: LockHolder) -> bool:
+    """Create the lock file unless one exists. Local folders use O_EXCL (atomic); object stores have
+    no create-if-absent in pyarrow, so write, wait, and read back: of two racing drivers only the
+    last writer sees its own token."""
+    text = json.dumps(asdict(holder), indent=2)
+    if not storage.is_uri(paths.lock):
+        try:
+            descriptor = os.open(paths.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(descriptor, "w") as file:
+            file.write(text)
+        return True
+    if storage.exists(paths.lock):
+        return False
+    storage.write_text_atomic(paths.lock, text)
+    time.sleep(LOCK_SETTLE_S)
+    current = read_lock(paths)
+    return current is not None and current.token == holder.token
+
+
+def _locked_error(paths: StudyPaths, holder: LockHolder) -> StudyError:
+    return StudyError(
+        f"{paths.lock}: study '{paths.root.rsplit('/', 1)[1]}' is locked by {holder.describe()}. "
+        "Wait for that run to end; if it is no longer running (killed, or its machine is gone), "
+        "delete that file or add --break-lock"
+    )
+
+
+def acquire_lock(paths: StudyPaths, command: str, break_lock: bool = False) -> LockHolder:
+    """Check storage is writable, then take the study's lock or raise StudyError naming its holder.
+    A stale lock (a dead driver on this host) is taken over with a note; --break-lock takes any."""
+    try:
+        storage.check_writable(paths.root)
+    except OSError as error:
+        raise StudyError(f"storage: {error}") from None
+    pid = os.getpid()
+    holder = LockHolder(host=socket.gethostname(), pid=pid, pid_started=_process_start(pid),
+                        started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                        command=command, token=uuid.uuid4().hex)
+    existing = read_lock(paths)
+    if existing is not None and (break_lock or is_stale(existing)):
+        why = "--break-lock" if break_lock else "its process is gone"
+        print(f"taking over the lock of {existing.describe()} ({why}): {paths.lock}", flush=True)
+        storage.delete_file(paths.lock)
+    for _ in range(2):  # a second try only if the holder let go between our look and our create
+        if _create_lock(paths, holder):
+            return holder
+        current = read_lock(paths)
+        if current is not None:
+            raise _locked_error(paths, current)
+    raise StudyError(f"{paths.lock}: could not take the study's lock (another driver is starting)")
+
+
+def release_lock(paths: StudyPaths, holder: LockHolder) -> None:
+    """Remove the lock if it is still ours (a --break-lock run may have taken it over)."""
+    current = read_lock(paths)
+    if current is not None and current.token == holder.token:
+        storage.delete_file(paths.lock)
+
+
+@contextmanager
+def study_lock(paths: StudyPaths, command: str, break_lock: bool = False) -> Iterator[LockHolder]:
+    """Hold the study's lock for the body; released on return and on any exception (SIGTERM
+    becomes SystemExit once Ray is initialised, so `ray job stop` releases it too)."""
+    holder = acquire_lock(paths, command, break_lock)
+    try:
+        yield holder
+    finally:
+        release_lock(paths, holder)
