@@ -4,7 +4,8 @@ every student trained on it.
 A corpus holds every row the teacher gave: uid, question (as the student reads it), rationale,
 answer (extracted from the rationale), gold, correct, matched (joined to a problem of the data
 set: always, except for imported rows), and the teacher's token usage. It is written atomically
-and never rebuilt once it exists. Which rows a student trains on is the teacher's `filter`
+with a checksum, and never rebuilt once it exists
+(unless it fails its checksum: then it is reported, moved aside and built again). Which rows a student trains on is the teacher's `filter`
 (`training_rows`). Label formats (answer_only, human) come from the data set itself (here); the
 others come from teachers (study.teachers.generate).
 """
@@ -62,15 +63,26 @@ def training_rows(key: CorpusKey, corpus: pd.DataFrame) -> pd.DataFrame:
 
 
 def missing_corpora(paths: StudyPaths, keys: list[CorpusKey]) -> list[CorpusKey]:
-    return [key for key in keys if not storage.exists(paths.corpus(key.corpus_id))]
+    """Corpora to build: absent, or failing their checksum (reported, moved aside, rebuilt)."""
+    missing = []
+    for key in keys:
+        location = paths.corpus(key.corpus_id)
+        if not storage.exists(location):
+            missing.append(key)
+        elif (error := storage.verify_checksum(location)) is not None:
+            moved = storage.quarantine(location)
+            print(f"corpus {key.name}: {error}; moved to {moved}, building it again", flush=True)
+            missing.append(key)
+    return missing
 
 
 def save_corpus(paths: StudyPaths, key: CorpusKey, frame: pd.DataFrame) -> None:
-    storage.write_parquet_atomic(paths.corpus(key.corpus_id), frame)
+    storage.write_parquet_checked(paths.corpus(key.corpus_id), frame)
 
 
 def load_corpus(paths: StudyPaths, key: CorpusKey) -> pd.DataFrame:
+    """The corpus, verified against the checksum recorded when it was saved (ChecksumError if not)."""
     location = paths.corpus(key.corpus_id)
     if not storage.exists(location):
         raise FileNotFoundError(f"corpus {key.name} is missing: {location}")
-    return storage.read_parquet(location)
+    return storage.read_parquet_checked(location)

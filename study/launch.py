@@ -21,7 +21,7 @@ from ray import tune
 from analysis.figures import plot_all
 from study import storage
 from study.cells import Cell, corpus_keys, expand_grid
-from study.results import CellState, cell_states, collect_results
+from study.results import CellState, cell_states, collect_results, set_aside_corrupt_results
 from study.spec import StudySpec
 from study.storage import StudyPaths
 from study.studies import open_study, prepare_storage, study_lock
@@ -123,6 +123,7 @@ def run_study(spec: StudySpec, trainable: Trainable = run_cell, break_lock: bool
     with study_lock(StudyPaths.of(spec.storage, spec.name), "run", break_lock):
         paths, cells = prepare_storage(spec)
         print(f"study {spec.name}: {len(cells)} cells -> {paths.root}", flush=True)
+        set_aside_corrupt_results(paths, cells)
         init_ray()
         _prepare_inputs(spec, paths)
         _new_tuner(spec, paths, cells, trainable).fit()
@@ -133,17 +134,22 @@ def resume_study(study_dir: str, trainable: Trainable = run_cell, break_lock: bo
     spec, paths = open_study(study_dir)
     with study_lock(paths, "resume", break_lock):
         cells = expand_grid(spec)
+        set_aside_corrupt_results(paths, cells)
         pending = [s for s in cell_states(paths, cells) if s.state != "done"]
         print(f"study {spec.name}: {len(cells) - len(pending)} of {len(cells)} cells done; resuming", flush=True)
         if pending:
             init_ray()
             _prepare_inputs(spec, paths)
-            if tune.Tuner.can_restore(paths.tune):
-                tuner = tune.Tuner.restore(paths.tune, _trainable_with_resources(trainable),
-                                           resume_unfinished=True, resume_errored=True)
-            else:
-                tuner = _new_tuner(spec, paths, cells, trainable)
-            tuner.fit()
+            restored = tune.Tuner.can_restore(paths.tune)
+            if restored:
+                tune.Tuner.restore(paths.tune, _trainable_with_resources(trainable),
+                                   resume_unfinished=True, resume_errored=True).fit()
+            # Tune reruns only trials it saw unfinished or errored; a cell whose result was set aside
+            # (corrupted) finished in Tune's eyes, so whatever is still pending runs in a new grid.
+            left = [s.cell for s in cell_states(paths, cells)
+                    if s.state == "pending" or (s.state == "failed" and not restored)]
+            if left:
+                _new_tuner(spec, paths, left, trainable).fit()
         return finish_study(paths, cells)
 
 

@@ -1,7 +1,8 @@
 """Cell results: a typed row per finished cell, the state of every cell, and results.parquet.
 
-A cell is done exactly when its result.json exists (written last, atomically); failed when it has
-an error.txt and no result; pending otherwise. Tune's own state never decides what is done.
+A cell is done exactly when its result.json exists (written last, atomically, with a checksum)
+and matches its checksum; failed when it has an error.txt and no result; pending otherwise.
+Tune's own state never decides what is done.
 """
 
 from __future__ import annotations
@@ -74,15 +75,29 @@ def package_versions() -> dict[str, str]:
 
 
 def write_cell_result(paths: StudyPaths, result: CellResult) -> None:
-    storage.write_text_atomic(paths.cell_result(result.cell_id), result.model_dump_json(indent=2))
+    storage.write_bytes_checked(paths.cell_result(result.cell_id), result.model_dump_json(indent=2).encode())
 
 
 def read_cell_result(paths: StudyPaths, cell_id: str) -> CellResult:
+    """The cell's result, verified against its checksum (storage.ChecksumError names the file)."""
     location = paths.cell_result(cell_id)
     try:
-        return CellResult.model_validate_json(storage.read_text(location))
+        return CellResult.model_validate_json(storage.read_bytes_checked(location))
     except (ValidationError, json.JSONDecodeError) as error:
         raise ValueError(f"{location}: not a valid cell result: {error}") from None
+
+
+def set_aside_corrupt_results(paths: StudyPaths, cells: list[Cell]) -> list[str]:
+    """Before a run or resume: a result.json that fails its checksum is reported and moved aside,
+    so its cell runs again. Returns the cell ids set aside."""
+    corrupt = []
+    for cell in cells:
+        location = paths.cell_result(cell.cell_id)
+        if storage.exists(location) and (error := storage.verify_checksum(location)) is not None:
+            moved = storage.quarantine(location)
+            print(f"cell {cell.name}: {error}; moved to {moved}, the cell will run again", flush=True)
+            corrupt.append(cell.cell_id)
+    return corrupt
 
 
 @dataclass(frozen=True)
@@ -93,10 +108,14 @@ class CellState:
 
 
 def cell_states(paths: StudyPaths, cells: list[Cell]) -> list[CellState]:
+    """A cell is done only if its result.json matches its checksum; a corrupted one is pending
+    (with the checksum error as its note) until `set_aside_corrupt_results` and a rerun."""
     states = []
     for cell in cells:
-        if storage.exists(paths.cell_result(cell.cell_id)):
-            states.append(CellState(cell, "done"))
+        location = paths.cell_result(cell.cell_id)
+        if storage.exists(location):
+            error = storage.verify_checksum(location)
+            states.append(CellState(cell, "done") if error is None else CellState(cell, "pending", str(error)))
         elif storage.exists(paths.cell_error(cell.cell_id)):
             states.append(CellState(cell, "failed", storage.read_text(paths.cell_error(cell.cell_id))))
         else:

@@ -4,12 +4,16 @@ The layout (design.md):
     <storage>/<study>/spec.yaml, corpora/<corpus_id>.parquet, tokenizer/, tune/,
     cells/<cell_id>/{result.json, predictions.parquet, error.txt, train/}, results.parquet, figures/
 Writes that mark something done are atomic: write a temporary file, then move it into place.
+Corpora and cell results also get a checksum at write (`<file>.sha256`, sha256sum's format),
+verified on every read: a truncated or corrupted file raises ChecksumError, never reaches a reader.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,6 +100,68 @@ def write_parquet_atomic(location: str, frame: pd.DataFrame) -> None:
 
 def read_parquet(location: str) -> pd.DataFrame:
     return pq.read_table(io.BytesIO(read_bytes(location))).to_pandas()
+
+
+CHECKSUM_SUFFIX = ".sha256"
+
+
+class ChecksumError(ValueError):
+    """A file that is not what was written: its sha256 differs from the one recorded at write, or
+    no checksum was recorded. The message names the file."""
+
+    def __init__(self, location: str, reason: str) -> None:
+        super().__init__(f"{location}: {reason}")
+        self.location = location
+
+
+def write_bytes_checked(location: str, data: bytes) -> None:
+    """The checksum first, then the file (both atomic): a file present is always covered by one."""
+    name = location.rsplit("/", 1)[-1]
+    write_text_atomic(location + CHECKSUM_SUFFIX, f"{hashlib.sha256(data).hexdigest()}  {name}\n")
+    write_bytes_atomic(location, data)
+
+
+def read_bytes_checked(location: str) -> bytes:
+    data = read_bytes(location)
+    if not exists(location + CHECKSUM_SUFFIX):
+        raise ChecksumError(location, f"no checksum recorded ({location.rsplit('/', 1)[-1]}{CHECKSUM_SUFFIX} "
+                                      "is missing), so it cannot be trusted")
+    recorded = read_text(location + CHECKSUM_SUFFIX).split()[0]
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != recorded:
+        raise ChecksumError(location, f"corrupted or truncated: {len(data)} bytes with sha256 {actual[:16]}..., "
+                                      f"but {recorded[:16]}... was recorded when it was written")
+    return data
+
+
+def verify_checksum(location: str) -> ChecksumError | None:
+    """None when the file matches its recorded checksum, else the error (the file must exist)."""
+    try:
+        read_bytes_checked(location)
+    except ChecksumError as error:
+        return error
+    return None
+
+
+def write_parquet_checked(location: str, frame: pd.DataFrame) -> None:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    write_bytes_checked(location, buffer.getvalue())
+
+
+def read_parquet_checked(location: str) -> pd.DataFrame:
+    return pq.read_table(io.BytesIO(read_bytes_checked(location))).to_pandas()
+
+
+def quarantine(location: str) -> str:
+    """Move a corrupted file aside (`<file>.corrupt-<unix time>`, kept for inspection) so that
+    whatever needs it is rebuilt; its checksum goes with it. Returns the new location."""
+    fs, path = _filesystem(location)
+    suffix = f".corrupt-{int(time.time())}"
+    fs.move(path, path + suffix)
+    if exists(location + CHECKSUM_SUFFIX):
+        fs.move(path + CHECKSUM_SUFFIX, path + suffix + CHECKSUM_SUFFIX)
+    return location + suffix
 
 
 def download_dir(location: str, local_dir: Path) -> Path:

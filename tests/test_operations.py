@@ -1,4 +1,5 @@
-"""Operations without Ray: the study lock (two real processes), checksums of corpora and results."""
+"""Operations: the study lock (two real processes), checksums of corpora and results (corrupted
+files are detected, reported, and rebuilt or rerun)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,19 @@ import sys
 
 import pytest
 from conftest import REPO, small_spec, write_spec
+from ray import cloudpickle
 
+from study import storage
+from study.cells import corpus_keys, expand_grid
 from study.cli import main
-from study.storage import StudyPaths
+from study.corpora import load_corpus
+from study.results import Measurements, cell_states, read_cell_result
+from study.spec import parse_spec
+from study.storage import ChecksumError, StudyPaths
 from study.studies import StudyError, acquire_lock, read_lock, release_lock, study_lock
+from study.teachers.generate import build_corpora
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import the tests folder
 
 HOLD_THE_LOCK = """
 import sys, time
@@ -94,3 +104,81 @@ def test_a_refused_run_releases_its_lock(tmp_path, capsys):
     assert main(["run", str(changed)]) == 2
     assert "already exists with different cells" in capsys.readouterr().err
     assert sorted(p.name for p in study_dir.iterdir()) == ["spec.yaml"]
+
+
+def test_a_corrupted_corpus_is_detected_named_and_rebuilt(tmp_path, capsys):
+    spec = parse_spec(small_spec(tmp_path / "out", formats=["answer_only"]))
+    paths, keys = StudyPaths.of(spec.storage, spec.name), corpus_keys(spec)
+    build_corpora(spec, paths, keys)
+    original = load_corpus(paths, keys[0])
+    location = paths.corpus(keys[0].corpus_id)
+    assert storage.exists(location + ".sha256")
+    data = storage.read_bytes(location)
+    storage.write_bytes_atomic(location, data[: len(data) // 2])  # truncated
+    with pytest.raises(ChecksumError, match=rf"^{location}: corrupted or truncated: {len(data) // 2} bytes"):
+        load_corpus(paths, keys[0])
+    capsys.readouterr()
+    build_corpora(spec, paths, keys)
+    note = capsys.readouterr().out
+    assert f"corpus {keys[0].name}: {location}: corrupted or truncated" in note and "building it again" in note
+    assert load_corpus(paths, keys[0]).equals(original)
+    set_aside = [p for p in os.listdir(os.path.dirname(location)) if ".corrupt-" in p]
+    assert len(set_aside) == 2, set_aside  # the bad file and its checksum, kept for inspection
+
+
+def test_a_result_without_a_recorded_checksum_is_not_trusted(tmp_path):
+    paths = StudyPaths(str(tmp_path / "study"))
+    storage.write_text_atomic(paths.cell_result("abc"), "{}")
+    with pytest.raises(ChecksumError, match=r"result.json: no checksum recorded \(result.json.sha256 is missing\)"):
+        read_cell_result(paths, "abc")
+
+
+MEASURED = Measurements(student_params=1000, accuracy=0.25, n_test=16, n_correct=4, n_unextractable=0,
+                        mean_generated_tokens=5.0, train_tokens=100, train_steps=6, train_s=1.0, tokens_per_s=100.0,
+                        final_loss=1.0, dropped_examples=0, eval_s=1.0, teacher_accuracy=1.0,
+                        mean_rationale_tokens=3.0)
+
+
+def instant_cell(config: dict) -> None:
+    """The real trainable (skip a done cell, write result.json, report), with training replaced by
+    fixed measurements: Tune, storage and checksums are what is under test."""
+    import trainables.cell
+
+    original = trainables.cell.fit_cell
+    trainables.cell.fit_cell = lambda cell, paths, resources: MEASURED
+    try:
+        trainables.cell.run_cell(config)
+    finally:
+        trainables.cell.fit_cell = original
+
+
+@pytest.mark.ray
+def test_resume_reruns_a_cell_whose_result_is_corrupted_and_rebuilds_a_corrupted_corpus(tmp_path, ray_local, capsys):
+    from study.launch import resume_study, run_study
+
+    spec = parse_spec(small_spec(tmp_path / "out", name="checked", formats=["answer_only"],
+                                 training={"max_steps": 6, "tokens_per_batch": 2048, "seeds": [0, 1]}))
+    first = run_study(spec, trainable=instant_cell)
+    assert first.count("done") == 2
+    bad, good = expand_grid(spec)
+    bad_result, good_result = first.paths.cell_result(bad.cell_id), first.paths.cell_result(good.cell_id)
+    good_stamp = os.stat(good_result).st_mtime_ns
+    text = storage.read_text(bad_result)
+    storage.write_text_atomic(bad_result, text.replace('"accuracy": 0.25', '"accuracy": 0.95'))  # valid JSON, wrong
+    corpus = first.paths.corpus(bad.corpus.corpus_id)
+    storage.write_bytes_atomic(corpus, storage.read_bytes(corpus)[:100])
+    capsys.readouterr()
+
+    assert main(["status", first.paths.root]) == 0
+    assert "1 done, 0 failed, 1 pending" in capsys.readouterr().out, "a corrupted result is not done"
+
+    second = resume_study(first.paths.root, trainable=instant_cell)
+    out = capsys.readouterr().out
+    assert f"cell {bad.name}: {bad_result}: corrupted or truncated" in out and "the cell will run again" in out
+    assert f"corpus {bad.corpus.name}: {corpus}: corrupted or truncated" in out
+    assert second.count("done") == 2
+    assert read_cell_result(second.paths, bad.cell_id).accuracy == 0.25, "rerun, not the corrupted value"
+    assert os.stat(good_result).st_mtime_ns == good_stamp, "the intact cell did not run again"
+    assert sorted(second.results["cell_id"]) == sorted([bad.cell_id, good.cell_id])
+    assert [s.state for s in cell_states(second.paths, [bad, good])] == ["done", "done"]
+    assert load_corpus(second.paths, bad.corpus)["uid"].is_unique
