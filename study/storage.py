@@ -34,7 +34,10 @@ def normalize_location(location: str) -> str:
 
 def _filesystem(location: str) -> tuple[pafs.FileSystem, str]:
     if is_uri(location):
-        return pafs.FileSystem.from_uri(location)
+        try:
+            return pafs.FileSystem.from_uri(location)
+        except ValueError as error:  # pyarrow.ArrowInvalid: a scheme no pyarrow filesystem handles
+            raise OSError(f"{location}: not a storage location pyarrow can open ({error})") from None
     return pafs.LocalFileSystem(), normalize_location(location)
 
 

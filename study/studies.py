@@ -46,7 +46,11 @@ def prepare_storage(spec: StudySpec) -> tuple[StudyPaths, list[Cell]]:
 def open_study(study_dir: str) -> tuple[StudySpec, StudyPaths]:
     """The frozen spec of an existing study folder, with storage set to where the folder is."""
     paths = StudyPaths(storage.normalize_location(study_dir).rstrip("/"))
-    if not storage.exists(paths.spec):
+    try:
+        found = storage.exists(paths.spec)
+    except OSError as error:
+        raise StudyError(str(error)) from None
+    if not found:
         raise StudyError(f"{study_dir}: not a study folder (no spec.yaml)")
     spec = parse_spec_text(storage.read_text(paths.spec), paths.spec)
     return spec.model_copy(update={"storage": paths.root.rsplit("/", 1)[0]}), paths
