@@ -33,7 +33,7 @@ from study.cells import corpus_keys, expand_grid
 from study.datasets import DataError
 from study.inputs import check_inputs, estimate_corpus_tokens
 from study.results import cell_states
-from study.spec import DATA_DIR_VARIABLE, SpecError, StudySpec, load_spec
+from study.spec import DATA_DIR_VARIABLE, OpenAITeacher, SpecError, StudySpec, load_spec
 from study.storage import StudyPaths
 from study.studies import StudyError, open_study
 from study.teachers.client import TeacherError
@@ -129,9 +129,18 @@ def _serve_teacher(args: argparse.Namespace) -> int:
     try:
         serve_teacher(spec, args.teacher)
     except TeacherError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {_without_keys(str(error), spec)}", file=sys.stderr)
         return EXIT_FAILED_CELLS
     return EXIT_OK
+
+
+def _without_keys(message: str, spec: StudySpec) -> str:
+    """A teacher's error may quote what its server said, and some servers echo the API key they
+    were sent: replace each key (the value of a teacher's api_key_env) by the variable's name."""
+    for teacher in spec.teachers:
+        if isinstance(teacher, OpenAITeacher) and teacher.api_key_env and os.environ.get(teacher.api_key_env):
+            message = message.replace(os.environ[teacher.api_key_env], f"<${teacher.api_key_env}>")
+    return message
 
 
 def _launch(args: argparse.Namespace) -> int:
@@ -147,7 +156,7 @@ def _launch(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except TeacherError as error:  # no corpus was committed; nothing trained on it
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {_without_keys(str(error), spec or open_study(args.study_dir)[0])}", file=sys.stderr)
         return EXIT_FAILED_CELLS
     _print_outcome(outcome)
     return EXIT_FAILED_CELLS if outcome.count("failed") or outcome.count("pending") else EXIT_OK
