@@ -193,3 +193,61 @@ def test_prompt_library_changes_the_corpus_id_and_must_ask_for_the_answer(tmp_pa
     (tmp_path / "bad.yaml").write_text(json.dumps({**library, "answer": {**library["answer"], "number": "Say it."}}))
     with pytest.raises(PromptError, match=r"bad.yaml: answer.number: the prompt must ask for the answer convention"):
         corpus_keys(_spec(tmp_path, fake_teacher, prompts=str(tmp_path / "bad.yaml")))
+
+
+@pytest.mark.ray
+def test_hf_teacher_on_serve_resumes_after_a_kill_and_an_openai_teacher_reuses_it(tmp_path, ray_local):
+    """The real path: a tiny transformers teacher on Ray Serve generates a corpus over HTTP; the
+    served app is killed midway, and the re-run asks only for the rows not saved yet."""
+    import time as clock
+
+    from ray import serve
+    from test_teacher_serving import save_tiny_llama
+
+    from study.teachers.serve import start_serve, stop_teachers
+    from study.teachers.hf_serve import deploy_hf_teacher
+    from study.spec import HfTeacher
+
+    model = save_tiny_llama(tmp_path / "teacher", context_tokens=1024)
+    teacher = {"kind": "hf", "name": "tiny", "model": str(model), "max_retries": 0, "batch_size": 8,
+               "concurrency": 8, "generation": {"max_tokens": 8}}
+    spec = parse_spec(small_spec(tmp_path / "out", teachers=[teacher], formats=["cot"],
+                                 datasets=[{"name": "arith", "arith": {"n_train": 100, "n_test": 10}}]))
+    key = corpus_keys(spec)[0]
+    paths = StudyPaths.of(spec.storage, spec.name)
+    shards = paths.generation_shards(key.corpus_id)
+
+    def kill_the_teacher_after_a_shard():
+        deadline = clock.monotonic() + 120
+        while not storage.list_files(shards, ".parquet") and clock.monotonic() < deadline:
+            clock.sleep(0.05)
+        serve.delete("teacher-tiny")
+
+    killer = threading.Thread(target=kill_the_teacher_after_a_shard)
+    killer.start()
+    with pytest.raises(TeacherError):
+        build_corpora(spec, paths, [key])
+    killer.join()
+    saved = sum(len(storage.read_parquet(s)) for s in storage.list_files(shards, ".parquet"))
+    assert 64 <= saved < 100 and not storage.exists(paths.corpus(key.corpus_id))
+
+    build_corpora(spec, paths, [key])
+    card = json.loads(storage.read_text(paths.corpus_card(key.corpus_id)))
+    assert (card["rows"], card["requests"], card["new_requests"]) == (100, 100, 100 - saved)
+    assert card["completion_tokens"] > 0 and card["prompt_tokens"] > 0
+    build_corpora(spec, paths, [key])  # built: nothing is served, nothing asked
+    assert json.loads(storage.read_text(paths.corpus_card(key.corpus_id))) == card
+
+    endpoint = deploy_hf_teacher(HfTeacher(**teacher), start_serve())
+    try:
+        api = {"kind": "openai", "name": "api", "base_url": endpoint.base_url, "model": endpoint.model,
+               "generation": {"max_tokens": 8}}
+        reuse = parse_spec(small_spec(tmp_path / "out2", teachers=[api], formats=["cot"],
+                                      datasets=[{"name": "arith", "arith": {"n_train": 100, "n_test": 10}}]))
+        api_paths, api_keys = _build(reuse)
+        api_card = json.loads(storage.read_text(api_paths.corpus_card(api_keys[0].corpus_id)))
+        assert (api_card["rows"], api_card["new_requests"]) == (100, 100)
+        ours = storage.read_parquet(paths.corpus(key.corpus_id))["rationale"].tolist()
+        assert storage.read_parquet(api_paths.corpus(api_keys[0].corpus_id))["rationale"].tolist() == ours
+    finally:
+        stop_teachers()
