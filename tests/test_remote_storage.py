@@ -1,0 +1,168 @@
+"""A study on S3 (moto's S3 server on 127.0.0.1, started here): two drivers of the same study (the
+second refuses), the first SIGKILLed mid-grid, and `cotstudy resume s3://...` finishing from the
+remote storage alone. The teacher is an `openai` one (a local fake) whose API key must appear
+nowhere: not in any object under the study, not in any output, not in Ray's logs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pyarrow.fs as pafs
+import pytest
+from conftest import REPO, small_spec, write_spec
+from test_generation import SECRET, FakeTeacher
+
+from study.cells import expand_grid
+from study.datasets import load_split
+from study.spec import parse_spec
+
+pytestmark = [pytest.mark.ops, pytest.mark.ray]
+
+BUCKET = "cotstudy-test"
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def s3_endpoint():
+    """moto's S3 server in its own process, with one empty bucket; stopped (by pid) afterwards."""
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    filesystem = pafs.S3FileSystem(endpoint_override=endpoint, access_key="testing", secret_key="testing",
+                                   region="us-east-1", allow_bucket_creation=True)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            filesystem.create_dir(BUCKET)
+            break
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise
+            time.sleep(0.3)
+    yield endpoint, filesystem
+    server.kill()
+    server.wait()
+
+
+def _objects(filesystem: pafs.S3FileSystem, prefix: str) -> dict[str, pafs.FileInfo]:
+    infos = filesystem.get_file_info(pafs.FileSelector(prefix, recursive=True, allow_not_found=True))
+    return {info.path.removeprefix(prefix + "/"): info for info in infos if info.type == pafs.FileType.File}
+
+
+def _processes_with(marker: str) -> list[int]:
+    """Pids of the processes whose environment carries this run's marker (the drivers and the Ray
+    processes they started, which outlive a SIGKILLed driver)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if marker.encode() in (entry / "environ").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def _wait_for(condition, what: str, process: subprocess.Popen, timeout_s: float = 400) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert process.poll() is None, f"the driver ended (rc {process.returncode}) before {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.5)
+
+
+def test_a_study_on_s3_survives_a_killed_driver_and_resumes_from_s3_alone(tmp_path, s3_endpoint):
+    endpoint, s3 = s3_endpoint
+    raw = small_spec(tmp_path / "unused", name="remote", resources={"max_concurrent_trials": 1})
+    answers = {p.question: p.answer for split in ("train", "test") for p in load_split(parse_spec(raw).datasets[0], split)}
+    teacher = FakeTeacher(answers)
+    raw.update(teachers=[{"kind": "openai", "name": "api", "base_url": teacher.base_url, "model": "fake-model",
+                          "api_key_env": "COTSTUDY_TEST_KEY"}])
+    spec_path = write_spec(tmp_path / "spec.yaml", raw)
+    cells = expand_grid(parse_spec(raw))
+    storage_uri, study = f"s3://{BUCKET}/studies", f"{BUCKET}/studies/remote"
+    marker = f"COTSTUDY_TEST_RUN={uuid.uuid4().hex}"
+    ray_tmp = tempfile.mkdtemp(prefix="ray-s3-", dir="/tmp")  # short: Ray's socket paths have a length limit
+    env = {**os.environ, **CREDENTIALS, "AWS_ENDPOINT_URL": endpoint, "RAY_AUTH_MODE": "disabled",
+           "COTSTUDY_TEST_KEY": SECRET, "RAY_TMPDIR": ray_tmp, marker.split("=")[0]: marker.split("=")[1]}
+    workdir = tmp_path / "elsewhere"
+    workdir.mkdir()
+    outputs = []
+    try:
+        first_log = open(tmp_path / "first.log", "w+")
+        first = subprocess.Popen([sys.executable, "-m", "study", "run", str(spec_path), "--storage", storage_uri],
+                                 cwd=REPO, env=env, stdout=first_log, stderr=subprocess.STDOUT)
+        _wait_for(lambda: "lock.json" in _objects(s3, study), "the first driver's lock", first)
+
+        second = subprocess.run([sys.executable, "-m", "study", "run", str(spec_path), "--storage", storage_uri],
+                                cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+        outputs += [second.stdout, second.stderr]
+        assert second.returncode == 2, second.stderr
+        assert f"error: s3://{study}/lock.json: study 'remote' is locked by 'run' on host" in second.stderr
+        assert f"pid {first.pid}" in second.stderr
+
+        done_first = lambda: any(f"cells/{c.cell_id}/result.json" in _objects(s3, study) for c in cells)  # noqa: E731
+        _wait_for(done_first, "a first cell's result", first)
+        first.send_signal(signal.SIGKILL)  # mid-grid: one cell done, the other not
+        first.wait()
+        for pid in _processes_with(marker):  # Ray's processes outlive a killed driver
+            os.kill(pid, signal.SIGKILL)
+        before = _objects(s3, study)
+        finished = [c for c in cells if f"cells/{c.cell_id}/result.json" in before]
+        assert len(finished) == 1 and "results.parquet" not in before and "lock.json" in before
+        first_log.seek(0)
+        outputs.append(first_log.read())
+
+        shutil.copy(spec_path, tmp_path / "spec.bak")
+        spec_path.unlink()  # resume needs nothing local: the spec, corpora and tokenizer are on S3
+        resumed = subprocess.run([sys.executable, "-m", "study", "resume", f"s3://{study}"], cwd=workdir, env=env,
+                                 capture_output=True, text=True, timeout=540)
+        outputs += [resumed.stdout, resumed.stderr]
+        assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+        assert "taking over the lock of 'run'" in resumed.stdout and "its process is gone" in resumed.stdout
+        assert "1 of 2 cells done; resuming" in resumed.stdout
+    finally:
+        teacher.close()
+        for pid in _processes_with(marker):
+            os.kill(pid, signal.SIGKILL)
+
+    after = _objects(s3, study)
+    for cell in cells:
+        assert [name for name in after if name.startswith(f"cells/{cell.cell_id}/result")] == \
+            [f"cells/{cell.cell_id}/result.json", f"cells/{cell.cell_id}/result.json.sha256"]
+    done = f"cells/{finished[0].cell_id}/result.json"
+    assert after[done].mtime == before[done].mtime, "the cell finished before the kill did not run again"
+    import pandas as pd
+
+    results = pd.read_parquet(f"{study}/results.parquet", filesystem=s3)
+    assert sorted(results["cell_id"]) == sorted(c.cell_id for c in cells) and results["cell_id"].is_unique
+    assert "lock.json" not in after, "resume released the lock"
+    assert any(name.startswith("tune/") for name in after) and any(name.startswith("figures/") for name in after)
+    assert len(teacher.requests) == 80, "the corpus was generated once, before the kill"
+
+    # the key: in no object under the study, no output, no Ray log
+    for name in after:
+        with s3.open_input_stream(f"{study}/{name}") as stream:
+            assert SECRET.encode() not in stream.read(), name
+    assert not any(SECRET in text for text in outputs)
+    logs = [p for p in Path(ray_tmp).rglob("*") if p.is_file() and not p.is_socket()]
+    assert logs, "Ray wrote its logs under RAY_TMPDIR"
+    for path in logs:
+        assert SECRET.encode() not in path.read_bytes(), path
+    shutil.rmtree(ray_tmp, ignore_errors=True)
