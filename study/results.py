@@ -41,6 +41,8 @@ class Measurements(Frozen):
     eval_s: float
     teacher_accuracy: float  # the corpus's correct rate against gold (train split)
     mean_rationale_tokens: float  # mean target length in the student's tokens
+    peak_memory_gb: float | None = None  # peak GPU memory allocated in training (rank 0); None on CPU
+    mfu: float | None = None  # training model FLOPs utilization per GPU (trainables/accounting.py); None off a listed GPU
 
 
 class CellResult(Measurements):

@@ -5,10 +5,11 @@ import random
 
 import pytest
 import torch
+import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from trainables.data import IGNORE_INDEX, Example, batch_indices
-from trainables.packing import collate_packed, collate_padded, pack_rows, plan_packing
+from trainables.packing import collate_packed, collate_padded, flatten_for_varlen, pack_rows, plan_packing, use_varlen_attention
 from trainables.step import TargetLoss, target_count, train_step
 
 VOCAB, PAD = 96, 0
@@ -166,3 +167,34 @@ def test_micro_batches_of_a_step_add_up_to_the_whole_step():
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
     for a, b in zip(whole.parameters(), split.parameters()):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+def reference_varlen_attn(q, k, v, cu_seq_q, cu_seq_k, max_q, max_k, *, scale=None, window_size=(-1, -1)):
+    """What torch's CUDA-only varlen_attn computes (causal when window_size is (-1, 0)), per span."""
+    assert window_size == (-1, 0) and torch.equal(cu_seq_q, cu_seq_k)
+    out = torch.empty_like(q)
+    for start, end in zip(cu_seq_q[:-1].tolist(), cu_seq_q[1:].tolist()):
+        span = [t[start:end].transpose(0, 1) for t in (q, k, v)]  # (heads, tokens, head_dim)
+        assert end - start <= max_q
+        out[start:end] = F.scaled_dot_product_attention(*span, is_causal=True, scale=scale).transpose(0, 1)
+    return out
+
+
+def test_the_varlen_path_computes_what_the_packed_rows_compute(monkeypatch):
+    """CPU twin of the CUDA path: flattened rows + varlen attention give the packed rows' logits."""
+    import torch.nn.attention.varlen
+
+    monkeypatch.setattr(torch.nn.attention.varlen, "varlen_attn", reference_varlen_attn)
+    examples = random_examples(9, seed=8)
+    batch = collate_packed(examples, 64, PAD)
+    rows, varlen = tiny_model().eval(), tiny_model().eval()
+    use_varlen_attention(varlen)
+    flat = flatten_for_varlen(batch, max_length=64)
+    assert flat["cu_seq_lens_q"][-1] == batch["input_ids"].numel()
+    with torch.no_grad():
+        expected = TargetLoss(rows)(batch)
+        got = TargetLoss(varlen)(flat)
+        row_logits = rows(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+        flat_logits = varlen(**{k: v for k, v in flat.items() if k != "target_ids"}, use_cache=False).logits
+    torch.testing.assert_close(flat_logits.reshape(row_logits.shape), row_logits, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-5)

@@ -1,6 +1,7 @@
 """Zero-shot evaluation: greedy generation on the test split, answer extraction and scoring.
 
-On CPU: batched transformers generation with left padding and a KV cache, stopping at EOS.
+Batched transformers generation with left padding and a KV cache, stopping at EOS (on the model's
+device).
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts
     outputs: dict[int, tuple[str, int]] = {}
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        encoded = tokenizer([prompts[i] for i in chunk], return_tensors="pt", padding=True, add_special_tokens=False)
+        encoded = tokenizer([prompts[i] for i in chunk], return_tensors="pt", padding=True,
+                            add_special_tokens=False).to(model.device)
         generated = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False,
                                    eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
         new_tokens = generated[:, encoded["input_ids"].shape[1]:]

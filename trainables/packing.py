@@ -145,7 +145,10 @@ def varlen_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Te
     if kv_heads != heads:  # grouped-query attention: share each kv head with its query group
         key = key.repeat_interleave(heads // kv_heads, dim=1)
         value = value.repeat_interleave(heads // kv_heads, dim=1)
-    q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # (tokens, heads, head_dim)
+    # flash attention takes bf16/fp16 only, and autocast does not cover this op (rotary embeddings
+    # leave q and k in fp32 under autocast): cast to the autocast dtype here
+    dtype = torch.get_autocast_dtype(query.device.type) if torch.is_autocast_enabled(query.device.type) else value.dtype
+    q, k, v = (t[0].transpose(0, 1).to(dtype) for t in (query, key, value))  # (tokens, heads, head_dim)
     out = varlen_attn(q, k, v, kwargs["cu_seq_lens_q"], kwargs["cu_seq_lens_k"], kwargs["max_length_q"],
                       kwargs["max_length_k"], scale=scaling, window_size=(-1, 0))
     return out.unsqueeze(0), None

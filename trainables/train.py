@@ -28,6 +28,7 @@ from study.datasets import load_split
 from study.results import Measurements
 from study.spec import ResourcesSpec
 from study.storage import StudyPaths
+from trainables.accounting import FlopCount, peak_flops
 from trainables.data import (
     Example,
     batch_indices,
@@ -37,8 +38,8 @@ from trainables.data import (
     total_steps,
 )
 from trainables.evaluate import evaluate
-from trainables.packing import plan_packing, step_micro_batches
-from trainables.step import TargetLoss, global_sum, train_step
+from trainables.packing import flatten_for_varlen, plan_packing, step_micro_batches, use_varlen_attention
+from trainables.step import TargetLoss, global_sum, target_count, train_step
 from trainables.students import build_student, parameter_count, student_tokenizer
 from trainables.tokenizer import load_tokenizer
 
@@ -70,7 +71,7 @@ def _restore(model: PreTrainedModel, optimizer, scheduler) -> dict:
     """Load the run's latest checkpoint into model and optimizer; the saved counters, or zeros."""
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
-        return {"step": 0, "train_tokens": 0, "train_s": 0.0, "loss": float("nan")}
+        return {"step": 0, "train_tokens": 0, "train_s": 0.0, "train_flops": 0.0, "loss": float("nan")}
     with checkpoint.as_directory() as directory:
         saved = type(model).from_pretrained(directory)
         model.load_state_dict(saved.state_dict())
@@ -104,39 +105,61 @@ def train_and_evaluate(config: dict) -> None:
     n_steps = total_steps(settings.epochs, settings.max_steps, per_epoch)
     stream = batch_stream(examples, settings.tokens_per_batch, cell.seed, n_steps * world, worker_examples, plan.packing)
 
-    student = build_student(cell.student, tokenizer, settings.max_length, cell.seed)
-    optimizer = torch.optim.AdamW(student.parameters(), lr=settings.lr_peak, weight_decay=settings.weight_decay)
+    # GPU: bf16 autocast over fp32 master weights, fused AdamW, varlen flash attention when packing
+    device = ray.train.torch.get_device() if resources.gpus_per_worker > 0 else torch.device("cpu")
+    student = build_student(cell.student, tokenizer, settings.max_length, cell.seed).to(device)
+    optimizer = torch.optim.AdamW(student.parameters(), lr=settings.lr_peak, weight_decay=settings.weight_decay,
+                                  fused=device.type == "cuda")
     scheduler = get_scheduler(settings.schedule, optimizer, num_warmup_steps=int(settings.warmup_ratio * n_steps),
                               num_training_steps=n_steps)
-    state = _restore(student, optimizer, scheduler)
+    state = {"train_flops": 0.0, **_restore(student, optimizer, scheduler)}
+    varlen = plan.packing and device.type == "cuda"
+    if varlen:
+        use_varlen_attention(student)
     loss_module = TargetLoss(student)
     if world > 1:
         loss_module = ray.train.torch.prepare_model(loss_module)
     student.train()
+    autocast = torch.bfloat16 if device.type == "cuda" else None
+    count_flops = FlopCount.of(student)
 
     started = last_checkpoint = time.monotonic()
     for step in range(state["step"], n_steps):
         chosen = [examples[i] for i in stream[step * world + rank]]
         micro_batches = step_micro_batches(chosen, plan, tokenizer.pad_token_id, settings.micro_batch_tokens)
-        loss = train_step(loss_module, optimizer, scheduler, micro_batches, world)
-        state["train_tokens"] += int(global_sum(sum(len(e.input_ids) for e in chosen), world))
+        if varlen:
+            micro_batches = [flatten_for_varlen(batch, plan.row_length(chosen)) for batch in micro_batches]
+        loss = train_step(loss_module, optimizer, scheduler, micro_batches, world, device, autocast)
+        lengths = [len(e.input_ids) for e in chosen]
+        state["train_tokens"] += int(global_sum(sum(lengths), world, device))
+        state["train_flops"] += global_sum(count_flops(lengths, sum(target_count(b) for b in micro_batches)), world, device)
         state.update(step=step + 1, loss=loss)
         if state["step"] % per_epoch == 0 or state["step"] == n_steps:
             state["train_s"] += time.monotonic() - started
             started = time.monotonic()
-            if state["step"] < n_steps and _checkpoint_due(last_checkpoint, resources.checkpoint_every_s, world):
+            if state["step"] < n_steps and _checkpoint_due(last_checkpoint, resources.checkpoint_every_s, world, device):
                 _report_checkpoint(student, optimizer, scheduler, state, rank, metrics={})
                 last_checkpoint = time.monotonic()
 
+    if varlen:
+        student.set_attn_implementation("sdpa")  # generation needs a KV cache and a padding mask
     # Train's result keeps the metrics of the last checkpointed report: the final checkpoint
     # carries the evaluation, so a restart after it only re-evaluates.
-    measured = _evaluate_rank0(cell, paths, student, tokenizer, state, corpus_measures) if rank == 0 else {}
+    cost = {"peak_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
+            "mfu": _mfu(state, world, device)}
+    measured = _evaluate_rank0(cell, paths, student, tokenizer, state, {**corpus_measures, **cost}) if rank == 0 else {}
     _report_checkpoint(student, optimizer, scheduler, state, rank, metrics=measured)
 
 
-def _checkpoint_due(last_checkpoint: float, every_s: float, world: int) -> bool:
+def _mfu(state: dict, world: int, device: torch.device) -> float | None:
+    """Model FLOPs utilization of training, per GPU (trainables/accounting.py); None off a listed GPU."""
+    peak = peak_flops(device)
+    return state["train_flops"] / (max(state["train_s"], 1e-9) * world * peak) if peak else None
+
+
+def _checkpoint_due(last_checkpoint: float, every_s: float, world: int, device: torch.device) -> bool:
     """Whether this epoch end should checkpoint; every rank must agree (a report is collective)."""
-    due = torch.tensor([float(time.monotonic() - last_checkpoint >= every_s)])
+    due = torch.tensor([float(time.monotonic() - last_checkpoint >= every_s)], device=device)
     if world > 1:
         torch.distributed.all_reduce(due, op=torch.distributed.ReduceOp.MAX)
     return bool(due.item())
