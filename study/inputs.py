@@ -40,8 +40,8 @@ def _check_source(key: CorpusKey) -> None:
     if isinstance(key.teacher, ProgramTeacher) and not problems[0].steps:
         raise DataError(f"teacher '{key.teacher.name}' (program) renders structured solutions, which only 'arith' "
                         f"has; use a released, vllm or openai teacher for '{key.dataset.name}'")
-    if isinstance(key.teacher, ReleasedTeacher):
-        find_release(key.teacher, key.dataset.name, key.granularity, key.format)
+    if isinstance(key.teacher, ReleasedTeacher):  # read now, so a bad row stops the study before it starts
+        read_release_rows(find_release(key.teacher, key.dataset.name, key.granularity, key.format).path)
 
 
 def estimate_corpus_tokens(key: CorpusKey) -> int | None:

@@ -81,6 +81,15 @@ class TeacherBase(Frozen):
         "correct_only", description="Train on rationales whose answer matches gold (correct_only) or on all."
     )
 
+    @field_validator("levels_by_format")
+    @classmethod
+    def _levels_in_range(cls, table: dict[str, list[int]] | None) -> dict[str, list[int]] | None:
+        for fmt, levels in (table or {}).items():
+            outside = [level for level in levels if level not in GRANULARITY_LEVELS]
+            if outside:
+                raise ValueError(f"{fmt}: granularity {outside} is outside 1-6")
+        return table
+
     def provides(self, fmt: str, level: int) -> bool:
         return self.levels_by_format is None or level in self.levels_by_format.get(fmt, [])  # type: ignore[call-overload]
 
@@ -285,6 +294,12 @@ class StudySpec(Frozen):
     evaluation: EvalSpec = Field(default_factory=EvalSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     tokenizer: TokenizerSpec = Field(default_factory=TokenizerSpec)
+
+    @field_validator("formats")
+    @classmethod
+    def _formats_unique(cls, formats: list[str]) -> list[str]:
+        _require_unique("formats", formats)
+        return formats
 
     @field_validator("granularities")
     @classmethod

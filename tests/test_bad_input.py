@@ -176,26 +176,21 @@ def test_openai_teacher_whose_key_variable_is_unset(tmp_path, capsys, monkeypatc
 
 # --- known gaps: bad input that is not refused yet (study/spec.py, study/datasets, study/inputs.py) --
 
-@pytest.mark.xfail(strict=True, reason="spec.py does not check levels_by_format against 1-6 or the grid")
 def test_levels_by_format_outside_the_grid(tmp_path, capsys, nothing_written):
     teacher = {"kind": "program", "name": "program", "levels_by_format": {"cot": [7]}}
     _fails(capsys, ["plan", _spec(tmp_path, teachers=[teacher])], "teachers[0].levels_by_format")
 
 
-@pytest.mark.xfail(strict=True, reason="spec.py accepts a repeated format; the grid then repeats cell ids")
 def test_repeated_format(tmp_path, capsys, nothing_written):
     _fails(capsys, ["plan", _spec(tmp_path, formats=["cot", "cot"])], "formats")
 
 
-@pytest.mark.xfail(strict=True, reason="study.datasets reads a single alpaca object as a one-row list")
 def test_alpaca_file_that_is_not_a_list(tmp_path, capsys, nothing_written):
     spec = _gsm8k_spec(tmp_path, GSM_ROW, test_file="alpaca.json")
     (tmp_path / "data/gsm8k/alpaca.json").write_text(json.dumps({"instruction": "How many?", "output": "4"}))
     _fails(capsys, ["plan", spec], "alpaca.json", "list")
 
 
-@pytest.mark.xfail(strict=True, reason="check_inputs finds released files but reads their rows only in run: "
-                                       "the error comes after spec.yaml is written")
 def test_released_file_that_is_not_a_list(tmp_path, capsys, shared_data):
     spec = _svamp_release_spec(tmp_path, shared_data, ["svamp/cot/SVAMP_ChatGPT_level1_ranked.json"])
     (tmp_path / "data/svamp/cot/SVAMP_ChatGPT_level1_ranked.json").write_text('{"not": "a list"}')

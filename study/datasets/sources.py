@@ -59,6 +59,12 @@ def read_records(path: Path) -> list[Record]:
     return records
 
 
+def require_json_list(path: Path, what: str) -> None:
+    """Alpaca files are JSON lists; a lone object is not read as a one-row file."""
+    if not _read_text(path).lstrip().startswith("["):
+        raise DataError(f"{path}: {what} is a JSON list of rows ([{{...}}, ...]), not a single object or JSON lines")
+
+
 def _read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")

@@ -38,6 +38,7 @@ from study.datasets.sources import (
     parse_strategyqa,
     parse_svamp,
     read_records,
+    require_json_list,
 )
 from study.spec import DatasetSpec
 
@@ -135,6 +136,8 @@ def _read_problems(path: Path, parse: RecordParser, extract: Callable[[str], str
     records = read_records(path)
     if not records:
         raise DataError(f"{path}: holds no rows")
+    if is_alpaca(records[0]):
+        require_json_list(path, "an alpaca file")
     parser = alpaca_parser(extract) if is_alpaca(records[0]) else parse
     return parse_records(path, records, parser)
 

@@ -27,7 +27,7 @@ import pandas as pd
 from study.corpora import CORPUS_COLUMNS
 from study.cells import CorpusKey
 from study.datasets import DataError, Problem, extract_answer, load_split, normalize_text, problem_text, score
-from study.datasets.sources import Record, read_records
+from study.datasets.sources import Record, read_records, require_json_list
 from study.spec import LABEL_FORMATS, Format, ReleasedFile, ReleasedTeacher
 
 DATASET_ALIASES = {
@@ -142,6 +142,7 @@ def find_release(teacher: ReleasedTeacher, dataset: str, granularity: int | None
 
 def read_release_rows(path: Path) -> list[tuple[str, str]]:
     """(question, rationale) per row; a malformed row names the file and the row index."""
+    require_json_list(path, "a released file")
     rows = []
     for index, record in enumerate(read_records(path)):
         try:
