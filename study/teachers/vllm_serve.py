@@ -31,7 +31,7 @@ def import_serve_llm(accelerator: str) -> ModuleType:
     """`ray.serve.llm`, or a TeacherError naming the extra that brings vLLM."""
     extra = "cpu-llm" if accelerator == "cpu" else "gpu"
     try:
-        import vllm  # noqa: F401  (ray.serve.llm imports without it on some versions, then fails late)
+        import vllm  # noqa: F401  (first, so the error names vLLM rather than a Ray internal)
         from ray.serve import llm
     except ImportError as error:
         raise TeacherError(
