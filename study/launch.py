@@ -103,7 +103,7 @@ def _new_tuner(spec: StudySpec, paths: StudyPaths, cells: list[Cell], trainable:
         tune_config=tune.TuneConfig(max_concurrent_trials=_max_concurrent(spec), reuse_actors=True,
                                     trial_name_creator=_trial_name, trial_dirname_creator=_trial_dirname),
         run_config=tune.RunConfig(
-            name=Path(paths.tune).name,
+            name=storage.base_name(paths.tune),
             storage_path=paths.root,
             failure_config=tune.FailureConfig(max_failures=spec.resources.trial_attempts - 1),
             callbacks=[CellProgress(len(cells))],

@@ -27,9 +27,22 @@ def is_uri(location: str) -> bool:
     return "://" in location
 
 
+def _split_query(location: str) -> tuple[str, str]:
+    """A URI's path part and its query (`?endpoint_override=...`, kept for pyarrow); local paths
+    have none."""
+    if not is_uri(location):
+        return location, ""
+    base, separator, query = location.partition("?")
+    return base, separator + query
+
+
 def normalize_location(location: str) -> str:
-    """URIs stay as they are; local paths become absolute (Ray needs absolute storage paths)."""
-    return location if is_uri(location) else str(Path(location).expanduser().resolve())
+    """URIs lose a trailing slash (a query stays); local paths become absolute (Ray needs absolute
+    storage paths)."""
+    if not is_uri(location):
+        return str(Path(location).expanduser().resolve())
+    base, query = _split_query(location)
+    return base.rstrip("/") + query
 
 
 def _filesystem(location: str) -> tuple[pafs.FileSystem, str]:
@@ -42,7 +55,26 @@ def _filesystem(location: str) -> tuple[pafs.FileSystem, str]:
 
 
 def join(location: str, *parts: str) -> str:
-    return "/".join([location.rstrip("/"), *parts])
+    """Path parts appended to a folder; a URI's query (`s3://b/p?endpoint_override=...`) stays last."""
+    base, query = _split_query(location)
+    return "/".join([base.rstrip("/"), *parts]) + query
+
+
+def sibling(location: str, suffix: str) -> str:
+    """`<file><suffix>` beside a file."""
+    base, query = _split_query(location)
+    return base + suffix + query
+
+
+def base_name(location: str) -> str:
+    """The last path part."""
+    return _split_query(location)[0].rstrip("/").rsplit("/", 1)[-1]
+
+
+def parent(location: str) -> str:
+    """The folder holding a location."""
+    base, query = _split_query(location)
+    return base.rstrip("/").rsplit("/", 1)[0] + query
 
 
 def exists(location: str) -> bool:
@@ -119,17 +151,16 @@ class ChecksumError(ValueError):
 
 def write_bytes_checked(location: str, data: bytes) -> None:
     """The checksum first, then the file (both atomic): a file present is always covered by one."""
-    name = location.rsplit("/", 1)[-1]
-    write_text_atomic(location + CHECKSUM_SUFFIX, f"{hashlib.sha256(data).hexdigest()}  {name}\n")
+    write_text_atomic(sibling(location, CHECKSUM_SUFFIX), f"{hashlib.sha256(data).hexdigest()}  {base_name(location)}\n")
     write_bytes_atomic(location, data)
 
 
 def read_bytes_checked(location: str) -> bytes:
     data = read_bytes(location)
-    if not exists(location + CHECKSUM_SUFFIX):
-        raise ChecksumError(location, f"no checksum recorded ({location.rsplit('/', 1)[-1]}{CHECKSUM_SUFFIX} "
-                                      "is missing), so it cannot be trusted")
-    recorded = read_text(location + CHECKSUM_SUFFIX).split()[0]
+    checksum = sibling(location, CHECKSUM_SUFFIX)
+    if not exists(checksum):
+        raise ChecksumError(location, f"no checksum recorded ({base_name(checksum)} is missing), so it cannot be trusted")
+    recorded = read_text(checksum).split()[0]
     actual = hashlib.sha256(data).hexdigest()
     if actual != recorded:
         raise ChecksumError(location, f"corrupted or truncated: {len(data)} bytes with sha256 {actual[:16]}..., "
@@ -162,9 +193,9 @@ def quarantine(location: str) -> str:
     fs, path = _filesystem(location)
     suffix = f".corrupt-{int(time.time())}"
     fs.move(path, path + suffix)
-    if exists(location + CHECKSUM_SUFFIX):
+    if exists(sibling(location, CHECKSUM_SUFFIX)):
         fs.move(path + CHECKSUM_SUFFIX, path + suffix + CHECKSUM_SUFFIX)
-    return location + suffix
+    return sibling(location, suffix)
 
 
 def download_dir(location: str, local_dir: Path) -> Path:

@@ -45,7 +45,7 @@ def prepare_storage(spec: StudySpec) -> tuple[StudyPaths, list[Cell]]:
 
 def open_study(study_dir: str) -> tuple[StudySpec, StudyPaths]:
     """The frozen spec of an existing study folder, with storage set to where the folder is."""
-    paths = StudyPaths(storage.normalize_location(study_dir).rstrip("/"))
+    paths = StudyPaths(storage.normalize_location(study_dir))
     try:
         found = storage.exists(paths.spec)
     except OSError as error:
@@ -53,7 +53,7 @@ def open_study(study_dir: str) -> tuple[StudySpec, StudyPaths]:
     if not found:
         raise StudyError(f"{study_dir}: not a study folder (no spec.yaml)")
     spec = parse_spec_text(storage.read_text(paths.spec), paths.spec)
-    return spec.model_copy(update={"storage": paths.root.rsplit("/", 1)[0]}), paths
+    return spec.model_copy(update={"storage": storage.parent(paths.root)}), paths
 
 
 LOCK_SETTLE_S = 1.0  # object stores: how long a driver waits before reading its lock back
@@ -136,7 +136,7 @@ def _create_lock(paths: StudyPaths, holder: LockHolder) -> bool:
 
 def _locked_error(paths: StudyPaths, holder: LockHolder) -> StudyError:
     return StudyError(
-        f"{paths.lock}: study '{paths.root.rsplit('/', 1)[1]}' is locked by {holder.describe()}. "
+        f"{paths.lock}: study '{storage.base_name(paths.root)}' is locked by {holder.describe()}. "
         "Wait for that run to end; if it is no longer running (killed, or its machine is gone), "
         "delete that file or add --break-lock"
     )

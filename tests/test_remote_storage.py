@@ -21,11 +21,13 @@ import pytest
 from conftest import REPO, small_spec, write_spec
 from test_generation import SECRET, FakeTeacher
 
+from study import storage
 from study.cells import expand_grid
 from study.datasets import load_split
 from study.spec import parse_spec
+from study.storage import ChecksumError, StudyPaths
+from study.studies import StudyError, acquire_lock, open_study, release_lock
 
-pytestmark = [pytest.mark.ops, pytest.mark.ray]
 
 BUCKET = "cotstudy-test"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -37,7 +39,7 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def s3_endpoint():
     """moto's S3 server in its own process, with one empty bucket; stopped (by pid) afterwards."""
     port = _free_port()
@@ -87,9 +89,51 @@ def _wait_for(condition, what: str, process: subprocess.Popen, timeout_s: float 
         time.sleep(0.5)
 
 
+def test_uri_paths_keep_their_query_last():
+    uri = "s3://bucket/studies?endpoint_override=127.0.0.1:9000&scheme=http"
+    paths = StudyPaths.of(uri, "demo")
+    assert paths.root == "s3://bucket/studies/demo?endpoint_override=127.0.0.1:9000&scheme=http"
+    assert paths.corpus("c1") == "s3://bucket/studies/demo/corpora/c1.parquet?endpoint_override=127.0.0.1:9000&scheme=http"
+    assert storage.sibling(paths.cell_result("x"), ".sha256").startswith("s3://bucket/studies/demo/cells/x/result.json.sha256?")
+    assert storage.base_name(paths.tune) == "tune" and storage.parent(paths.root) == uri
+    assert storage.normalize_location("s3://bucket/studies/demo/") == "s3://bucket/studies/demo"
+
+
+def test_lock_and_checksums_on_s3_with_the_endpoint_in_the_uri(s3_endpoint, monkeypatch, capsys):
+    """No AWS_ENDPOINT_URL here: the endpoint rides in the URI's query, through every path."""
+    endpoint, s3 = s3_endpoint
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    query = f"?endpoint_override={endpoint.removeprefix('http://')}&scheme=http"
+    paths = StudyPaths.of(f"s3://{BUCKET}/fast{query}", "locked")
+    holder = acquire_lock(paths, "run")
+    assert "lock.json" in _objects(s3, f"{BUCKET}/fast/locked")
+    with pytest.raises(StudyError, match=rf"^s3://{BUCKET}/fast/locked/lock.json\?endpoint_override=.*: study 'locked' is locked by 'run'"):
+        acquire_lock(paths, "run")
+    release_lock(paths, holder)
+    assert "lock.json" not in _objects(s3, f"{BUCKET}/fast/locked")
+
+    result = paths.cell_result("abc")
+    storage.write_bytes_checked(result, b'{"accuracy": 0.25}')
+    assert storage.read_bytes_checked(result) == b'{"accuracy": 0.25}'
+    storage.write_bytes_atomic(result, b'{"accuracy": 0.95}')
+    with pytest.raises(ChecksumError, match=r"result.json\?endpoint_override=.*: corrupted or truncated"):
+        storage.read_bytes_checked(result)
+    moved = storage.quarantine(result)
+    assert not storage.exists(result) and storage.exists(moved) and storage.exists(storage.sibling(moved, ".sha256"))
+
+    storage.write_text_atomic(paths.spec, "not: a spec")
+    with pytest.raises(Exception, match=r"spec.yaml"):
+        open_study(paths.root)
+
+
+@pytest.mark.ops
+@pytest.mark.ray
 def test_a_study_on_s3_survives_a_killed_driver_and_resumes_from_s3_alone(tmp_path, s3_endpoint):
     endpoint, s3 = s3_endpoint
-    raw = small_spec(tmp_path / "unused", name="remote", resources={"max_concurrent_trials": 1})
+    raw = small_spec(tmp_path / "unused", name="remote", resources={"max_concurrent_trials": 1},
+                     evaluation={"max_new_tokens": 16, "test_size": 8})
     answers = {p.question: p.answer for split in ("train", "test") for p in load_split(parse_spec(raw).datasets[0], split)}
     teacher = FakeTeacher(answers)
     raw.update(teachers=[{"kind": "openai", "name": "api", "base_url": teacher.base_url, "model": "fake-model",
@@ -129,7 +173,6 @@ def test_a_study_on_s3_survives_a_killed_driver_and_resumes_from_s3_alone(tmp_pa
         first_log.seek(0)
         outputs.append(first_log.read())
 
-        shutil.copy(spec_path, tmp_path / "spec.bak")
         spec_path.unlink()  # resume needs nothing local: the spec, corpora and tokenizer are on S3
         resumed = subprocess.run([sys.executable, "-m", "study", "resume", f"s3://{study}"], cwd=workdir, env=env,
                                  capture_output=True, text=True, timeout=540)
@@ -141,6 +184,9 @@ def test_a_study_on_s3_survives_a_killed_driver_and_resumes_from_s3_alone(tmp_pa
         teacher.close()
         for pid in _processes_with(marker):
             os.kill(pid, signal.SIGKILL)
+        logs = [p for p in Path(ray_tmp).rglob("*") if p.is_file() and not p.is_socket()]
+        log_bytes = [p.read_bytes() for p in logs]
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
     after = _objects(s3, study)
     for cell in cells:
@@ -161,8 +207,6 @@ def test_a_study_on_s3_survives_a_killed_driver_and_resumes_from_s3_alone(tmp_pa
         with s3.open_input_stream(f"{study}/{name}") as stream:
             assert SECRET.encode() not in stream.read(), name
     assert not any(SECRET in text for text in outputs)
-    logs = [p for p in Path(ray_tmp).rglob("*") if p.is_file() and not p.is_socket()]
     assert logs, "Ray wrote its logs under RAY_TMPDIR"
-    for path in logs:
-        assert SECRET.encode() not in path.read_bytes(), path
-    shutil.rmtree(ray_tmp, ignore_errors=True)
+    for path, data in zip(logs, log_bytes):
+        assert SECRET.encode() not in data, path
