@@ -35,7 +35,7 @@ from study.inputs import check_inputs, estimate_corpus_tokens
 from study.results import cell_states
 from study.spec import DATA_DIR_VARIABLE, OpenAITeacher, SpecError, StudySpec, load_spec
 from study.storage import StudyPaths
-from study.studies import StudyError, open_study
+from study.studies import StudyError, is_stale, open_study, read_lock
 from study.teachers.client import TeacherError
 
 if TYPE_CHECKING:
@@ -241,6 +241,9 @@ def status(study_dir: str) -> int:
     counts = {name: sum(1 for s in states if s.state == name) for name in ("done", "failed", "pending")}
     print(f"study {spec.name}: {counts['done']} done, {counts['failed']} failed, {counts['pending']} pending "
           f"(of {len(states)})")
+    holder = read_lock(paths)
+    if holder is not None:
+        print(f"  running: {holder.describe()}{' (stale: that process is gone)' if is_stale(holder) else ''}")
     for state in states:
         if state.state == "failed":
             last_line = state.error.strip().splitlines()[-1] if state.error else "(no error text)"

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import REPO, small_spec, write_spec
@@ -62,9 +64,14 @@ def test_a_second_run_of_a_locked_study_refuses_and_writes_nothing(tmp_path, loc
 
 def test_a_dead_drivers_lock_is_taken_over_with_a_note(tmp_path, lock_holder, capsys):
     paths = StudyPaths(str(tmp_path / "out" / "small"))
+    write_spec(Path(paths.spec), small_spec(tmp_path / "out"))
+    assert main(["status", paths.root]) == 0
+    assert f"running: 'run' on host {socket.gethostname()}, pid {lock_holder.pid}, since " in capsys.readouterr().out
     lock_holder.send_signal(signal.SIGKILL)
     lock_holder.wait()
     assert read_lock(paths).pid == lock_holder.pid, "SIGKILL leaves the lock behind"
+    assert main(["status", paths.root]) == 0
+    assert "(stale: that process is gone)" in capsys.readouterr().out
     holder = acquire_lock(paths, "resume")
     assert f"taking over the lock of 'run' on host" in capsys.readouterr().out
     assert read_lock(paths).pid == os.getpid()
