@@ -110,7 +110,7 @@ def read_lock(paths: StudyPaths) -> LockHolder | None:
     try:
         return LockHolder(**json.loads(storage.read_text(paths.lock)))
     except (ValueError, TypeError) as error:  # torn or hand-edited: name it rather than guess
-        raise StudyError(f"{paths.lock}: unreadable lock file ({error}); delete it if no run is going") from None
+        raise StudyError(f"{paths.lock}: unreadable lock file ({error}); delete it (or add --break-lock) if no run is going") from None
 
 
 def _create_lock(paths: StudyPaths, holder: LockHolder) -> bool:
@@ -153,10 +153,12 @@ def acquire_lock(paths: StudyPaths, command: str, break_lock: bool = False) -> L
     holder = LockHolder(host=socket.gethostname(), pid=pid, pid_started=_process_start(pid),
                         started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                         command=command, token=uuid.uuid4().hex)
+    if break_lock and storage.exists(paths.lock):  # whatever is there, even an unreadable file
+        print(f"removing the lock (--break-lock): {paths.lock}", flush=True)
+        storage.delete_file(paths.lock)
     existing = read_lock(paths)
-    if existing is not None and (break_lock or is_stale(existing)):
-        why = "--break-lock" if break_lock else "its process is gone"
-        print(f"taking over the lock of {existing.describe()} ({why}): {paths.lock}", flush=True)
+    if existing is not None and is_stale(existing):
+        print(f"taking over the lock of {existing.describe()} (its process is gone): {paths.lock}", flush=True)
         storage.delete_file(paths.lock)
     for _ in range(2):  # a second try only if the holder let go between our look and our create
         if _create_lock(paths, holder):

@@ -88,8 +88,18 @@ def test_a_lock_from_another_host_needs_break_lock(tmp_path, capsys):
     with pytest.raises(StudyError, match=r"locked by 'run' on host gpu-node-7, pid 1"):
         acquire_lock(paths, "run")
     holder = acquire_lock(paths, "run", break_lock=True)
-    assert "--break-lock" in capsys.readouterr().out and read_lock(paths).token == holder.token
+    assert "removing the lock (--break-lock)" in capsys.readouterr().out and read_lock(paths).token == holder.token
     release_lock(paths, holder)
+
+
+def test_an_unreadable_lock_is_named_and_break_lock_clears_it(tmp_path, capsys):
+    paths = StudyPaths(str(tmp_path / "small"))
+    os.makedirs(paths.root)
+    (tmp_path / "small" / "lock.json").write_text("")  # a driver died between create and write
+    with pytest.raises(StudyError, match=r"lock.json: unreadable lock file .*delete it if no run is going"):
+        acquire_lock(paths, "run")
+    release_lock(paths, acquire_lock(paths, "run", break_lock=True))
+    assert read_lock(paths) is None
 
 
 def test_the_lock_is_released_on_an_exception(tmp_path):
