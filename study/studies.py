@@ -110,7 +110,8 @@ def read_lock(paths: StudyPaths) -> LockHolder | None:
     try:
         return LockHolder(**json.loads(storage.read_text(paths.lock)))
     except (ValueError, TypeError) as error:  # torn or hand-edited: name it rather than guess
-        raise StudyError(f"{paths.lock}: unreadable lock file ({error}); delete it (or add --break-lock) if no run is going") from None
+        raise StudyError(f"{paths.lock}: unreadable lock file ({error}); "
+                         "delete it (or add --break-lock) if no run is going") from None
 
 
 def _create_lock(paths: StudyPaths, holder: LockHolder) -> bool:

@@ -96,7 +96,7 @@ def test_an_unreadable_lock_is_named_and_break_lock_clears_it(tmp_path, capsys):
     paths = StudyPaths(str(tmp_path / "small"))
     os.makedirs(paths.root)
     (tmp_path / "small" / "lock.json").write_text("")  # a driver died between create and write
-    with pytest.raises(StudyError, match=r"lock.json: unreadable lock file .*delete it if no run is going"):
+    with pytest.raises(StudyError, match=r"lock.json: unreadable lock file .*delete it \(or add --break-lock\) if no run is going"):
         acquire_lock(paths, "run")
     release_lock(paths, acquire_lock(paths, "run", break_lock=True))
     assert read_lock(paths) is None
