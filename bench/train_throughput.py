@@ -153,7 +153,7 @@ def run_ours(model: torch.nn.Module, examples: list[Example], pad_id: int, args:
         if number % 10 == 0:
             print(f"  ours/{attention} step {number}/{len(steps)} loss {loss:.3f}", flush=True)
     sync(device)
-    rows = f"rows of {args.pack_length}" if args.pack_length else "rows of each step's longest"
+    rows = f"rows of {args.pack_length}" if args.pack_length else "rows of the step's longest and half"
     name = f"ours ({attention}{', compiled' if args.compile else ''}, {rows})"
     return Run(name, tokens, time.perf_counter() - started, flops, len(steps) - args.warmup_steps, peak_memory(device),
                time.process_time() - cpu_started)

@@ -246,7 +246,7 @@ class TrainSettings(Frozen):
         True, description="Pack each step's examples into rows (best-fit decreasing), attention kept inside each example; false: padded rows."
     )
     pack_length: int | None = Field(
-        None, gt=8, description="Row length in tokens when packing; None: the longest kept example (rounded up to 8), fastest on CPU."
+        None, gt=8, description="Row length in tokens when packing; None: each step's longest example and half that (fastest on CPU)."
     )
     micro_batch_tokens: int | None = Field(
         None, gt=0, description="Tokens per forward pass (rows x row length); a larger step accumulates gradients. None: one pass per step."

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from trainables.data import IGNORE_INDEX, Example, batch_indices
-from trainables.packing import collate_packed, collate_padded, flatten_for_varlen, pack_rows, plan_packing, use_varlen_attention
+from trainables.packing import (PackingPlan, collate_packed, collate_padded, flatten_for_varlen, pack_rows,
+                                pack_rows_two_lengths, plan_packing, step_micro_batches, use_varlen_attention)
 from trainables.step import TargetLoss, target_count, train_step
 
 VOCAB, PAD = 96, 0
@@ -198,3 +199,33 @@ def test_the_varlen_path_computes_what_the_packed_rows_compute(monkeypatch):
         flat_logits = varlen(**{k: v for k, v in flat.items() if k != "target_ids"}, use_cache=False).logits
     torch.testing.assert_close(flat_logits.reshape(row_logits.shape), row_logits, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_two_row_lengths_hold_every_item_once_and_never_overflow(seed):
+    rng = random.Random(seed)
+    lengths = [rng.randint(5, 200) for _ in range(120)]
+    long_rows, short_rows = pack_rows_two_lengths(lengths, 200, 100)
+    assert sorted(i for row in long_rows + short_rows for i in row) == list(range(len(lengths)))
+    assert all(sum(lengths[i] for i in row) <= 200 for row in long_rows)
+    assert all(sum(lengths[i] for i in row) <= 100 for row in short_rows)
+    assert len(long_rows) == sum(1 for n in lengths if n > 100)  # one long item per long row
+
+
+def test_a_step_in_two_row_lengths_trains_like_one_by_one():
+    examples = random_examples(20, seed=9, shortest=4, longest=60)
+    micro_batches = step_micro_batches(examples, PackingPlan(packing=True), PAD, micro_batch_tokens=None)
+    longest = PackingPlan(packing=True).row_length(examples)
+    assert sorted({b["input_ids"].shape[1] for b in micro_batches}) == [-(-longest // 16) * 8, longest]
+    model = tiny_model()
+    total_targets = sum(target_count(b) for b in micro_batches)
+    packed = sum(TargetLoss(model)(b) for b in micro_batches) / total_targets
+    with torch.no_grad():
+        alone = sum(TargetLoss(model)(collate_padded([e], PAD)) for e in examples) / total_targets
+    torch.testing.assert_close(packed.detach(), alone, atol=1e-5, rtol=1e-5)
+
+
+def test_a_step_whose_examples_all_need_long_rows_packs():
+    examples = random_examples(6, seed=10, shortest=30, longest=30)
+    micro_batches = step_micro_batches(examples, PackingPlan(packing=True), PAD, micro_batch_tokens=None)
+    assert [b["input_ids"].shape for b in micro_batches] == [(6, 32)]

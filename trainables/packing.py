@@ -1,9 +1,10 @@
 """Packing encoded examples into fixed-length rows, with attention kept inside each document.
 
 A step's examples are placed into rows of `row_length` tokens by best-fit decreasing (longest
-first, each into the fullest row that still has room). Inside a row, position ids restart at 0 at
-every document, and the unused tail of a row is one more "document" of padding whose targets are
-ignored. Targets are shifted per document, so a document's last token never learns to predict the
+first, each into the fullest row that still has room); without a fixed row length, into rows as
+long as the step's longest example and rows half as long (attention costs a row's length
+squared). Inside a row, position ids restart at 0 at every document, and the unused tail of a row
+is one more "document" of padding whose targets are ignored. Targets are shifted per document, so a document's last token never learns to predict the
 next document's first one: a packed document sees exactly what it would see alone.
 
 How attention stays inside documents:
@@ -32,7 +33,8 @@ VARLEN_ATTENTION = "cotstudy_varlen"
 @dataclass(frozen=True)
 class PackingPlan:
     """How a step's examples become micro-batches: packed rows of `pack_length` tokens, or when
-    that is None, rows as long as the step's longest example (rounded up to 8), or padded rows."""
+    that is None, rows as long as the step's longest example (rounded up to 8) and rows half as
+    long for the examples that fit those; or padded rows when not packing."""
 
     packing: bool
     pack_length: int | None = None
@@ -43,28 +45,61 @@ class PackingPlan:
         return -(-max(len(e.input_ids) for e in examples) // 8) * 8
 
 
+class _Rows:
+    """Rows of one length being filled best-fit: each item goes to the row with the least room
+    that still fits it."""
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+        self.rows: list[list[int]] = []
+        self.room: list[tuple[int, int]] = []  # (free tokens, row number), kept sorted
+
+    def fit(self, index: int, length: int) -> bool:
+        slot = bisect.bisect_left(self.room, (length, -1))
+        if slot == len(self.room):
+            return False
+        free, row = self.room.pop(slot)
+        self.rows[row].append(index)
+        bisect.insort(self.room, (free - length, row))
+        return True
+
+    def open(self, index: int, length: int) -> None:
+        self.rows.append([index])
+        bisect.insort(self.room, (self.length - length, len(self.rows) - 1))
+
+
+def _longest_first(lengths: list[int], row_length: int) -> list[int]:
+    too_long = [n for n in lengths if n > row_length]
+    if too_long:
+        raise ValueError(f"{len(too_long)} sequences are longer than the row length {row_length} (longest {max(too_long)})")
+    return sorted(range(len(lengths)), key=lambda i: -lengths[i])
+
+
 def pack_rows(lengths: list[int], row_length: int) -> list[list[int]]:
     """Best-fit decreasing: indices of `lengths` grouped into rows of at most row_length tokens.
 
     Longest first, each item goes to the row with the least room that still fits it (a new row
     when none does). Ties keep input order, so a shuffled input gives a shuffled packing."""
-    too_long = [n for n in lengths if n > row_length]
-    if too_long:
-        raise ValueError(f"{len(too_long)} sequences are longer than the row length {row_length} (longest {max(too_long)})")
-    rows: list[list[int]] = []
-    room: list[tuple[int, int]] = []  # (free tokens, row number), kept sorted
-    for index in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+    rows = _Rows(row_length)
+    for index in _longest_first(lengths, row_length):
+        if not rows.fit(index, lengths[index]):
+            rows.open(index, lengths[index])
+    return rows.rows
+
+
+def pack_rows_two_lengths(lengths: list[int], long_length: int, short_length: int) -> tuple[list[list[int]], list[list[int]]]:
+    """Best-fit decreasing into long rows for the items longer than short_length (their free room
+    taken by the longest short items that fit), then the other items into short rows. Attention
+    costs a row's length squared, so most items sit in rows half as long as the longest item."""
+    long, short = _Rows(long_length), _Rows(short_length)
+    for index in _longest_first(lengths, long_length):
         length = lengths[index]
-        slot = bisect.bisect_left(room, (length, -1))
-        if slot == len(room):
-            rows.append([index])
-            free, row = row_length - length, len(rows) - 1
-        else:
-            free, row = room.pop(slot)
-            rows[row].append(index)
-            free -= length
-        bisect.insort(room, (free, row))
-    return rows
+        if length > short_length:
+            if not long.fit(index, length):
+                long.open(index, length)
+        elif not long.fit(index, length) and not short.fit(index, length):
+            short.open(index, length)
+    return long.rows, short.rows
 
 
 def shifted_targets(labels: list[int]) -> list[int]:
@@ -100,14 +135,25 @@ def collate_rows(examples: list[Example], rows: list[list[int]], row_length: int
 def step_micro_batches(examples: list[Example], plan: PackingPlan, pad_id: int,
                        micro_batch_tokens: int | None) -> list[dict[str, torch.Tensor]]:
     """A step's examples as micro-batches of at most micro_batch_tokens tokens each (rows x row
-    length; None: one micro-batch). Packed: the whole step is packed first, then its rows split;
-    padded: consecutive examples, as many as fit padded to the step's longest."""
+    length; None: one micro-batch per row length). Packed: the whole step is packed first, then
+    its rows split; padded: consecutive examples, as many as fit padded to the step's longest."""
     if plan.packing:
+        lengths = [len(e.input_ids) for e in examples]
         row_length = plan.row_length(examples)
-        rows = pack_rows([len(e.input_ids) for e in examples], row_length)
-        per_micro = len(rows) if micro_batch_tokens is None else max(1, micro_batch_tokens // row_length)
-        return [collate_rows(examples, rows[i : i + per_micro], row_length, pad_id)
-                for i in range(0, len(rows), per_micro)]
+        if plan.pack_length is not None:
+            shapes = [(pack_rows(lengths, row_length), row_length)]
+        else:
+            half = -(-row_length // 16) * 8
+            long_rows, short_rows = pack_rows_two_lengths(lengths, row_length, half)
+            shapes = [(long_rows, row_length), (short_rows, half)]
+        micro_batches = []
+        for rows, length in shapes:
+            if not rows:  # every example of the step needed a long row, or none did
+                continue
+            per_micro = len(rows) if micro_batch_tokens is None else max(1, micro_batch_tokens // length)
+            micro_batches += [collate_rows(examples, rows[i : i + per_micro], length, pad_id)
+                              for i in range(0, len(rows), per_micro)]
+        return micro_batches
     longest = max(len(e.input_ids) for e in examples)
     per_micro = len(examples) if micro_batch_tokens is None else max(1, micro_batch_tokens // longest)
     return [collate_padded(examples[i : i + per_micro], pad_id) for i in range(0, len(examples), per_micro)]
@@ -162,8 +208,8 @@ def use_varlen_attention(model: PreTrainedModel) -> None:
 
 def plan_packing(examples: list[Example], packing: bool, pack_length: int | None) -> PackingPlan:
     """The spec's packing, checked against the examples before training starts. Without a fixed
-    pack_length each step's rows are just long enough for its longest example: on CPU short rows
-    beat 1-2k-token ones, since the document mask and the attention grow with the row's square."""
+    pack_length each step's rows are just long enough for its longest example (and half that):
+    on CPU short rows beat 1-2k-token ones, since the mask and attention grow with its square."""
     longest = max(len(e.input_ids) for e in examples)
     if packing and pack_length is not None and pack_length < longest:
         raise ValueError(f"training.pack_length={pack_length} is shorter than the longest kept example ({longest} tokens)")
