@@ -178,10 +178,15 @@ def plan(spec: StudySpec) -> int:
     keys = corpus_keys(spec)
     corpus_tokens = {key.corpus_id: estimate_corpus_tokens(key) for key in keys}
     paths = StudyPaths.of(spec.storage, spec.name)
+    try:
+        built = {key.corpus_id: storage.exists(paths.corpus(key.corpus_id)) for key in keys}
+    except OSError as error:  # the storage location itself cannot be opened
+        print(f"error: storage: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     print(f"study {spec.name}: {len(cells)} cells, {len(keys)} corpora, storage {spec.storage}\n\ncorpora:")
     for key in keys:
-        built = "built" if storage.exists(paths.corpus(key.corpus_id)) else "to build"
-        print(f"  {key.corpus_id:<48} {_approx(corpus_tokens[key.corpus_id]):>10} tokens  ({built})")
+        state = "built" if built[key.corpus_id] else "to build"
+        print(f"  {key.corpus_id:<48} {_approx(corpus_tokens[key.corpus_id]):>10} tokens  ({state})")
     print("\ncells:")
     total = 0
     for cell in cells:

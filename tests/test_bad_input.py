@@ -196,3 +196,10 @@ def test_released_file_that_is_not_a_list(tmp_path, capsys, shared_data):
     (tmp_path / "data/svamp/cot/SVAMP_ChatGPT_level1_ranked.json").write_text('{"not": "a list"}')
     _fails(capsys, ["run", spec], "SVAMP_ChatGPT_level1_ranked.json")
     assert not (tmp_path / "out").exists()
+
+
+def test_plan_with_an_unknown_storage_scheme(tmp_path, capsys):
+    spec = write_spec(tmp_path / "spec.yaml", small_spec(tmp_path / "out"))
+    assert main(["plan", str(spec), "--storage", "foo://bucket/x"]) == 2
+    captured = capsys.readouterr()
+    assert "error: storage: foo://bucket/x" in captured.err and "cells:" not in captured.out
