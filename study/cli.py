@@ -21,8 +21,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from analysis.__main__ import main as figures_main

@@ -204,9 +204,9 @@ def test_hf_teacher_on_serve_resumes_after_a_kill_and_an_openai_teacher_reuses_i
     from ray import serve
     from test_teacher_serving import save_tiny_llama
 
-    from study.teachers.serve import start_serve, stop_teachers
-    from study.teachers.hf_serve import deploy_hf_teacher
     from study.spec import HfTeacher
+    from study.teachers.hf_serve import deploy_hf_teacher
+    from study.teachers.serve import start_serve, stop_teachers
 
     model = save_tiny_llama(tmp_path / "teacher", context_tokens=1024)
     teacher = {"kind": "hf", "name": "tiny", "model": str(model), "max_retries": 0, "batch_size": 8,

@@ -73,7 +73,7 @@ def test_a_dead_drivers_lock_is_taken_over_with_a_note(tmp_path, lock_holder, ca
     assert main(["status", paths.root]) == 0
     assert "(stale: that process is gone)" in capsys.readouterr().out
     holder = acquire_lock(paths, "resume")
-    assert f"taking over the lock of 'run' on host" in capsys.readouterr().out
+    assert "taking over the lock of 'run' on host" in capsys.readouterr().out
     assert read_lock(paths).pid == os.getpid()
     release_lock(paths, holder)
     assert read_lock(paths) is None

@@ -9,8 +9,17 @@ import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from trainables.data import IGNORE_INDEX, Example, batch_indices
-from trainables.packing import (PackingPlan, collate_packed, collate_padded, flatten_for_varlen, pack_rows,
-                                pack_rows_two_lengths, plan_packing, step_micro_batches, use_varlen_attention)
+from trainables.packing import (
+    PackingPlan,
+    collate_packed,
+    collate_padded,
+    flatten_for_varlen,
+    pack_rows,
+    pack_rows_two_lengths,
+    plan_packing,
+    step_micro_batches,
+    use_varlen_attention,
+)
 from trainables.step import TargetLoss, target_count, train_step
 
 VOCAB, PAD = 96, 0

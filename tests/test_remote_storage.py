@@ -28,7 +28,6 @@ from study.spec import parse_spec
 from study.storage import ChecksumError, StudyPaths
 from study.studies import StudyError, acquire_lock, open_study, release_lock
 
-
 BUCKET = "cotstudy-test"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from study.corpora import CORPUS_COLUMNS
 from study.cells import CorpusKey
+from study.corpora import CORPUS_COLUMNS
 from study.datasets import DataError, Problem, extract_answer, load_split, normalize_text, problem_text, score
 from study.datasets.sources import Record, read_records, require_json_list
 from study.spec import LABEL_FORMATS, Format, ReleasedFile, ReleasedTeacher
