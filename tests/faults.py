@@ -29,3 +29,19 @@ def fail_first_attempt(config: dict) -> None:
         trainables.cell.run_cell(config)
     finally:
         trainables.cell.fit_cell = original
+
+
+def fail_always(config: dict) -> None:
+    """The answer-only cell fails on every attempt (each attempt leaves a line in a counter file)."""
+    cell = Cell.model_validate(config["cell"])
+    if cell.corpus.format != FAILING_FORMAT:
+        trainables.cell.run_cell(config)
+        return
+    with open(Path(config["study_root"]) / f"attempts-{cell.cell_id}", "a") as counter:
+        counter.write("attempt\n")
+    original = trainables.cell.fit_cell
+    trainables.cell.fit_cell = _injected_failure
+    try:
+        trainables.cell.run_cell(config)
+    finally:
+        trainables.cell.fit_cell = original

@@ -72,6 +72,23 @@ def test_resume_finishes_a_failed_cell_and_never_reruns_a_done_one(tmp_path, ray
     assert second.figures
 
 
+def test_a_cell_that_always_fails_is_failed_after_the_specs_attempts_and_the_others_finish(tmp_path, ray_local,
+                                                                                          capsys):
+    spec = parse_spec(small_spec(tmp_path / "out", name="hopeless", resources={"trial_attempts": 3}))
+    outcome = run_study(spec, trainable=faults.fail_always)
+    assert (outcome.count("done"), outcome.count("failed")) == (1, 1)
+    failed = next(s for s in outcome.states if s.state == "failed")
+    attempts = Path(outcome.paths.root) / f"attempts-{failed.cell.cell_id}"
+    assert attempts.read_text().count("attempt") == 3
+    assert "Traceback" in failed.error and "injected failure" in failed.error
+    from study.cli import main
+
+    assert main(["status", outcome.paths.root]) == 1
+    status = capsys.readouterr().out
+    assert "1 done, 1 failed, 0 pending" in status
+    assert "FAILED arith.answer_only.s.sft.s0" in status and "injected failure" in status
+
+
 def test_a_cell_trains_on_two_ray_train_workers(tmp_path, ray_local):
     spec = parse_spec(small_spec(tmp_path / "out", name="two-workers", formats=["answer_only"],
                                  resources={"workers_per_trial": 2, "cpus_per_worker": 1}))
