@@ -15,20 +15,25 @@ def _injected_failure(*args: object, **kwargs: object) -> None:
     raise RuntimeError("injected failure on the first attempt")
 
 
-def fail_first_attempt(config: dict) -> None:
-    cell = Cell.model_validate(config["cell"])
-    marker = Path(config["study_root"]) / f"attempted-{cell.cell_id}"
-    first_attempt = cell.corpus.format == FAILING_FORMAT and not marker.exists()
-    marker.touch()
-    if not first_attempt:
-        trainables.cell.run_cell(config)
-        return
+def _run_failing(config: dict) -> None:
+    """Run the cell's real pipeline with its fit step replaced by a failure."""
     original = trainables.cell.fit_cell
     trainables.cell.fit_cell = _injected_failure
     try:
         trainables.cell.run_cell(config)
     finally:
         trainables.cell.fit_cell = original
+
+
+def fail_first_attempt(config: dict) -> None:
+    cell = Cell.model_validate(config["cell"])
+    marker = Path(config["study_root"]) / f"attempted-{cell.cell_id}"
+    first_attempt = cell.corpus.format == FAILING_FORMAT and not marker.exists()
+    marker.touch()
+    if first_attempt:
+        _run_failing(config)
+    else:
+        trainables.cell.run_cell(config)
 
 
 def fail_always(config: dict) -> None:
@@ -39,9 +44,4 @@ def fail_always(config: dict) -> None:
         return
     with open(Path(config["study_root"]) / f"attempts-{cell.cell_id}", "a") as counter:
         counter.write("attempt\n")
-    original = trainables.cell.fit_cell
-    trainables.cell.fit_cell = _injected_failure
-    try:
-        trainables.cell.run_cell(config)
-    finally:
-        trainables.cell.fit_cell = original
+    _run_failing(config)
