@@ -127,14 +127,22 @@ def read_text(location: str) -> str:
     return read_bytes(location).decode()
 
 
-def write_parquet_atomic(location: str, frame: pd.DataFrame) -> None:
+def _parquet_bytes(frame: pd.DataFrame) -> bytes:
     buffer = io.BytesIO()
     frame.to_parquet(buffer, index=False)
-    write_bytes_atomic(location, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def _parquet_frame(data: bytes) -> pd.DataFrame:
+    return pq.read_table(io.BytesIO(data)).to_pandas()
+
+
+def write_parquet_atomic(location: str, frame: pd.DataFrame) -> None:
+    write_bytes_atomic(location, _parquet_bytes(frame))
 
 
 def read_parquet(location: str) -> pd.DataFrame:
-    return pq.read_table(io.BytesIO(read_bytes(location))).to_pandas()
+    return _parquet_frame(read_bytes(location))
 
 
 CHECKSUM_SUFFIX = ".sha256"
@@ -178,13 +186,11 @@ def verify_checksum(location: str) -> ChecksumError | None:
 
 
 def write_parquet_checked(location: str, frame: pd.DataFrame) -> None:
-    buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False)
-    write_bytes_checked(location, buffer.getvalue())
+    write_bytes_checked(location, _parquet_bytes(frame))
 
 
 def read_parquet_checked(location: str) -> pd.DataFrame:
-    return pq.read_table(io.BytesIO(read_bytes_checked(location))).to_pandas()
+    return _parquet_frame(read_bytes_checked(location))
 
 
 def quarantine(location: str) -> str:
