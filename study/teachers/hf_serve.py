@@ -24,7 +24,14 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 
 from study.spec import HfTeacher
 from study.teachers.client import TeacherError
-from study.teachers.serve import SERVE_HOST, ChatCompletionRequest, ChatMessage, TeacherEndpoint
+from study.teachers.serve import (
+    SERVE_HOST,
+    ChatCompletionRequest,
+    ChatMessage,
+    TeacherEndpoint,
+    chat_completion,
+    openai_error,
+)
 
 READY_TIMEOUT_S = 120.0
 # How long a batch waits to fill. Corpus generation wants throughput, not latency: measured with
@@ -32,11 +39,6 @@ READY_TIMEOUT_S = 120.0
 # let requests trickle in and most batches ran 1-5 rows (11.5 rows/s); 200 ms filled every batch
 # (32.6 rows/s).
 BATCH_WAIT_S = 0.2
-
-
-class SamplingChatRequest(ChatCompletionRequest):
-    top_p: float | None = None
-    seed: int | None = None
 
 
 @dataclass(frozen=True)
@@ -68,11 +70,6 @@ def chat_prompt(tokenizer: PreTrainedTokenizerBase, messages: list[ChatMessage])
     return "\n\n".join(m.content for m in messages) + "\n"
 
 
-def openai_error(status: int, message: str, code: str | None = None) -> JSONResponse:
-    return JSONResponse(status_code=status, content={
-        "error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}})
-
-
 hf_api = FastAPI(title="cotstudy hf teacher")
 
 
@@ -99,7 +96,7 @@ class HfTeacherServer:
             {"id": self.teacher.name, "object": "model", "owned_by": "cotstudy", "root": self.teacher.model}]}
 
     @hf_api.post("/v1/chat/completions")
-    async def chat_completions(self, request: SamplingChatRequest) -> JSONResponse:
+    async def chat_completions(self, request: ChatCompletionRequest) -> JSONResponse:
         if request.model != self.teacher.name:
             return openai_error(404, f"The model '{request.model}' does not exist; this server has "
                                      f"'{self.teacher.name}'", code="model_not_found")
@@ -109,19 +106,10 @@ class HfTeacherServer:
                                      f"exceeds the model's context of {self.context_tokens} tokens")
         output = await self.generate_batch(job)
         text = self.tokenizer.decode(output.token_ids, skip_special_tokens=True)
-        prompt_tokens, completion_tokens = len(job.prompt_ids), len(output.token_ids)
-        return JSONResponse(content={
-            "id": f"chatcmpl-{uuid.uuid4().hex}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": self.teacher.name,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "finish_reason": output.finish_reason}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
-        })
+        return chat_completion(uuid.uuid4().hex, self.teacher.name, text, output.finish_reason, len(job.prompt_ids),
+                               len(output.token_ids))
 
-    def _job(self, request: SamplingChatRequest) -> GenerationJob:
+    def _job(self, request: ChatCompletionRequest) -> GenerationJob:
         defaults = self.teacher.generation
         prompt = chat_prompt(self.tokenizer, request.messages)
         return GenerationJob(

@@ -31,17 +31,37 @@ class ChatMessage(BaseModel):
 
 
 class ChatCompletionRequest(BaseModel):
+    """The OpenAI request fields our servers read; a field left out takes the server's default."""
+
     model: str
     messages: list[ChatMessage]
     max_tokens: int | None = None
     temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
 
 
 program_api = FastAPI(title="cotstudy program teacher")
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": {"message": message, "type": "invalid_request_error"}})
+def openai_error(status: int, message: str, code: str | None = None) -> JSONResponse:
+    """An error in the OpenAI API's shape, which OpenAI clients show as it is."""
+    return JSONResponse(status_code=status, content={
+        "error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}})
+
+
+def chat_completion(reply_id: str, model: str, text: str, finish_reason: str, prompt_tokens: int,
+                    completion_tokens: int) -> JSONResponse:
+    """A chat completion in the OpenAI API's shape, with its token usage."""
+    return JSONResponse(content={
+        "id": f"chatcmpl-{reply_id}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish_reason}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens},
+    })
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=64)
@@ -67,23 +87,14 @@ class ProgramTeacherServer:
         try:
             granularity, fmt = parse_program_model_id(request.model)
         except ValueError as error:
-            return _error(404, str(error))
+            return openai_error(404, str(error))
         question = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
         problem = self.problems.get(question)
         if problem is None:
-            return _error(400, "the program teacher only answers questions of its own data sets")
+            return openai_error(400, "the program teacher only answers questions of its own data sets")
         text = render(problem, granularity, fmt)
         prompt_tokens = sum(len(m.content.split()) for m in request.messages)
-        completion_tokens = len(text.split())
-        return JSONResponse(content={
-            "id": f"chatcmpl-{problem.uid}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": request.model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
-        })
+        return chat_completion(problem.uid, request.model, text, "stop", prompt_tokens, len(text.split()))
 
 
 @dataclass(frozen=True)
