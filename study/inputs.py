@@ -7,12 +7,12 @@ malformed file, or a grid point with no data behind it, is one clear error befor
 
 from __future__ import annotations
 
-import os
 import re
 
 from study.cells import CorpusKey, corpus_keys
 from study.datasets import DataError, load_split, problem_text, training_text
 from study.spec import OpenAITeacher, ProgramTeacher, ReleasedTeacher, StudySpec
+from study.teachers.client import TeacherError, api_key
 from study.teachers.program import render
 from study.teachers.released import find_release, read_release_rows
 
@@ -28,9 +28,11 @@ def check_inputs(spec: StudySpec) -> None:
     for key in corpus_keys(spec):
         _check_source(key)
     for teacher in spec.teachers:
-        if isinstance(teacher, OpenAITeacher) and teacher.api_key_env and not os.environ.get(teacher.api_key_env):
-            raise DataError(f"teacher '{teacher.name}': the environment variable {teacher.api_key_env} "
-                            f"(its api_key_env) is not set")
+        if isinstance(teacher, OpenAITeacher):
+            try:
+                api_key(teacher)
+            except TeacherError as missing:
+                raise DataError(str(missing)) from None
 
 
 def _check_source(key: CorpusKey) -> None:

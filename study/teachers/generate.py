@@ -12,7 +12,6 @@ reaches the gold answer (the first correct sample is kept; otherwise the first s
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass
 
@@ -34,7 +33,7 @@ from study.spec import (
 )
 from study.storage import StudyPaths
 from study.teachers.cache import ReplyCache
-from study.teachers.client import ChatClient, ChatReply, ChatRequest, TeacherError
+from study.teachers.client import ChatClient, ChatReply, ChatRequest, api_key
 from study.teachers.program import program_model_id
 from study.teachers.released import released_corpus
 from study.teachers.serve import TeacherEndpoint, deploy_teacher, start_serve, stop_teacher, stop_teachers
@@ -102,17 +101,6 @@ def teacher_client(teacher: TeacherSpec, endpoint: TeacherEndpoint) -> ChatClien
     key = api_key(teacher) if isinstance(teacher, OpenAITeacher) else None
     return ChatClient(base_url=endpoint.base_url, api_key=key, max_concurrency=teacher.concurrency,
                       timeout_s=teacher.timeout_s, max_retries=teacher.max_retries)
-
-
-def api_key(teacher: OpenAITeacher) -> str | None:
-    """The API key from the environment variable the spec names (never from the spec itself)."""
-    if teacher.api_key_env is None:
-        return None
-    key = os.environ.get(teacher.api_key_env)
-    if not key:
-        raise TeacherError(f"teacher '{teacher.name}': the environment variable {teacher.api_key_env} "
-                           f"(its api_key_env) is not set")
-    return key
 
 
 def generate_corpus(paths: StudyPaths, key: CorpusKey, client: ChatClient, endpoint: TeacherEndpoint) -> pd.DataFrame:
