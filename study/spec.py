@@ -226,8 +226,23 @@ class StudentSpec(Frozen):
         return self
 
 
+class LoraSettings(Frozen):
+    """LoRA adapters (peft) for `finetune: lora`; merged into the student before evaluation."""
+
+    rank: int = Field(16, ge=1, le=1024)
+    alpha: float = Field(32.0, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    targets: list[str] = Field(
+        default_factory=lambda: ["all-linear"], min_length=1,
+        description="Module names (e.g. q_proj, v_proj) or ['all-linear'] for every linear layer but the LM head.",
+    )
+
+
 class TrainSettings(Frozen):
     """Fine-tuning settings that shape one cell's result (seeds are a grid axis, not a setting)."""
+
+    finetune: Literal["full", "lora"] = Field("full", description="Train every weight, or LoRA adapters only.")
+    lora: LoraSettings = Field(default_factory=LoraSettings, description="Used when finetune is 'lora'.")
 
     epochs: float = Field(3.0, gt=0, description="Passes over the corpus, when max_steps is not set.")
     max_steps: int | None = Field(None, gt=0, description="Optimizer steps; overrides epochs.")
@@ -241,7 +256,10 @@ class TrainSettings(Frozen):
     examples_per_batch: int | None = Field(
         None, gt=0, description="Examples per optimizer step (a fixed batch, as in the paper); overrides tokens_per_batch."
     )
-    max_length: int = Field(512, gt=8, description="Longest prompt + rationale, in tokens; longer are dropped.")
+    max_length: int = Field(512, gt=8, description="Longest prompt + rationale, in tokens.")
+    overlong: Literal["drop", "truncate"] = Field(
+        "drop", description="An example longer than max_length: dropped, or its rationale cut to fit; counted either way."
+    )
     packing: bool = Field(
         True, description="Pack each step's examples into rows (best-fit decreasing), attention kept inside each example; false: padded rows."
     )
@@ -260,7 +278,10 @@ class TrainSpec(TrainSettings):
 class EvalSpec(Frozen):
     max_new_tokens: int = Field(256, gt=0)
     test_size: int | None = Field(None, gt=0, description="First N test problems; None for all.")
-    batch_size: int = Field(64, gt=0)
+    batch_size: int = Field(64, gt=0, description="Prompts per generate call (transformers engine).")
+    engine: Literal["auto", "transformers", "vllm"] = Field(
+        "auto", description="Generation engine: auto is vllm on a GPU when vLLM is installed, else transformers."
+    )
 
 
 class ResourcesSpec(Frozen):
@@ -269,6 +290,11 @@ class ResourcesSpec(Frozen):
     gpus_per_worker: float = Field(0, ge=0)
     max_concurrent_trials: int | None = Field(None, ge=1, description="None: as many as the cluster fits.")
     trial_attempts: int = Field(1, ge=1, description="Attempts per cell before it is marked failed.")
+    sharding: Literal["fsdp", "ddp"] = Field(
+        "fsdp", description="With 2+ workers: FSDP2 (fully_shard per decoder layer) or DDP (full replicas)."
+    )
+    activation_checkpointing: bool = Field(False, description="Recompute each layer's activations in backward.")
+    compile: bool = Field(False, description="torch.compile each decoder layer (worth it on a GPU).")
     checkpoint_every_s: float = Field(
         60.0, ge=0, description="Checkpoint at an epoch end at most this often (always at the end); results do not change."
     )
