@@ -37,7 +37,8 @@ class Measurements(Frozen):
     train_s: float
     tokens_per_s: float
     final_loss: float
-    dropped_examples: int
+    dropped_examples: int  # corpus rows longer than max_length, left out
+    truncated_examples: int = 0  # corpus rows cut to max_length (overlong: truncate)
     eval_s: float
     teacher_accuracy: float  # the corpus's correct rate against gold (train split)
     mean_rationale_tokens: float  # mean target length in the student's tokens

@@ -99,7 +99,7 @@ def test_a_cell_trains_on_two_ray_train_workers(tmp_path, ray_local):
     # both ranks trained, each on its own share of the batch stream, and their tokens were summed
     corpus = load_corpus(outcome.paths, expand_grid(spec)[0].corpus)
     tokenizer = load_tokenizer(Path(outcome.paths.tokenizer))
-    examples, _ = encode_corpus(tokenizer, "arith", corpus, spec.training.max_length)
+    examples = encode_corpus(tokenizer, "arith", corpus, spec.training.max_length).examples
     stream = batch_stream(examples, spec.training.tokens_per_batch, seed=0, n_batches=6 * 2,
                           packed=spec.training.packing)
     assert row["train_tokens"] == sum(len(examples[i].input_ids) for batch in stream for i in batch)

@@ -36,8 +36,9 @@ def test_prompt_tokens_are_masked_from_the_loss(tokenizer):
 
 def test_batches_fit_the_token_budget_and_cover_the_epoch(tokenizer):
     corpus = pd.DataFrame({"question": [p.question for p in PROBLEMS], "rationale": [render(p, 6, "cot") for p in PROBLEMS]})
-    examples, dropped = encode_corpus(tokenizer, "arith", corpus, max_length=512)
-    assert dropped == 0
+    encoded = encode_corpus(tokenizer, "arith", corpus, max_length=512)
+    examples = encoded.examples
+    assert encoded.dropped == encoded.truncated == 0
     batches = batch_indices(examples, tokens_per_batch=1024, seed=0)
     assert sorted(i for batch in batches for i in batch) == list(range(len(examples)))
     for batch in batches:
@@ -50,12 +51,29 @@ def test_too_long_rows_are_dropped_and_all_too_long_is_an_error(tokenizer):
     corpus = pd.DataFrame({"question": [p.question for p in PROBLEMS[:5]], "rationale": [render(p, 6, "cot") for p in PROBLEMS[:5]]})
     with pytest.raises(ValueError, match="max_length=10"):
         encode_corpus(tokenizer, "arith", corpus, max_length=10)
+    full = encode_corpus(tokenizer, "arith", corpus, max_length=512).examples
+    limit = sorted(len(e.input_ids) for e in full)[2]  # the two longest rows are over it
+    dropped = encode_corpus(tokenizer, "arith", corpus, max_length=limit)
+    assert (len(dropped.examples), dropped.dropped, dropped.truncated) == (3, 2, 0)
+    assert all(len(e.input_ids) <= limit for e in dropped.examples)
+
+
+def test_truncate_keeps_the_prompt_and_the_start_of_the_rationale_and_counts_it(tokenizer):
+    corpus = pd.DataFrame({"question": [p.question for p in PROBLEMS[:5]], "rationale": [render(p, 6, "cot") for p in PROBLEMS[:5]]})
+    full = encode_corpus(tokenizer, "arith", corpus, max_length=512).examples
+    limit = sorted(len(e.input_ids) for e in full)[2]
+    cut = encode_corpus(tokenizer, "arith", corpus, max_length=limit, overlong="truncate")
+    assert (len(cut.examples), cut.dropped, cut.truncated) == (5, 0, 2)
+    long_ones = [e for e in full if len(e.input_ids) > limit]
+    for original, truncated in zip(long_ones, cut.examples[3:]):
+        assert truncated.input_ids == original.input_ids[:limit] and truncated.labels == original.labels[:limit]
+        assert truncated.input_ids[-1] != tokenizer.eos_token_id  # cut, so no end of sequence to learn
 
 
 def test_a_tiny_student_learns_from_a_few_steps(tokenizer):
     student = build_student(StudentSpec(name="t", tiny=TinyArch(layers=2, width=32, heads=2)), tokenizer, 256, seed=0)
     corpus = pd.DataFrame({"question": [p.question for p in PROBLEMS[:32]], "rationale": [render(p, 3, "cot") for p in PROBLEMS[:32]]})
-    examples, _ = encode_corpus(tokenizer, "arith", corpus, max_length=256)
+    examples = encode_corpus(tokenizer, "arith", corpus, max_length=256).examples
     batch = collate(examples, tokenizer.pad_token_id)
     before = [p.detach().clone() for p in student.parameters()]
     optimizer = torch.optim.AdamW(student.parameters(), lr=3e-3)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
+from typing import Literal
 
 import pandas as pd
 import torch
@@ -29,17 +30,30 @@ def encode_example(tokenizer: PreTrainedTokenizerBase, prompt: str, target: str)
     return Example(prompt_ids + target_ids, [IGNORE_INDEX] * len(prompt_ids) + target_ids)
 
 
+@dataclass(frozen=True)
+class EncodedCorpus:
+    examples: list[Example]
+    dropped: int  # rows longer than max_length left out (rule "drop", or no room for any target)
+    truncated: int  # rows whose rationale was cut to fit max_length (rule "truncate")
+
+
 def encode_corpus(tokenizer: PreTrainedTokenizerBase, dataset: str, corpus: pd.DataFrame,
-                  max_length: int) -> tuple[list[Example], int]:
-    """Examples that fit in max_length, and how many rows were dropped for being longer."""
+                  max_length: int, overlong: Literal["drop", "truncate"] = "drop") -> EncodedCorpus:
+    """The corpus as examples of at most max_length tokens; a longer one is dropped or, under
+    "truncate", keeps its prompt and the start of its rationale (a row whose prompt leaves no room
+    for a target token is dropped). Both counts go into the cell's result, never silently."""
     examples = [
         encode_example(tokenizer, question_prompt(dataset, question), rationale)
         for question, rationale in zip(corpus["question"], corpus["rationale"])
     ]
     kept = [e for e in examples if len(e.input_ids) <= max_length]
-    if not kept:
+    truncated = []
+    if overlong == "truncate":
+        cut = [Example(e.input_ids[:max_length], e.labels[:max_length]) for e in examples if len(e.input_ids) > max_length]
+        truncated = [e for e in cut if any(label != IGNORE_INDEX for label in e.labels)]
+    if not kept and not truncated:
         raise ValueError(f"every corpus row is longer than max_length={max_length} tokens")
-    return kept, len(examples) - len(kept)
+    return EncodedCorpus(kept + truncated, len(examples) - len(kept) - len(truncated), len(truncated))
 
 
 def mean_target_tokens(examples: list[Example]) -> float:
