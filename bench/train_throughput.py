@@ -64,6 +64,7 @@ from study.datasets import question_prompt, training_text  # noqa: E402
 from trainables.accounting import PEAK_BF16_FLOPS, FlopCount  # noqa: E402
 from trainables.data import Example, batch_indices, encode_example  # noqa: E402
 from trainables.packing import PackingPlan, flatten_for_varlen, step_micro_batches, use_varlen_attention  # noqa: E402
+from trainables.parallel import prepare_layers  # noqa: E402
 from trainables.step import TargetLoss, target_count, train_step  # noqa: E402
 from trainables.tokenizer import train_tokenizer  # noqa: E402
 
@@ -123,9 +124,7 @@ def run_ours(model: torch.nn.Module, examples: list[Example], pad_id: int, args:
     plan = PackingPlan(packing=True, pack_length=args.pack_length)
     if attention == "varlen":
         use_varlen_attention(model)
-    if args.compile:  # each decoder layer, in place: one small graph shared by all layers compiles fast
-        for layer in model.get_decoder().layers:
-            layer.compile(dynamic=True)
+    prepare_layers(model, activation_checkpointing=False, compile_layers=args.compile)  # as the trainer does
     loss_module = TargetLoss(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device == "cuda")
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)

@@ -8,6 +8,7 @@ resume: the same from a study folder's frozen spec.yaml, restoring the Tune expe
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -22,9 +23,9 @@ from analysis.figures import plot_all
 from study import storage
 from study.cells import Cell, corpus_keys, expand_grid
 from study.results import CellState, cell_states, collect_results, set_aside_corrupt_results
-from study.spec import StudySpec
+from study.spec import ResourcesSpec, StudySpec
 from study.storage import StudyPaths
-from study.studies import open_study, prepare_storage, study_lock
+from study.studies import StudyError, open_study, prepare_storage, study_lock
 from study.teachers.generate import build_corpora
 from trainables.cell import cell_config, run_cell
 from trainables.tokenizer import ensure_study_tokenizer
@@ -44,10 +45,34 @@ class StudyOutcome:
         return sum(1 for s in self.states if s.state == state)
 
 
-def init_ray() -> None:
-    """Join RAY_ADDRESS's cluster if set, else start a local one with this machine's CPUs."""
+class ClusterTooSmall(StudyError):
+    """A trial asks for more Train workers than the cluster can place; nothing was run."""
+
+
+def init_ray(resources: ResourcesSpec | None = None) -> None:
+    """Join RAY_ADDRESS's cluster if set, else start a local one with this machine's CPUs; then
+    check that one trial's Train workers (when given) fit in it."""
     if not ray.is_initialized():
         ray.init(include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": RAY_ENV_VARS})
+    if resources is not None:
+            check_trial_fits(resources, ray.cluster_resources(), autoscaling="RAY_ADDRESS" in os.environ)
+
+
+def check_trial_fits(resources: ResourcesSpec, cluster: dict[str, float], autoscaling: bool) -> None:
+    """Ray would wait forever for workers that cannot be placed: say so before anything starts.
+    A cluster joined through RAY_ADDRESS may grow (its autoscaler): there it is a warning."""
+    wanted = {"CPU": resources.workers_per_trial * resources.cpus_per_worker,
+              "GPU": resources.workers_per_trial * resources.gpus_per_worker}
+    short = [f"{wanted[kind]:g} {kind}s (workers_per_trial={resources.workers_per_trial} x "
+             f"{kind.lower()}s_per_worker={getattr(resources, kind.lower() + 's_per_worker'):g})"
+             for kind in wanted if wanted[kind] > cluster.get(kind, 0.0)]
+    if not short:
+        return
+    have = ", ".join(f"{cluster.get(kind, 0.0):g} {kind}s" for kind in wanted)
+    message = f"resources: one trial needs {' and '.join(short)}, but the cluster has {have}"
+    if not autoscaling:
+        raise ClusterTooSmall(message + "; lower resources.workers_per_trial or add nodes")
+    print(f"warning: {message}; trials wait until the autoscaler adds nodes", flush=True)
 
 
 def _trial_name(trial: tune.experiment.Trial) -> str:
@@ -124,7 +149,7 @@ def run_study(spec: StudySpec, trainable: Trainable = run_cell, break_lock: bool
         paths, cells = prepare_storage(spec)
         print(f"study {spec.name}: {len(cells)} cells -> {paths.root}", flush=True)
         set_aside_corrupt_results(paths, cells)
-        init_ray()
+        init_ray(spec.resources)
         _prepare_inputs(spec, paths)
         _new_tuner(spec, paths, cells, trainable).fit()
         return finish_study(paths, cells)
@@ -138,7 +163,7 @@ def resume_study(study_dir: str, trainable: Trainable = run_cell, break_lock: bo
         pending = [s for s in cell_states(paths, cells) if s.state != "done"]
         print(f"study {spec.name}: {len(cells) - len(pending)} of {len(cells)} cells done; resuming", flush=True)
         if pending:
-            init_ray()
+            init_ray(spec.resources)
             _prepare_inputs(spec, paths)
             restored = tune.Tuner.can_restore(paths.tune)
             if restored:

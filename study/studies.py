@@ -24,7 +24,7 @@ from study.storage import StudyPaths
 
 
 class StudyError(RuntimeError):
-    """A study that cannot start (storage, a changed spec, not a study folder); nothing was run."""
+    """A study that cannot start (storage, a changed spec, not a study folder, a cluster too small); nothing was run."""
 
 
 def prepare_storage(spec: StudySpec) -> tuple[StudyPaths, list[Cell]]:

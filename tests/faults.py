@@ -45,3 +45,34 @@ def fail_always(config: dict) -> None:
     with open(Path(config["study_root"]) / f"attempts-{cell.cell_id}", "a") as counter:
         counter.write("attempt\n")
     _run_failing(config)
+
+
+def failing_train_loop(fail_at_call: int, records: Path):
+    """A Train loop whose first attempt fails at its `fail_at_call`-th optimizer step on every
+    worker; each attempt records its step calls (records/calls-<rank>-<attempt>)."""
+
+    def loop(config: dict) -> None:
+        import ray.train
+
+        import trainables.train as train
+
+        rank = ray.train.get_context().get_world_rank()
+        attempt = len(list(records.glob(f"calls-{rank}-*")))
+        calls = records / f"calls-{rank}-{attempt}"
+        calls.touch()
+        real_step = train.train_step
+
+        def counted_step(*args: object, **kwargs: object) -> float:
+            with open(calls, "a") as log:
+                log.write("step\n")
+            if attempt == 0 and len(calls.read_text().splitlines()) == fail_at_call:
+                raise RuntimeError(f"injected failure at optimizer step {fail_at_call}")
+            return real_step(*args, **kwargs)
+
+        train.train_step = counted_step
+        try:
+            train.train_and_evaluate(config)
+        finally:
+            train.train_step = real_step
+
+    return loop

@@ -12,6 +12,7 @@ and neither needs transformers; only the Train workers import `trainables.train`
 from __future__ import annotations
 
 import traceback
+from collections.abc import Callable
 
 from ray import tune
 from ray.train import CheckpointConfig, RunConfig, ScalingConfig
@@ -59,10 +60,11 @@ def train_loop_per_worker(config: dict) -> None:
     train_and_evaluate(config)
 
 
-def fit_cell(cell: Cell, paths: StudyPaths, resources: ResourcesSpec) -> Measurements:
+def fit_cell(cell: Cell, paths: StudyPaths, resources: ResourcesSpec,
+             loop_per_worker: Callable[[dict], None] = train_loop_per_worker) -> Measurements:
     """Run the cell's Ray Train job; a rerun (same run name) resumes from its latest checkpoint."""
     trainer = TorchTrainer(
-        train_loop_per_worker,
+        loop_per_worker,
         train_loop_config=cell_config(cell, paths, resources),
         torch_config=TorchConfig(backend="nccl" if resources.gpus_per_worker else "gloo"),
         scaling_config=ScalingConfig(

@@ -7,14 +7,12 @@ No Ray here: the Train loop (trainables/train.py) and bench/train_throughput.py 
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel
 from transformers import PreTrainedModel
 
 from trainables.data import IGNORE_INDEX
+from trainables.parallel import gradient_sync
 
 
 def global_sum(value: float, world: int, device: torch.device | str = "cpu") -> float:
@@ -36,7 +34,7 @@ class TargetLoss(torch.nn.Module):
     The LM head runs only where a target exists: prompt tokens and row padding never reach it,
     which gives the same loss and gradients for less work. Packed batches carry position_ids and
     no attention mask, so transformers keeps attention inside each document
-    (trainables/packing.py). This module, not the bare model, is what DDP wraps."""
+    (trainables/packing.py). This module, not the bare model, is what DDP wraps and FSDP2 shards as its root."""
 
     def __init__(self, student: PreTrainedModel) -> None:
         super().__init__()
@@ -62,17 +60,14 @@ def train_step(loss_module: torch.nn.Module, optimizer: torch.optim.Optimizer, s
     """Forward and backward every micro-batch, then one optimizer step; returns the step's mean
     loss per target token (over all workers).
 
-    Each worker's backward sees loss_sum * world / step_targets: DDP averages gradients over the
-    world, which turns that into the sum over all workers' tokens / all of the step's targets."""
+    Each worker's backward sees loss_sum * world / step_targets: DDP and FSDP2 average gradients
+    over the world, which turns that into the sum over all workers' tokens / all of the step's targets."""
     device_type = torch.device(device).type
     step_targets = global_sum(sum(target_count(b) for b in micro_batches), world, device)
     loss_total = torch.zeros((), device=device)
     for number, batch in enumerate(micro_batches):
         last = number == len(micro_batches) - 1
-        # gradients are all-reduced once per step, after the last micro-batch
-        ddp = isinstance(loss_module, DistributedDataParallel)
-        sync = loss_module.no_sync() if ddp and not last else contextlib.nullcontext()
-        with sync:
+        with gradient_sync(loss_module, sync=last):
             with torch.autocast(device_type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
                 loss_sum = loss_module(to_device(batch, device))
             (loss_sum * (world / step_targets)).backward()

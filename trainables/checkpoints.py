@@ -1,0 +1,69 @@
+"""Training state as full (unsharded) tensors, whatever the layout: one worker, DDP or FSDP2.
+
+`gather` is collective (every worker calls it; rank 0 receives the tensors, on the CPU), `load`
+gives each worker its part of a saved state. The parameter names are those of the loss module
+(`student.` + the student's own), the same under every layout, so a run may resume with another
+number of workers or another sharding. A LoRA run keeps only the adapter weights: the base weights
+never change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+
+STATE_FILE = "trainer_state.pt"
+FULL_ON_RANK0 = StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+@dataclass
+class TrainingState:
+    model: dict[str, torch.Tensor]  # trained parameters (only the adapters under LoRA)
+    optimizer: dict
+    scheduler: dict
+    counters: dict  # step, train_tokens, train_s, train_flops, loss
+
+
+def has_frozen_parameters(loss_module: torch.nn.Module) -> bool:
+    return any(not parameter.requires_grad for parameter in loss_module.parameters())
+
+
+def gather(loss_module: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler, counters: dict) -> TrainingState:
+    """Collective: the full state on rank 0 (other ranks get empty tensors dicts)."""
+    model = get_model_state_dict(loss_module, options=FULL_ON_RANK0)
+    if has_frozen_parameters(loss_module):
+        trained = {name for name, parameter in loss_module.named_parameters() if parameter.requires_grad}
+        model = {name: tensor for name, tensor in model.items() if name in trained}
+    return TrainingState(
+        model=model,
+        optimizer=get_optimizer_state_dict(loss_module, optimizer, options=FULL_ON_RANK0),
+        scheduler=scheduler.state_dict(),
+        counters=dict(counters),
+    )
+
+
+def save(state: TrainingState, directory: Path) -> None:
+    torch.save({"model": state.model, "optimizer": state.optimizer, "scheduler": state.scheduler,
+                "counters": state.counters}, Path(directory) / STATE_FILE)
+
+
+def read(directory: Path) -> TrainingState:
+    saved = torch.load(Path(directory) / STATE_FILE, weights_only=False, map_location="cpu")
+    return TrainingState(**saved)
+
+
+def load(state: TrainingState, loss_module: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler) -> None:
+    """Every rank, with the full state read from the checkpoint: each takes its own shard."""
+    options = StateDictOptions(full_state_dict=True, strict=not has_frozen_parameters(loss_module))
+    set_model_state_dict(loss_module, state.model, options=options)
+    set_optimizer_state_dict(loss_module, optimizer, state.optimizer, options=options)
+    scheduler.load_state_dict(state.scheduler)
