@@ -28,6 +28,7 @@ from study.storage import StudyPaths
 from study.studies import StudyError, open_study, prepare_storage, study_lock
 from study.teachers.generate import build_corpora
 from trainables.cell import cell_config, run_cell
+from trainables.students import check_students
 from trainables.tokenizer import ensure_study_tokenizer
 
 Trainable = Callable[[dict], None]
@@ -138,6 +139,7 @@ def _new_tuner(spec: StudySpec, paths: StudyPaths, cells: list[Cell], trainable:
 
 
 def _prepare_inputs(spec: StudySpec, paths: StudyPaths) -> None:
+    check_students(spec)  # before any corpus is built: an unloadable student or LoRA target stops here
     keys = corpus_keys(spec)
     build_corpora(spec, paths, keys)
     ensure_study_tokenizer(paths, keys, spec.tokenizer.vocab_size)
