@@ -14,8 +14,8 @@ paper's split, loaded by study.datasets from SVAMP.json) in the training prompt
 The student is a tiny random LLaMA (2 layers, width 64, 2 heads: vLLM's CPU attention needs a
 head size of 32 or more), with a BPE tokenizer trained on the prompts (trainables/tokenizer.py).
 Random weights never write an answer sentence, so rows run to EOS or to `--max-new-tokens`:
-generated tokens/s is the honest measure, problems/s is shown beside it. Tokens are counted before EOS, as the evaluator counts them. One
-torch thread, as a study's trials use. `agree` is the share of problems whose output text equals
+generated tokens/s is the honest measure, problems/s is shown beside it. Tokens are counted
+before EOS, as the evaluator counts them. One torch thread, as a study's trials use. `agree` is the share of problems whose output text equals
 the per-example loop's (batching changes float rounding, rarely the greedy token).
 
 CPU (this 2-core machine; about 2 minutes, most of it the per-example loop and vLLM's start):
