@@ -15,8 +15,9 @@ The student is a tiny random LLaMA (2 layers, width 64, 2 heads: vLLM's CPU atte
 head size of 32 or more), with a BPE tokenizer trained on the prompts (trainables/tokenizer.py).
 Random weights never write an answer sentence, so rows run to EOS or to `--max-new-tokens`:
 generated tokens/s is the honest measure, problems/s is shown beside it. Tokens are counted
-before EOS, as the evaluator counts them. One torch thread, as a study's trials use. `agree` is the share of problems whose output text equals
-the per-example loop's (batching changes float rounding, rarely the greedy token).
+before EOS, as the evaluator counts them. One torch thread, as a study's trials use. `agree` is
+the share of problems whose output text equals the per-example loop's (batching changes float
+rounding, rarely the greedy token).
 
 CPU (this 2-core machine; about 2 minutes, most of it the per-example loop and vLLM's start):
     python bench/eval_throughput.py --data ../shared/data/svamp
@@ -46,6 +47,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -108,14 +110,15 @@ def per_example_generate(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizer
     return texts, tokens
 
 
-def time_baseline(model, tokenizer, problems: list[Problem], max_new_tokens: int) -> tuple[Run, list[str]]:
+def time_baseline(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerBase, problems: list[Problem], max_new_tokens: int) -> tuple[Run, list[str]]:
     per_example_generate(model, tokenizer, problems[:4], max_new_tokens)  # warm-up
     started = time.perf_counter()
     texts, tokens = per_example_generate(model, tokenizer, problems, max_new_tokens)
     return Run(BASELINE, len(problems), tokens, time.perf_counter() - started, None, None), texts
 
 
-def time_evaluator(model, tokenizer, problems: list[Problem], settings: EvalSpec, baseline_texts: list[str]) -> Run:
+def time_evaluator(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerBase, problems: list[Problem],
+                   settings: EvalSpec, baseline_texts: list[str]) -> Run:
     if settings.engine == "vllm":
         start_s = _timed(lambda: evaluate(model, tokenizer, "svamp", problems[:1], settings))[1]
     else:
@@ -128,7 +131,7 @@ def time_evaluator(model, tokenizer, problems: list[Problem], settings: EvalSpec
                wall_time_s, start_s, agree)
 
 
-def _timed(call) -> tuple[Evaluation, float]:
+def _timed(call: Callable[[], Evaluation]) -> tuple[Evaluation, float]:
     started = time.perf_counter()
     result = call()
     return result, time.perf_counter() - started
