@@ -110,7 +110,8 @@ def per_example_generate(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizer
     return texts, tokens
 
 
-def time_baseline(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerBase, problems: list[Problem], max_new_tokens: int) -> tuple[Run, list[str]]:
+def time_baseline(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerBase, problems: list[Problem],
+                  max_new_tokens: int) -> tuple[Run, list[str]]:
     per_example_generate(model, tokenizer, problems[:4], max_new_tokens)  # warm-up
     started = time.perf_counter()
     texts, tokens = per_example_generate(model, tokenizer, problems, max_new_tokens)
