@@ -139,7 +139,6 @@ def _new_tuner(spec: StudySpec, paths: StudyPaths, cells: list[Cell], trainable:
 
 
 def _prepare_inputs(spec: StudySpec, paths: StudyPaths) -> None:
-    check_students(spec)  # before any corpus is built: an unloadable student or LoRA target stops here
     keys = corpus_keys(spec)
     build_corpora(spec, paths, keys)
     ensure_study_tokenizer(paths, keys, spec.tokenizer.vocab_size)
@@ -147,6 +146,7 @@ def _prepare_inputs(spec: StudySpec, paths: StudyPaths) -> None:
 
 def run_study(spec: StudySpec, trainable: Trainable = run_cell, break_lock: bool = False) -> StudyOutcome:
     """One driver per study: a second `run`/`resume` of it refuses (study.studies.study_lock)."""
+    check_students(spec)  # first: an unloadable student or LoRA target stops the run before it writes
     with study_lock(StudyPaths.of(spec.storage, spec.name), "run", break_lock):
         paths, cells = prepare_storage(spec)
         print(f"study {spec.name}: {len(cells)} cells -> {paths.root}", flush=True)
@@ -165,6 +165,7 @@ def resume_study(study_dir: str, trainable: Trainable = run_cell, break_lock: bo
         pending = [s for s in cell_states(paths, cells) if s.state != "done"]
         print(f"study {spec.name}: {len(cells) - len(pending)} of {len(cells)} cells done; resuming", flush=True)
         if pending:
+            check_students(spec)
             init_ray(spec.resources)
             _prepare_inputs(spec, paths)
             restored = tune.Tuner.can_restore(paths.tune)

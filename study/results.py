@@ -40,6 +40,7 @@ class Measurements(Frozen):
     dropped_examples: int  # corpus rows longer than max_length, left out
     truncated_examples: int = 0  # corpus rows cut to max_length (overlong: truncate)
     eval_s: float
+    eval_engine: str = "transformers"  # transformers | vllm (EvalSpec.engine, resolved on the worker)
     teacher_accuracy: float  # the corpus's correct rate against gold (train split)
     mean_rationale_tokens: float  # mean target length in the student's tokens
     peak_memory_gb: float | None = None  # peak GPU memory allocated in training (rank 0); None on CPU

@@ -89,9 +89,11 @@ def test_a_cell_that_always_fails_is_failed_after_the_specs_attempts_and_the_oth
     assert "FAILED arith.answer_only.s.sft.s0" in status and "injected failure" in status
 
 
-def test_a_cell_trains_on_two_ray_train_workers(tmp_path, ray_local):
+def test_a_cell_trains_on_two_ddp_workers(tmp_path, ray_local):
+    """DDP end to end (FSDP2 is in test_sharded_training.py)."""
     spec = parse_spec(small_spec(tmp_path / "out", name="two-workers", formats=["answer_only"],
-                                 resources={"workers_per_trial": 2, "cpus_per_worker": 1}))
+                                 resources={"workers_per_trial": 2, "cpus_per_worker": 1,
+                                            "sharding": "ddp"}))
     outcome = run_study(spec)
     assert outcome.count("done") == 1
     row = outcome.results.iloc[0]

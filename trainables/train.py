@@ -1,18 +1,23 @@
 """What each Ray Train worker runs for one cell: fine-tune the student, then evaluate it.
 
-Reads top to bottom: setup (tokenizer, corpus, model, optimizer), resume from the run's latest
-checkpoint if there is one, train (a checkpoint every epoch and at the end), then rank 0 evaluates
-on the test split, writes predictions.parquet and reports the cell's measurements. The budget is
-a number of optimizer steps (from epochs or max_steps), never seconds. Each step's examples are
-packed into rows with attention kept inside each example (trainables/packing.py), and the loss is
-averaged per target token over the whole step, across workers (trainables/step.py).
+Reads top to bottom: the data (tokenizer, corpus, batch stream), the layout (student, LoRA,
+activation checkpointing, compile, FSDP2 or DDP over workers: trainables/parallel.py, optimizer),
+resume from the run's latest checkpoint if there is one, train (a checkpoint at an epoch end at
+most every checkpoint_every_s, and at the end), then rank 0 rebuilds an unsharded student from
+the final state (LoRA adapters merged), evaluates it on the test split, writes predictions.parquet
+and reports the cell's measurements. The budget is a number of optimizer steps (from epochs or
+max_steps), never seconds. Each step's examples are packed into rows with attention kept inside
+each example (trainables/packing.py), and the loss is averaged per target token over the whole
+step, across workers (trainables/step.py).
 """
 
 from __future__ import annotations
 
+import gc
 import itertools
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import ray.train
@@ -28,22 +33,25 @@ from study.datasets import load_split
 from study.results import Measurements
 from study.spec import ResourcesSpec
 from study.storage import StudyPaths
+from trainables import checkpoints
 from trainables.accounting import FlopCount, peak_flops
-from trainables.data import (
-    Example,
-    batch_indices,
-    encode_corpus,
-    mean_target_tokens,
-    steps_per_epoch,
-    total_steps,
-)
+from trainables.checkpoints import TrainingState
+from trainables.data import Example, batch_indices, encode_corpus, mean_target_tokens, steps_per_epoch, total_steps
 from trainables.evaluate import evaluate
-from trainables.packing import flatten_for_varlen, plan_packing, step_micro_batches, use_varlen_attention
+from trainables.lora import merged, with_lora
+from trainables.packing import (
+    PackingPlan,
+    flatten_for_varlen,
+    plan_packing,
+    step_micro_batches,
+    use_varlen_attention,
+)
+from trainables.parallel import distribute, prepare_layers
 from trainables.step import TargetLoss, global_sum, target_count, train_step
 from trainables.students import build_student, parameter_count, student_tokenizer
 from trainables.tokenizer import load_tokenizer
 
-TRAINER_STATE = "trainer_state.pt"
+FRESH_COUNTERS = {"step": 0, "train_tokens": 0, "train_s": 0.0, "train_flops": 0.0, "loss": float("nan")}
 
 
 def load_study_tokenizer(paths: StudyPaths, local_dir: Path) -> PreTrainedTokenizerBase:
@@ -61,25 +69,105 @@ def batch_stream(examples: list[Example], tokens_per_batch: int, seed: int, n_ba
     raise AssertionError("unreachable")
 
 
-def _save_checkpoint(model: PreTrainedModel, optimizer, scheduler, state: dict, directory: Path) -> None:
-    model.save_pretrained(directory)
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), **state},
-               directory / TRAINER_STATE)
+@dataclass(frozen=True)
+class TrainingData:
+    examples: list[Example]
+    plan: PackingPlan
+    stream: list[list[int]]  # batch b of step s on rank r is stream[s * world + r]
+    n_steps: int
+    per_epoch: int
+    measures: dict  # corpus facts for the result row
 
 
-def _restore(model: PreTrainedModel, optimizer, scheduler) -> dict:
-    """Load the run's latest checkpoint into model and optimizer; the saved counters, or zeros."""
+def training_data(cell: Cell, paths: StudyPaths, tokenizer: PreTrainedTokenizerBase, world: int) -> TrainingData:
+    settings = cell.train
+    corpus = load_corpus(paths, cell.corpus)
+    encoded = encode_corpus(tokenizer, cell.corpus.dataset.name, training_rows(cell.corpus, corpus),
+                            settings.max_length, settings.overlong)
+    examples = encoded.examples
+    # a fixed batch is per optimizer step across all workers: each worker takes its share
+    worker_examples = -(-settings.examples_per_batch // world) if settings.examples_per_batch else None
+    plan = plan_packing(examples, settings.packing, settings.pack_length)
+    per_epoch = steps_per_epoch(examples, settings.tokens_per_batch, world, worker_examples, plan.packing)
+    n_steps = total_steps(settings.epochs, settings.max_steps, per_epoch)
+    stream = batch_stream(examples, settings.tokens_per_batch, cell.seed, n_steps * world, worker_examples, plan.packing)
+    measures = {"dropped_examples": encoded.dropped, "truncated_examples": encoded.truncated,
+                "teacher_accuracy": float(corpus["correct"].mean()), "mean_rationale_tokens": mean_target_tokens(examples)}
+    return TrainingData(examples, plan, stream, n_steps, per_epoch, measures)
+
+
+@dataclass
+class Layout:
+    """The student as trained: `core` (the loss module, named the same under every layout) and
+    `trained` (what steps: core itself, core sharded in place by FSDP2, or core wrapped by DDP)."""
+
+    student: PreTrainedModel
+    core: TargetLoss
+    trained: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    varlen: bool
+
+
+def build_layout(cell: Cell, resources: ResourcesSpec, tokenizer: PreTrainedTokenizerBase, data: TrainingData,
+                 device: torch.device, world: int) -> Layout:
+    """GPU: bf16 compute over fp32 master weights, fused AdamW, varlen flash attention when packing."""
+    settings = cell.train
+    student = build_student(cell.student, tokenizer, settings.max_length, cell.seed).to(device)
+    if settings.finetune == "lora":
+        student = with_lora(student, settings.lora, cell.student.name)
+    varlen = data.plan.packing and device.type == "cuda"
+    if varlen:
+        use_varlen_attention(student)
+    prepare_layers(student, resources.activation_checkpointing, resources.compile)
+    core = TargetLoss(student)
+    trained = distribute(core, student, world, resources.sharding, device)
+    optimizer = torch.optim.AdamW([p for p in core.parameters() if p.requires_grad], lr=settings.lr_peak,
+                                  weight_decay=settings.weight_decay, fused=device.type == "cuda")
+    scheduler = get_scheduler(settings.schedule, optimizer, num_warmup_steps=int(settings.warmup_ratio * data.n_steps),
+                              num_training_steps=data.n_steps)
+    return Layout(student, core, trained, optimizer, scheduler, varlen)
+
+
+def _resume(layout: Layout) -> dict:
+    """Load the run's latest checkpoint (every rank takes its shard); the saved counters, or zeros."""
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
-        return {"step": 0, "train_tokens": 0, "train_s": 0.0, "train_flops": 0.0, "loss": float("nan")}
+        return dict(FRESH_COUNTERS)
     with checkpoint.as_directory() as directory:
-        saved = type(model).from_pretrained(directory)
-        model.load_state_dict(saved.state_dict())
-        state = torch.load(Path(directory) / TRAINER_STATE, weights_only=False)
-    optimizer.load_state_dict(state.pop("optimizer"))
-    scheduler.load_state_dict(state.pop("scheduler"))
-    print(f"resumed from checkpoint at step {state['step']}", flush=True)
-    return state
+        state = checkpoints.read(Path(directory))
+    checkpoints.load(state, layout.core, layout.optimizer, layout.scheduler)
+    print(f"resumed from checkpoint at step {state.counters['step']}", flush=True)
+    return state.counters
+
+
+def train(cell: Cell, resources: ResourcesSpec, layout: Layout, data: TrainingData, tokenizer: PreTrainedTokenizerBase,
+          device: torch.device, rank: int, world: int) -> TrainingState:
+    """Steps from the resumed one to the last; returns the final state, gathered on rank 0."""
+    counters = _resume(layout)
+    layout.trained.train()
+    autocast = torch.bfloat16 if device.type == "cuda" else None
+    count_flops = FlopCount.of(layout.student)
+    started = last_checkpoint = time.monotonic()
+    for step in range(counters["step"], data.n_steps):
+        chosen = [data.examples[i] for i in data.stream[step * world + rank]]
+        micro_batches = step_micro_batches(chosen, data.plan, tokenizer.pad_token_id, cell.train.micro_batch_tokens)
+        if layout.varlen:
+            micro_batches = [flatten_for_varlen(batch, data.plan.row_length(chosen)) for batch in micro_batches]
+        loss = train_step(layout.trained, layout.optimizer, layout.scheduler, micro_batches, world, device, autocast)
+        lengths = [len(e.input_ids) for e in chosen]
+        counters["train_tokens"] += int(global_sum(sum(lengths), world, device))
+        targets = sum(target_count(b) for b in micro_batches)
+        counters["train_flops"] += global_sum(count_flops(lengths, targets), world, device)
+        counters.update(step=step + 1, loss=loss)
+        if counters["step"] % data.per_epoch == 0 or counters["step"] == data.n_steps:
+            counters["train_s"] += time.monotonic() - started
+            started = time.monotonic()
+            if counters["step"] < data.n_steps and _checkpoint_due(last_checkpoint, resources.checkpoint_every_s,
+                                                                     world, device):
+                _report(checkpoints.gather(layout.core, layout.optimizer, layout.scheduler, counters), rank, metrics={})
+                last_checkpoint = time.monotonic()
+    return checkpoints.gather(layout.core, layout.optimizer, layout.scheduler, counters)
 
 
 def train_and_evaluate(config: dict) -> None:
@@ -89,72 +177,43 @@ def train_and_evaluate(config: dict) -> None:
     torch.set_num_threads(max(1, int(resources.cpus_per_worker)))
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    settings = cell.train
-
     with tempfile.TemporaryDirectory() as scratch:
         tokenizer = student_tokenizer(cell.student, load_study_tokenizer(paths, Path(scratch) / "tokenizer"))
-    corpus = load_corpus(paths, cell.corpus)
-    examples, dropped = encode_corpus(tokenizer, cell.corpus.dataset.name, training_rows(cell.corpus, corpus),
-                                      settings.max_length)
-    corpus_measures = {"dropped_examples": dropped, "teacher_accuracy": float(corpus["correct"].mean()),
-                       "mean_rationale_tokens": mean_target_tokens(examples)}
-    # a fixed batch is per optimizer step across all workers: each worker takes its share
-    worker_examples = -(-settings.examples_per_batch // world) if settings.examples_per_batch else None
-    plan = plan_packing(examples, settings.packing, settings.pack_length)
-    per_epoch = steps_per_epoch(examples, settings.tokens_per_batch, world, worker_examples, plan.packing)
-    n_steps = total_steps(settings.epochs, settings.max_steps, per_epoch)
-    stream = batch_stream(examples, settings.tokens_per_batch, cell.seed, n_steps * world, worker_examples, plan.packing)
-
-    # GPU: bf16 autocast over fp32 master weights, fused AdamW, varlen flash attention when packing
+    data = training_data(cell, paths, tokenizer, world)
     device = ray.train.torch.get_device() if resources.gpus_per_worker > 0 else torch.device("cpu")
-    student = build_student(cell.student, tokenizer, settings.max_length, cell.seed).to(device)
-    optimizer = torch.optim.AdamW(student.parameters(), lr=settings.lr_peak, weight_decay=settings.weight_decay,
-                                  fused=device.type == "cuda")
-    scheduler = get_scheduler(settings.schedule, optimizer, num_warmup_steps=int(settings.warmup_ratio * n_steps),
-                              num_training_steps=n_steps)
-    state = {"train_flops": 0.0, **_restore(student, optimizer, scheduler)}
-    varlen = plan.packing and device.type == "cuda"
-    if varlen:
-        use_varlen_attention(student)
-    loss_module = TargetLoss(student)
-    if world > 1:
-        loss_module = ray.train.torch.prepare_model(loss_module)
-    student.train()
-    autocast = torch.bfloat16 if device.type == "cuda" else None
-    count_flops = FlopCount.of(student)
-
-    started = last_checkpoint = time.monotonic()
-    for step in range(state["step"], n_steps):
-        chosen = [examples[i] for i in stream[step * world + rank]]
-        micro_batches = step_micro_batches(chosen, plan, tokenizer.pad_token_id, settings.micro_batch_tokens)
-        if varlen:
-            micro_batches = [flatten_for_varlen(batch, plan.row_length(chosen)) for batch in micro_batches]
-        loss = train_step(loss_module, optimizer, scheduler, micro_batches, world, device, autocast)
-        lengths = [len(e.input_ids) for e in chosen]
-        state["train_tokens"] += int(global_sum(sum(lengths), world, device))
-        state["train_flops"] += global_sum(count_flops(lengths, sum(target_count(b) for b in micro_batches)), world, device)
-        state.update(step=step + 1, loss=loss)
-        if state["step"] % per_epoch == 0 or state["step"] == n_steps:
-            state["train_s"] += time.monotonic() - started
-            started = time.monotonic()
-            if state["step"] < n_steps and _checkpoint_due(last_checkpoint, resources.checkpoint_every_s, world, device):
-                _report_checkpoint(student, optimizer, scheduler, state, rank, metrics={})
-                last_checkpoint = time.monotonic()
-
-    if varlen:
-        student.set_attn_implementation("sdpa")  # generation needs a KV cache and a padding mask
+    layout = build_layout(cell, resources, tokenizer, data, device, world)
+    final = train(cell, resources, layout, data, tokenizer, device, rank, world)
+    del layout  # free the training memory (sharded weights, optimizer) before evaluation
+    gc.collect()
+    cost = {"peak_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
+            "mfu": _mfu(final.counters, world, device)}
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
     # Train's result keeps the metrics of the last checkpointed report: the final checkpoint
     # carries the evaluation, so a restart after it only re-evaluates.
-    cost = {"peak_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
-            "mfu": _mfu(state, world, device)}
-    measured = _evaluate_rank0(cell, paths, student, tokenizer, state, {**corpus_measures, **cost}) if rank == 0 else {}
-    _report_checkpoint(student, optimizer, scheduler, state, rank, metrics=measured)
+    measured = {}
+    if rank == 0:
+        student = evaluation_student(cell, tokenizer, final, device)
+        measured = _evaluate(cell, paths, student, tokenizer, final.counters, {**data.measures, **cost})
+    _report(final, rank, metrics=measured)
 
 
-def _mfu(state: dict, world: int, device: torch.device) -> float | None:
+def evaluation_student(cell: Cell, tokenizer: PreTrainedTokenizerBase, state: TrainingState,
+                       device: torch.device) -> PreTrainedModel:
+    """A plain (unsharded, uncompiled) student with the trained weights; LoRA adapters merged."""
+    student = build_student(cell.student, tokenizer, cell.train.max_length, cell.seed)
+    if cell.train.finetune == "lora":
+        student = with_lora(student, cell.train.lora, cell.student.name)
+    loaded = TargetLoss(student).load_state_dict(state.model, strict=cell.train.finetune == "full")
+    if loaded.unexpected_keys:  # LoRA loads only the adapters: every saved name must still fit
+        raise RuntimeError(f"trained state does not fit the student: {loaded.unexpected_keys[:5]}")
+    return merged(student).to(device)
+
+
+def _mfu(counters: dict, world: int, device: torch.device) -> float | None:
     """Model FLOPs utilization of training, per GPU (trainables/accounting.py); None off a listed GPU."""
     peak = peak_flops(device)
-    return state["train_flops"] / (max(state["train_s"], 1e-9) * world * peak) if peak else None
+    return counters["train_flops"] / (max(counters["train_s"], 1e-9) * world * peak) if peak else None
 
 
 def _checkpoint_due(last_checkpoint: float, every_s: float, world: int, device: torch.device) -> bool:
@@ -165,11 +224,10 @@ def _checkpoint_due(last_checkpoint: float, every_s: float, world: int, device: 
     return bool(due.item())
 
 
-def _evaluate_rank0(cell: Cell, paths: StudyPaths, student: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
-                    state: dict, corpus_measures: dict) -> dict:
+def _evaluate(cell: Cell, paths: StudyPaths, student: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+              counters: dict, measures: dict) -> dict:
     problems = load_split(cell.corpus.dataset, "test")[: cell.evaluation.test_size]
-    evaluation = evaluate(student, tokenizer, cell.corpus.dataset.name, problems,
-                          cell.evaluation.max_new_tokens, cell.evaluation.batch_size)
+    evaluation = evaluate(student, tokenizer, cell.corpus.dataset.name, problems, cell.evaluation)
     storage.write_parquet_atomic(paths.cell_predictions(cell.cell_id), evaluation.predictions)
     predictions = evaluation.predictions
     return Measurements(
@@ -178,22 +236,24 @@ def _evaluate_rank0(cell: Cell, paths: StudyPaths, student: PreTrainedModel, tok
         n_test=len(predictions),
         n_correct=int(predictions["correct"].sum()),
         n_unextractable=evaluation.n_unextractable,
-        mean_generated_tokens=float(predictions["generated_tokens"].mean()),
-        train_tokens=state["train_tokens"],
-        train_steps=state["step"],
-        train_s=state["train_s"],
-        tokens_per_s=state["train_tokens"] / max(state["train_s"], 1e-9),
-        final_loss=state["loss"],
+        mean_generated_tokens=evaluation.mean_generated_tokens,
+        train_tokens=counters["train_tokens"],
+        train_steps=counters["step"],
+        train_s=counters["train_s"],
+        tokens_per_s=counters["train_tokens"] / max(counters["train_s"], 1e-9),
+        final_loss=counters["loss"],
         eval_s=evaluation.eval_s,
-        **corpus_measures,
+        eval_engine=evaluation.engine,
+        **measures,
     ).model_dump()
 
 
-def _report_checkpoint(model: PreTrainedModel, optimizer, scheduler, state: dict, rank: int, metrics: dict) -> None:
-    progress = {"step": state["step"], "loss": state["loss"], "train_tokens": state["train_tokens"]}
+def _report(state: TrainingState, rank: int, metrics: dict) -> None:
+    """Collective: every rank reports; rank 0 attaches the checkpoint (the full state it gathered)."""
+    progress = {name: state.counters[name] for name in ("step", "loss", "train_tokens")}
     with tempfile.TemporaryDirectory() as directory:
         checkpoint = None
         if rank == 0:
-            _save_checkpoint(model, optimizer, scheduler, state, Path(directory))
+            checkpoints.save(state, Path(directory))
             checkpoint = Checkpoint.from_directory(directory)
         ray.train.report({**progress, **metrics}, checkpoint=checkpoint)
