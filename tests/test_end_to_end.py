@@ -8,6 +8,7 @@ from pathlib import Path
 import faults
 import pandas as pd
 import pytest
+import torch
 from conftest import small_spec, write_spec
 from ray import cloudpickle
 
@@ -89,15 +90,23 @@ def test_a_cell_that_always_fails_is_failed_after_the_specs_attempts_and_the_oth
     assert "FAILED arith.answer_only.s.sft.s0" in status and "injected failure" in status
 
 
-def test_a_cell_trains_on_two_ddp_workers(tmp_path, ray_local):
-    """DDP end to end (FSDP2 is in test_sharded_training.py)."""
+def test_a_lora_cell_trains_on_two_ddp_workers(tmp_path, ray_local):
+    """DDP and LoRA end to end (FSDP2 is in test_sharded_training.py): the checkpoint keeps only
+    the adapters, and the student evaluated is the plain model with them merged."""
     spec = parse_spec(small_spec(tmp_path / "out", name="two-workers", formats=["answer_only"],
-                                 resources={"workers_per_trial": 2, "cpus_per_worker": 1,
-                                            "sharding": "ddp"}))
+                                 training={"max_steps": 6, "tokens_per_batch": 2048, "max_length": 256,
+                                           "finetune": "lora", "lora": {"rank": 4, "targets": ["q_proj", "v_proj"]}},
+                                 resources={"workers_per_trial": 2, "cpus_per_worker": 1, "sharding": "ddp"}))
     outcome = run_study(spec)
     assert outcome.count("done") == 1
     row = outcome.results.iloc[0]
     assert row["train_steps"] == 6 and row["n_test"] == 16
+    width, layers, vocab = 32, 1, len(load_tokenizer(Path(outcome.paths.tokenizer)))
+    per_layer = 4 * width * width + 3 * width * 4 * width + 2 * width  # attention, MLP (4x), two norms
+    assert row["student_params"] == vocab * width + layers * per_layer + width  # merged: no adapters left
+    (saved,) = Path(outcome.paths.cell_dir(row["cell_id"])).glob("train/checkpoint_*/trainer_state.pt")
+    adapters = torch.load(saved, weights_only=False)["model"]
+    assert sorted({name.split(".")[-3] for name in adapters}) == ["lora_A", "lora_B"] and len(adapters) == 4
     # both ranks trained, each on its own share of the batch stream, and their tokens were summed
     corpus = load_corpus(outcome.paths, expand_grid(spec)[0].corpus)
     tokenizer = load_tokenizer(Path(outcome.paths.tokenizer))

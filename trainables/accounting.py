@@ -11,25 +11,33 @@ import torch
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 
 
+def _matmul_flops_per_token(weight: torch.Tensor) -> int:
+    """Forward 2 + gradient of the input 2 per parameter; + 2 for the weight's own gradient when
+    it trains (a LoRA run's frozen base weights need none)."""
+    return (6 if weight.requires_grad else 4) * weight.numel()
+
+
 @dataclass(frozen=True)
 class FlopCount:
-    """Training FLOPs that documents need: 6 per matmul parameter per token (the LM head's only at
-    target tokens, the only place it is needed), plus causal attention inside each document
-    (6 x layers x hidden x length^2). Padding is never counted."""
+    """Training FLOPs that documents need: per token, 6 per trained matmul parameter (4 per frozen
+    one), the LM head's only at target tokens, the only place it is needed; plus causal attention
+    inside each document (6 x layers x hidden x length^2). Padding is never counted."""
 
-    body_params: int
-    head_params: int
+    body_flops: int  # per token
+    head_flops: int  # per target token
     layers_x_hidden: int
 
     @classmethod
     def of(cls, model: torch.nn.Module) -> FlopCount:
-        matmul_params = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
-        head_params = model.get_output_embeddings().weight.numel()
-        return cls(matmul_params - head_params, head_params, model.config.num_hidden_layers * model.config.hidden_size)
+        head = model.get_output_embeddings()
+        body = sum(_matmul_flops_per_token(m.weight) for m in model.modules()
+                   if isinstance(m, torch.nn.Linear) and m is not head)
+        config = model.config
+        return cls(body, _matmul_flops_per_token(head.weight), config.num_hidden_layers * config.hidden_size)
 
     def __call__(self, lengths: list[int], targets: int) -> float:
         attention = 6 * self.layers_x_hidden * sum(n * n for n in lengths)
-        return 6 * self.body_params * sum(lengths) + 6 * self.head_params * targets + attention
+        return self.body_flops * sum(lengths) + self.head_flops * targets + attention
 
 
 def peak_flops(device: torch.device) -> float | None:
