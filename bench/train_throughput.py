@@ -32,6 +32,10 @@ Measured 2026-11-24. CPU (this 2-core machine, shared and loaded, one torch thre
 examples, 169k timed tokens): three runs gave ours 20,737 / 15,967 / 7,412 tokens/s against the
 Trainer's 12,112 / 10,899 / 4,908, ratios 1.71x / 1.47x / 1.51x (per CPU-second of the process:
 1.63x / 1.46x / 1.68x); with one row length (the step's longest) it was 1.38x (1.44x).
+Again on an idle machine, after the trainer moved to trainables/parallel.py (session 3): 21,355 and
+21,445 tokens/s against 13,374 and 13,365: 1.60x and 1.60x. With `--compile` on CPU: 4,250 against
+12,267 tokens/s (0.35x): row lengths change every step, so the layers recompile inside the timed
+window; compile is for a GPU with fixed rows (`pack_length`).
 GPU (one run each; NVIDIA H100 80GB HBM3, torch 2.11, transformers 5.17,
 3000 examples, 3 warm-up steps left out; ours timed over 6 steps, 182k tokens):
     ours (varlen, compiled, rows of 512)   59,545 tokens/s  40.7% MFU  53.7 GB peak  13.4x
