@@ -56,16 +56,15 @@ def init_ray(resources: ResourcesSpec | None = None) -> None:
     if not ray.is_initialized():
         ray.init(include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": RAY_ENV_VARS})
     if resources is not None:
-            check_trial_fits(resources, ray.cluster_resources(), autoscaling="RAY_ADDRESS" in os.environ)
+        check_trial_fits(resources, ray.cluster_resources(), autoscaling="RAY_ADDRESS" in os.environ)
 
 
 def check_trial_fits(resources: ResourcesSpec, cluster: dict[str, float], autoscaling: bool) -> None:
     """Ray would wait forever for workers that cannot be placed: say so before anything starts.
     A cluster joined through RAY_ADDRESS may grow (its autoscaler): there it is a warning."""
-    wanted = {"CPU": resources.workers_per_trial * resources.cpus_per_worker,
-              "GPU": resources.workers_per_trial * resources.gpus_per_worker}
+    wanted = resources.per_trial
     short = [f"{wanted[kind]:g} {kind}s (workers_per_trial={resources.workers_per_trial} x "
-             f"{kind.lower()}s_per_worker={getattr(resources, kind.lower() + 's_per_worker'):g})"
+             f"{kind.lower()}s_per_worker={resources.per_worker[kind]:g})"
              for kind in wanted if wanted[kind] > cluster.get(kind, 0.0)]
     if not short:
         return
@@ -118,8 +117,7 @@ def _trainable_with_resources(trainable: Trainable) -> tune.trainable.Trainable:
 def _max_concurrent(spec: StudySpec) -> int:
     if spec.resources.max_concurrent_trials is not None:
         return spec.resources.max_concurrent_trials
-    per_trial = spec.resources.workers_per_trial * spec.resources.cpus_per_worker
-    return max(1, int(ray.cluster_resources().get("CPU", 1) // per_trial))
+    return max(1, int(ray.cluster_resources().get("CPU", 1) // spec.resources.per_trial["CPU"]))
 
 
 def _new_tuner(spec: StudySpec, paths: StudyPaths, cells: list[Cell], trainable: Trainable) -> tune.Tuner:

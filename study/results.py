@@ -66,8 +66,7 @@ class CellResult(Measurements):
     @classmethod
     def describe(cls, cell: Cell, measured: Measurements, resources: ResourcesSpec) -> CellResult:
         key = cell.corpus
-        gpus = resources.gpus_per_worker
-        gpu_s = measured.train_s * gpus * resources.workers_per_trial + measured.eval_s * gpus
+        gpu_s = measured.train_s * resources.per_trial["GPU"] + measured.eval_s * resources.per_worker["GPU"]
         return cls(cell_id=cell.cell_id, name=cell.name, dataset=key.dataset.name, teacher=key.teacher_name,
                    granularity=key.granularity, format=key.format, student=cell.student.name, method=cell.method,
                    seed=cell.seed, corpus_id=key.corpus_id, gpu_s=gpu_s, versions=package_versions(),

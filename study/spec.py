@@ -299,6 +299,16 @@ class ResourcesSpec(Frozen):
         60.0, ge=0, description="Checkpoint at an epoch end at most this often (always at the end); results do not change."
     )
 
+    @property
+    def per_worker(self) -> dict[str, float]:
+        """Ray resources of one Train worker."""
+        return {"CPU": self.cpus_per_worker, "GPU": self.gpus_per_worker}
+
+    @property
+    def per_trial(self) -> dict[str, float]:
+        """Ray resources of one trial: all of its Train workers (the trial itself holds none)."""
+        return {kind: amount * self.workers_per_trial for kind, amount in self.per_worker.items()}
+
 
 class TokenizerSpec(Frozen):
     vocab_size: int = Field(1024, ge=300, le=65536, description="BPE vocabulary of the study tokenizer.")

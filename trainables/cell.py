@@ -70,7 +70,7 @@ def fit_cell(cell: Cell, paths: StudyPaths, resources: ResourcesSpec,
         scaling_config=ScalingConfig(
             num_workers=resources.workers_per_trial,
             use_gpu=resources.gpus_per_worker > 0,
-            resources_per_worker={"CPU": resources.cpus_per_worker, "GPU": resources.gpus_per_worker},
+            resources_per_worker=resources.per_worker,
         ),
         run_config=RunConfig(name="train", storage_path=paths.cell_dir(cell.cell_id),
                              checkpoint_config=CheckpointConfig(num_to_keep=1)),
