@@ -61,9 +61,21 @@ def read(directory: Path) -> TrainingState:
     return TrainingState(**saved)
 
 
+def _full_state_options(loss_module: torch.nn.Module) -> StateDictOptions:
+    """A full state, all of it expected, but for a LoRA run's frozen weights (never saved)."""
+    return StateDictOptions(full_state_dict=True, strict=not has_frozen_parameters(loss_module))
+
+
+def load_model(state: TrainingState, loss_module: torch.nn.Module) -> None:
+    """The trained weights into `loss_module`, sharded (each rank takes its shard) or plain."""
+    # a copy: for a partial load, set_model_state_dict fills the missing names into the dict it gets
+    loaded = set_model_state_dict(loss_module, dict(state.model), options=_full_state_options(loss_module))
+    if loaded.unexpected_keys:  # a partial (LoRA) load is not strict: every saved name must still fit
+        raise RuntimeError(f"trained state does not fit the student: {loaded.unexpected_keys[:5]}")
+
+
 def load(state: TrainingState, loss_module: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler) -> None:
     """Every rank, with the full state read from the checkpoint: each takes its own shard."""
-    options = StateDictOptions(full_state_dict=True, strict=not has_frozen_parameters(loss_module))
-    set_model_state_dict(loss_module, state.model, options=options)
-    set_optimizer_state_dict(loss_module, optimizer, state.optimizer, options=options)
+    load_model(state, loss_module)
+    set_optimizer_state_dict(loss_module, optimizer, state.optimizer, options=_full_state_options(loss_module))
     scheduler.load_state_dict(state.scheduler)
