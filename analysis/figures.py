@@ -211,7 +211,7 @@ def draw_cost(results: pd.DataFrame) -> plt.Figure:
 
 
 def draw_corpus_lengths(stats: pd.DataFrame) -> plt.Figure:
-    """Corpus statistics (study.corpus_stats): rationale length by level, a line per teacher
+    """Corpus statistics (study.run.corpus_stats): rationale length by level, a line per teacher
     (band from median to p95), a panel per (dataset, format); label corpora as flat lines."""
     sns.set_theme(style="whitegrid", context="paper")
     levels = stats.dropna(subset=["granularity"])

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from study import storage  # pyarrow filesystems only; no Ray
+from study.core import storage  # pyarrow filesystems only; no Ray
 
 REQUIRED_COLUMNS = ("cell_id", "dataset", "teacher", "granularity", "format", "student", "seed", "accuracy", "n_test")
 COLUMN_TYPES = {"cell_id": "string", "dataset": "string", "teacher": "string", "granularity": "Int64",

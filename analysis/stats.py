@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from study.spec import LABEL_FORMATS  # pydantic only; no Ray
+from study.core.spec import LABEL_FORMATS  # pydantic only; no Ray
 
 N_BOOT = 2000
 LEVEL = 0.95

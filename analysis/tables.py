@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from study.spec import LABEL_FORMATS
+from study.core.spec import LABEL_FORMATS
 
 
 def level_label(granularity: float | None, fmt: str) -> str:

@@ -1,7 +1,7 @@
 """Evaluation throughput: our evaluator against a per-example `model.generate` loop, in one run.
 
 The same student and the same prompts for every path: the SVAMP test split (300 problems, the
-paper's split, loaded by study.datasets from SVAMP.json) in the training prompt
+paper's split, loaded by study.core.datasets from SVAMP.json) in the training prompt
 (`question_prompt`), greedy, at most `--max-new-tokens` new tokens each:
 - `per-example generate`: one `model.generate` call per problem (batch of one, KV cache), the
   loop an evaluation script writes first; timed before and after the others (the machine's speed
@@ -56,8 +56,8 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from study.datasets import Problem, load_split, problem_text, question_prompt  # noqa: E402
-from study.spec import DatasetSpec, EvalSpec  # noqa: E402
+from study.core.datasets import Problem, load_split, problem_text, question_prompt  # noqa: E402
+from study.core.spec import DatasetSpec, EvalSpec  # noqa: E402
 from trainables.evaluate import Evaluation, evaluate  # noqa: E402
 from trainables.tokenizer import train_tokenizer  # noqa: E402
 

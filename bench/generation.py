@@ -167,7 +167,7 @@ def time_served_teacher(label: str, teacher: object, questions: list[str], max_t
 def run_cpu(args: argparse.Namespace) -> list[Throughput]:
     import ray
 
-    from study.spec import HfTeacher, VllmTeacher
+    from study.core.spec import HfTeacher, VllmTeacher
 
     questions = load_questions(args.data, args.rows)
     torch.set_num_threads(args.threads)

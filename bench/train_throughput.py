@@ -64,7 +64,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from study.datasets import question_prompt, training_text  # noqa: E402
+from study.core.datasets import question_prompt, training_text  # noqa: E402
 from trainables.accounting import PEAK_BF16_FLOPS, FlopCount  # noqa: E402
 from trainables.data import Example, batch_indices, encode_example  # noqa: E402
 from trainables.packing import PackingPlan, flatten_for_varlen, step_micro_batches, use_varlen_attention  # noqa: E402

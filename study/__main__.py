@@ -1,5 +1,5 @@
 import sys
 
-from study.cli import main
+from study.run.cli import main
 
 sys.exit(main())

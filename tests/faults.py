@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import trainables.cell
-from study.cells import Cell
+from study.core.cells import Cell
 
 FAILING_FORMAT = "answer_only"
 

@@ -19,7 +19,7 @@ def test_flops_count_every_matmul_parameter_per_token_and_attention_per_document
 
 def test_frozen_weights_cost_no_weight_gradient():
     """LoRA: the frozen base and head cost 4 FLOPs per parameter and token, the adapters 6."""
-    from study.spec import LoraSettings
+    from study.core.spec import LoraSettings
     from trainables.lora import with_lora
 
     config = LlamaConfig(vocab_size=100, hidden_size=64, intermediate_size=256, num_hidden_layers=2,

@@ -146,7 +146,7 @@ def test_report_has_findings_tables_and_embedded_figures(tmp_path):
 def test_cli_report_writes_the_report_and_names_a_missing_study(tmp_path):
     (tmp_path / "study").mkdir()
     synthetic_results().to_parquet(tmp_path / "study" / "results.parquet")
-    from study.cli import main
+    from study.run.cli import main
 
     assert main(["report", str(tmp_path / "study")]) == 0
     assert (tmp_path / "study" / "report.html").exists() and (tmp_path / "study" / "report.md").exists()

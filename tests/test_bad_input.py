@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import small_spec, write_spec
 
-from study.cli import main
+from study.run.cli import main
 
 GSM_ROW = b'{"question": "Tom has 3 apples and buys 1. How many?", "answer": "3 + 1 = 4 #### 4"}\n'
 

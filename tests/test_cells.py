@@ -3,8 +3,8 @@ import sys
 
 from conftest import small_spec
 
-from study.cells import corpus_keys, expand_grid
-from study.spec import parse_spec
+from study.core.cells import corpus_keys, expand_grid
+from study.core.spec import parse_spec
 
 
 def test_grid_skips_meaningless_combinations(tmp_path):
@@ -34,7 +34,7 @@ def test_corpora_are_shared_by_students(tmp_path):
 def test_cell_ids_are_stable_across_processes(tmp_path):
     spec_dict = small_spec(tmp_path)
     here = [c.cell_id for c in expand_grid(parse_spec(spec_dict))]
-    code = ("import sys, json; from study.spec import parse_spec; from study.cells import expand_grid; "
+    code = ("import sys, json; from study.core.spec import parse_spec; from study.core.cells import expand_grid; "
             "print(json.dumps([c.cell_id for c in expand_grid(parse_spec(json.loads(sys.argv[1])))]))")
     import json
 

@@ -1,8 +1,8 @@
 import pytest
 
-from study.datasets import extract_answer, load_split, score
-from study.datasets.arith import generate_splits
-from study.spec import ArithSettings, DatasetSpec
+from study.core.datasets import extract_answer, load_split, score
+from study.core.datasets.arith import generate_splits
+from study.core.spec import ArithSettings, DatasetSpec
 
 
 def test_arith_is_deterministic_and_splits_are_disjoint():

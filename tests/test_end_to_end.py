@@ -13,11 +13,11 @@ import torch
 from conftest import small_spec, write_spec
 from ray import cloudpickle
 
-from study.cells import expand_grid
-from study.corpora import load_corpus
-from study.launch import resume_study, run_study
-from study.results import cell_states
-from study.spec import parse_spec
+from study.core.cells import expand_grid
+from study.core.corpora import load_corpus
+from study.run.launch import resume_study, run_study
+from study.core.results import cell_states
+from study.core.spec import parse_spec
 from trainables.data import encode_corpus
 from trainables.tokenizer import load_tokenizer
 from trainables.train import batch_stream
@@ -61,7 +61,7 @@ def test_resume_finishes_a_failed_cell_and_never_reruns_a_done_one(tmp_path, ray
     stamp = os.stat(done_result).st_mtime_ns
     assert len(first.results) == 1
 
-    from study.cli import main
+    from study.run.cli import main
 
     assert main(["status", first.paths.root]) == 1
     status = capsys.readouterr().out
@@ -84,7 +84,7 @@ def test_a_cell_that_always_fails_is_failed_after_the_specs_attempts_and_the_oth
     attempts = Path(outcome.paths.root) / f"attempts-{failed.cell.cell_id}"
     assert attempts.read_text().count("attempt") == 3
     assert "Traceback" in failed.error and "injected failure" in failed.error
-    from study.cli import main
+    from study.run.cli import main
 
     assert main(["status", outcome.paths.root]) == 1
     status = capsys.readouterr().out
@@ -125,8 +125,8 @@ def test_a_lora_cell_trains_on_two_ddp_workers_and_vllm_evaluates_it(tmp_path, r
 def test_a_study_on_real_svamp_with_released_corpora(tmp_path, ray_local, shared_data):
     """The paper's released ChatGPT level-1 CoT and SVAMP's own equations (human), imported,
     trained on and evaluated on the paper's test split."""
-    from study.inputs import check_inputs
-    from study.spec import load_spec
+    from study.run.inputs import check_inputs
+    from study.core.spec import load_spec
 
     raw = small_spec(tmp_path / "out", name="svamp-e2e", datasets=[{"name": "svamp"}], granularities=[1],
                      formats=["cot", "human"], evaluation={"max_new_tokens": 24, "test_size": 24},

@@ -10,8 +10,8 @@ import torch
 from test_teacher_serving import QUESTIONS, save_tiny_llama
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from study.datasets import Problem, extract_answer, question_prompt
-from study.spec import EvalSpec
+from study.core.datasets import Problem, extract_answer, question_prompt
+from study.core.spec import EvalSpec
 from trainables.evaluate import (
     AnswerStop,
     cut_after_answer,

@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 from conftest import small_spec
 
-from study import storage
-from study.cells import corpus_keys
-from study.corpora import missing_corpora
-from study.datasets import load_split
-from study.inputs import check_inputs
-from study.prompts import PromptError, load_library, teacher_instruction
-from study.spec import parse_spec
-from study.storage import StudyPaths
+from study.core import storage
+from study.core.cells import corpus_keys
+from study.core.corpora import missing_corpora
+from study.core.datasets import load_split
+from study.run.inputs import check_inputs
+from study.core.prompts import PromptError, load_library, teacher_instruction
+from study.core.spec import parse_spec
+from study.core.storage import StudyPaths
 from study.teachers.client import ChatClient, ChatRequest, TeacherError
 from study.teachers.generate import build_corpora
 
@@ -204,7 +204,7 @@ def test_hf_teacher_on_serve_resumes_after_a_kill_and_an_openai_teacher_reuses_i
     from ray import serve
     from test_teacher_serving import save_tiny_llama
 
-    from study.spec import HfTeacher
+    from study.core.spec import HfTeacher
     from study.teachers.hf_serve import deploy_hf_teacher
     from study.teachers.serve import start_serve, stop_teachers
 

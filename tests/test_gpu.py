@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import small_spec
 
-from study.spec import EvalSpec, parse_spec
+from study.core.spec import EvalSpec, parse_spec
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -19,7 +19,7 @@ HAS_VLLM = importlib.util.find_spec("vllm") is not None
 
 @pytest.mark.ray
 def test_a_cell_trains_and_evaluates_on_a_gpu_worker(tmp_path, ray_local):
-    from study.launch import run_study
+    from study.run.launch import run_study
 
     spec = parse_spec(small_spec(
         tmp_path / "out", name="gpu", formats=["cot"],

@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 from conftest import REPO, small_spec, write_spec
 
-from study.cells import corpus_keys, expand_grid
-from study.cli import main
-from study.datasets import DataError
-from study.inputs import check_inputs
-from study.spec import load_spec, parse_spec
+from study.core.cells import corpus_keys, expand_grid
+from study.run.cli import main
+from study.core.datasets import DataError
+from study.run.inputs import check_inputs
+from study.core.spec import load_spec, parse_spec
 
 SVAMP_TEACHERS = [
     {"kind": "released", "name": "chatgpt", "release_name": "ChatGPT",

@@ -48,7 +48,7 @@ def _lora_losses(rank: int, world: int, port: int, results) -> None:
     sharded by FSDP2 (one process: no sharding); returns the losses and the adapter tensors saved."""
     import os
 
-    from study.spec import LoraSettings
+    from study.core.spec import LoraSettings
     from trainables import checkpoints
     from trainables.data import Example
     from trainables.lora import with_lora

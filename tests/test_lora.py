@@ -10,8 +10,8 @@ import pytest
 import torch
 from transformers import LlamaForCausalLM, get_scheduler
 
-from study.datasets import load_split, question_prompt
-from study.spec import DatasetSpec, LoraSettings, StudentSpec, TinyArch
+from study.core.datasets import load_split, question_prompt
+from study.core.spec import DatasetSpec, LoraSettings, StudentSpec, TinyArch
 from study.teachers.program import render
 from trainables.data import encode_corpus
 from trainables.lora import merged, with_lora

@@ -15,22 +15,22 @@ import pytest
 from conftest import REPO, small_spec, write_spec
 from ray import cloudpickle
 
-from study import storage
-from study.cells import corpus_keys, expand_grid
-from study.cli import main
-from study.corpora import load_corpus
-from study.results import Measurements, cell_states, read_cell_result
-from study.spec import parse_spec
-from study.storage import ChecksumError, StudyPaths
-from study.studies import StudyError, acquire_lock, read_lock, release_lock, study_lock
+from study.core import storage
+from study.core.cells import corpus_keys, expand_grid
+from study.run.cli import main
+from study.core.corpora import load_corpus
+from study.core.results import Measurements, cell_states, read_cell_result
+from study.core.spec import parse_spec
+from study.core.storage import ChecksumError, StudyPaths
+from study.run.studies import StudyError, acquire_lock, read_lock, release_lock, study_lock
 from study.teachers.generate import build_corpora
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import the tests folder
 
 HOLD_THE_LOCK = """
 import sys, time
-from study.storage import StudyPaths
-from study.studies import study_lock
+from study.core.storage import StudyPaths
+from study.run.studies import study_lock
 with study_lock(StudyPaths(sys.argv[1]), "run"):
     print("locked", flush=True)
     time.sleep(600)
@@ -171,7 +171,7 @@ def instant_cell(config: dict) -> None:
 
 @pytest.mark.ray
 def test_resume_reruns_a_cell_whose_result_is_corrupted_and_rebuilds_a_corrupted_corpus(tmp_path, ray_local, capsys):
-    from study.launch import resume_study, run_study
+    from study.run.launch import resume_study, run_study
 
     spec = parse_spec(small_spec(tmp_path / "out", name="checked", formats=["answer_only"],
                                  training={"max_steps": 6, "tokens_per_batch": 2048, "seeds": [0, 1]}))

@@ -2,8 +2,8 @@ import re
 
 import pytest
 
-from study.datasets import extract_answer, load_split
-from study.spec import DatasetSpec
+from study.core.datasets import extract_answer, load_split
+from study.core.spec import DatasetSpec
 from study.teachers.program import parse_program_model_id, program_model_id, render
 
 REASONING_FORMATS = ("cot", "answer_first", "bsm", "rar", "symbolic")

@@ -6,10 +6,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from study.cells import CorpusKey
-from study.corpora import training_rows
-from study.datasets import DataError, load_split
-from study.spec import DatasetSpec, ReleasedFile, ReleasedTeacher
+from study.core.cells import CorpusKey
+from study.core.corpora import training_rows
+from study.core.datasets import DataError, load_split
+from study.core.spec import DatasetSpec, ReleasedFile, ReleasedTeacher
 from study.teachers.released import (
     find_release,
     import_release,
@@ -74,7 +74,7 @@ def _problems(tmp_path):
 
 
 def _load_all(folder):
-    from study.datasets.sources import parse_records, parse_svamp, read_records
+    from study.core.datasets.sources import parse_records, parse_svamp, read_records
 
     return parse_records(folder / "SVAMP.json", read_records(folder / "SVAMP.json"), parse_svamp)
 
@@ -98,7 +98,7 @@ def test_unmatched_and_duplicate_rows_are_kept_and_reported(tmp_path):
 
 
 def test_a_question_with_two_different_gold_answers_is_never_joined(tmp_path):
-    from study.datasets import Problem
+    from study.core.datasets import Problem
 
     problems = [Problem("a", "Same words?", "1"), Problem("b", "Same  words?", "2")]
     release = tmp_path / "x_t_level1.json"
@@ -118,7 +118,7 @@ def test_malformed_release_rows_name_file_and_row(tmp_path):
 
 
 def test_math_release_rows_use_the_teacher_output(tmp_path):
-    from study.datasets import Problem
+    from study.core.datasets import Problem
 
     release = tmp_path / "math_gemini_level1_ranked.json"
     release.write_text(json.dumps([{"problem": "Half of one?", "level": "Level 1", "type": "Algebra",

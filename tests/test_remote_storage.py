@@ -21,12 +21,12 @@ import pytest
 from conftest import REPO, small_spec, write_spec
 from test_generation import SECRET, FakeTeacher
 
-from study import storage
-from study.cells import expand_grid
-from study.datasets import load_split
-from study.spec import parse_spec
-from study.storage import ChecksumError, StudyPaths
-from study.studies import StudyError, acquire_lock, open_study, release_lock
+from study.core import storage
+from study.core.cells import expand_grid
+from study.core.datasets import load_split
+from study.core.spec import parse_spec
+from study.core.storage import ChecksumError, StudyPaths
+from study.run.studies import StudyError, acquire_lock, open_study, release_lock
 
 BUCKET = "cotstudy-test"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}

@@ -1,9 +1,9 @@
 import pytest
 from conftest import small_spec
 
-from study.cells import expand_grid
-from study.results import CellResult, Measurements
-from study.spec import ResourcesSpec, parse_spec
+from study.core.cells import expand_grid
+from study.core.results import CellResult, Measurements
+from study.core.spec import ResourcesSpec, parse_spec
 
 MEASURED = Measurements(student_params=10, accuracy=0.5, n_test=4, n_correct=2, n_unextractable=1,
                         mean_generated_tokens=3.0, train_tokens=100, train_steps=2, train_s=10.0, tokens_per_s=10.0,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from study.datasets.answers import (
+from study.core.datasets.answers import (
     canonical_number,
     choices_equal,
     extract_choice,
@@ -18,7 +18,7 @@ from study.datasets.answers import (
     numbers_equal,
     yes_no_equal,
 )
-from study.datasets.problems import Choice
+from study.core.datasets.problems import Choice
 
 SVAMP_COT = Path("/work/shared/data/svamp/cot")
 

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from conftest import small_spec, write_spec
 
-from study.cli import main
+from study.run.cli import main
 
 KEY = "sk-echoed-4e1d2c9b7a"
 

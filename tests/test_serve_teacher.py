@@ -3,9 +3,9 @@
 import httpx
 import pytest
 
-from study.datasets import load_split
-from study.prompts import teacher_messages
-from study.spec import DatasetSpec, ProgramTeacher
+from study.core.datasets import load_split
+from study.core.prompts import teacher_messages
+from study.core.spec import DatasetSpec, ProgramTeacher
 from study.teachers.client import ChatClient, ChatRequest, TeacherError
 from study.teachers.program import program_model_id, render
 from study.teachers.serve import deploy_teacher, start_serve, stop_teachers

@@ -11,10 +11,10 @@ import pytest
 from conftest import small_spec
 from faults import failing_train_loop
 
-from study.launch import _prepare_inputs
-from study.spec import ResourcesSpec, parse_spec
-from study.storage import StudyPaths
-from study.studies import prepare_storage
+from study.run.launch import _prepare_inputs
+from study.core.spec import ResourcesSpec, parse_spec
+from study.core.storage import StudyPaths
+from study.run.studies import prepare_storage
 from trainables.cell import fit_cell
 
 pytestmark = pytest.mark.ray
@@ -68,7 +68,7 @@ def test_two_fsdp2_workers_match_one_and_resume_at_their_checkpoint(prepared, tm
 
 
 def test_a_trial_larger_than_the_cluster_is_refused_and_an_autoscaling_one_warned(capsys):
-    from study.launch import ClusterTooSmall, check_trial_fits
+    from study.run.launch import ClusterTooSmall, check_trial_fits
 
     cluster = {"CPU": 2.0}
     check_trial_fits(_resources(2), cluster, autoscaling=False)  # fits exactly
@@ -83,7 +83,7 @@ def test_a_trial_larger_than_the_cluster_is_refused_and_an_autoscaling_one_warne
 def test_run_refuses_more_workers_than_the_local_cluster_has(tmp_path, ray_local, capsys):
     from conftest import write_spec
 
-    from study.cli import main
+    from study.run.cli import main
 
     spec = write_spec(tmp_path / "spec.yaml", small_spec(tmp_path / "out", name="too-big",
                                                          resources={"workers_per_trial": 3}))

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from study.datasets import REGISTRY, DataError, load_split, problem_text, question_prompt, score
-from study.spec import DatasetSpec
+from study.core.datasets import REGISTRY, DataError, load_split, problem_text, question_prompt, score
+from study.core.spec import DatasetSpec
 
 
 def _write_jsonl(path, rows):

@@ -4,7 +4,7 @@ import sys
 import pytest
 from conftest import REPO, small_spec, write_spec
 
-from study.spec import SpecError, StudySpec, load_spec, parse_spec
+from study.core.spec import SpecError, StudySpec, load_spec, parse_spec
 
 
 def test_small_spec_loads_with_schema_defaults(tmp_path):

@@ -10,7 +10,7 @@ import pytest
 from conftest import small_spec
 from test_teacher_serving import save_tiny_llama
 
-from study.spec import StudySpec
+from study.core.spec import StudySpec
 from trainables.students import StudentError, build_student, check_students, student_tokenizer
 
 FAST_S = 10.0  # transformers alone retries an unreachable hub for ~25 s

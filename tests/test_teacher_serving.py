@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from study.spec import HfTeacher
+from study.core.spec import HfTeacher
 from study.teachers.client import ChatClient, ChatRequest, TeacherError
 from study.teachers.hf_serve import deploy_hf_teacher
 from study.teachers.serve import start_serve, stop_teachers

@@ -2,8 +2,8 @@ import pandas as pd
 import pytest
 import torch
 
-from study.datasets import load_split, question_prompt, training_text
-from study.spec import DatasetSpec, StudentSpec, TinyArch
+from study.core.datasets import load_split, question_prompt, training_text
+from study.core.spec import DatasetSpec, StudentSpec, TinyArch
 from study.teachers.program import render
 from trainables.data import IGNORE_INDEX, batch_indices, collate, encode_corpus, encode_example
 from trainables.students import build_student

@@ -18,11 +18,11 @@ from ray import tune
 from ray.train import CheckpointConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
-from study import storage
-from study.cells import Cell
-from study.results import CellResult, Measurements, read_cell_result, write_cell_result
-from study.spec import ResourcesSpec
-from study.storage import StudyPaths
+from study.core import storage
+from study.core.cells import Cell
+from study.core.results import CellResult, Measurements, read_cell_result, write_cell_result
+from study.core.spec import ResourcesSpec
+from study.core.storage import StudyPaths
 
 REPORTED_METRICS = ("accuracy", "n_test", "train_tokens", "train_s", "eval_s")
 

@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from study.datasets import RATIONALE_SEPARATOR, question_prompt
+from study.core.datasets import RATIONALE_SEPARATOR, question_prompt
 
 IGNORE_INDEX = -100
 

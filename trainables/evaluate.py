@@ -24,9 +24,9 @@ import pandas as pd
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList
 
-from study.datasets import Problem, extract_answer, problem_text, question_prompt, score
-from study.datasets.answers import ANSWER_PHRASE
-from study.spec import EvalSpec
+from study.core.datasets import Problem, extract_answer, problem_text, question_prompt, score
+from study.core.datasets.answers import ANSWER_PHRASE
+from study.core.spec import EvalSpec
 from trainables.vllm_generate import require_vllm, vllm_generate
 
 Engine = Literal["transformers", "vllm"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import PreTrainedModel
 
-from study.spec import LoraSettings
+from study.core.spec import LoraSettings
 from trainables.students import StudentError, require_lora_targets
 
 

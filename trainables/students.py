@@ -22,7 +22,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from study.spec import LoraSettings, SpecError, StudentSpec, StudySpec, TinyArch
+from study.core.spec import LoraSettings, SpecError, StudentSpec, StudySpec, TinyArch
 
 HUB_PROBE_TIMEOUT_S = 10.0  # one request; transformers itself retries an unreachable hub for ~25 s
 

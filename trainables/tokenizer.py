@@ -13,11 +13,11 @@ from pathlib import Path
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from study import storage
-from study.cells import CorpusKey
-from study.corpora import load_corpus
-from study.datasets import training_text
-from study.storage import StudyPaths
+from study.core import storage
+from study.core.cells import CorpusKey
+from study.core.corpora import load_corpus
+from study.core.datasets import training_text
+from study.core.storage import StudyPaths
 
 PAD_TOKEN = "<|pad|>"
 EOS_TOKEN = "<|eos|>"

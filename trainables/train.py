@@ -26,13 +26,13 @@ import torch
 from ray.train import Checkpoint
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_scheduler
 
-from study import storage
-from study.cells import Cell
-from study.corpora import load_corpus, training_rows
-from study.datasets import load_split
-from study.results import Measurements
-from study.spec import ResourcesSpec
-from study.storage import StudyPaths
+from study.core import storage
+from study.core.cells import Cell
+from study.core.corpora import load_corpus, training_rows
+from study.core.datasets import load_split
+from study.core.results import Measurements
+from study.core.spec import ResourcesSpec
+from study.core.storage import StudyPaths
 from trainables import checkpoints
 from trainables.accounting import FlopCount, peak_flops
 from trainables.checkpoints import TrainingState

@@ -13,7 +13,7 @@ import uuid
 
 import pandas as pd
 
-from study import storage
+from study.core import storage
 from study.teachers.client import ChatReply, ChatRequest
 
 SHARD_COLUMNS = ["key", "text", "prompt_tokens", "completion_tokens"]

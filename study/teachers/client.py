@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from study.spec import OpenAITeacher
+from study.core.spec import OpenAITeacher
 
 RETRY_STATUS = {429, 500, 502, 503, 504}
 

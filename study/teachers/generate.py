@@ -17,12 +17,12 @@ from dataclasses import asdict, dataclass
 
 import pandas as pd
 
-from study import storage
-from study.cells import CorpusKey
-from study.corpora import corpus_rows, missing_corpora, rendered_corpus, save_corpus
-from study.datasets import Problem, dataset_info, load_split, problem_text, score
-from study.prompts import teacher_messages
-from study.spec import (
+from study.core import storage
+from study.core.cells import CorpusKey
+from study.core.corpora import corpus_rows, label_corpus, missing_corpora, save_corpus
+from study.core.datasets import Problem, dataset_info, load_split, problem_text, score
+from study.core.prompts import teacher_messages
+from study.core.spec import (
     LABEL_FORMATS,
     GeneratingTeacher,
     GenerationSettings,
@@ -31,7 +31,7 @@ from study.spec import (
     StudySpec,
     TeacherSpec,
 )
-from study.storage import StudyPaths
+from study.core.storage import StudyPaths
 from study.teachers.cache import ReplyCache
 from study.teachers.client import ChatClient, ChatReply, ChatRequest, api_key
 from study.teachers.program import program_model_id
@@ -62,7 +62,7 @@ def build_corpora(spec: StudySpec, paths: StudyPaths, keys: list[CorpusKey]) -> 
         print(f"corpora: all {len(keys)} already built", flush=True)
         return
     for key in [k for k in todo if k.format in LABEL_FORMATS]:
-        save_corpus(paths, key, rendered_corpus(key))
+        save_corpus(paths, key, label_corpus(key))
     for key in [k for k in todo if isinstance(k.teacher, ReleasedTeacher)]:
         save_corpus(paths, key, released_corpus(key))
     generated = [k for k in todo if k.teacher is not None and not isinstance(k.teacher, ReleasedTeacher)]

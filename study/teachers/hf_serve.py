@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse
 from ray import serve
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
-from study.spec import HfTeacher
+from study.core.spec import HfTeacher
 from study.teachers.client import TeacherError
 from study.teachers.serve import (
     SERVE_HOST,

@@ -7,8 +7,12 @@ or (answer_first) starts with, the answer convention "The answer is X."
 
 from __future__ import annotations
 
-from study.datasets.problems import OPERATOR_SYMBOLS, Problem, Step
-from study.spec import Format
+import pandas as pd
+
+from study.core.cells import CorpusKey
+from study.core.corpora import answer_sentence, label_rationale, rendered_corpus
+from study.core.datasets.problems import OPERATOR_SYMBOLS, Problem, Step
+from study.core.spec import LABEL_FORMATS, Format
 
 OPERATION_VERBS = {"add": "add", "sub": "subtract", "mul": "multiply", "div": "divide"}
 
@@ -24,10 +28,6 @@ def parse_program_model_id(model: str) -> tuple[int, Format]:
     if len(parts) != 3 or not parts[1].startswith("L") or not parts[1][1:].isdigit():
         raise ValueError(f"not a program-teacher model id: '{model}' (expected NAME/L<level>/<format>)")
     return int(parts[1][1:]), parts[2]  # type: ignore[return-value]
-
-
-def answer_sentence(answer: str) -> str:
-    return f"The answer is {answer}."
 
 
 def _expression(problem: Problem) -> str:
@@ -109,13 +109,9 @@ def _rephrase(problem: Problem) -> str:
 
 def render(problem: Problem, granularity: int | None, fmt: Format) -> str:
     """The teacher's rationale for one problem, at a granularity level and in a format."""
+    if fmt in LABEL_FORMATS:
+        return label_rationale(problem, fmt)
     answer = answer_sentence(problem.answer)
-    if fmt == "answer_only":
-        return answer
-    if fmt == "human":
-        if problem.human_rationale is None:
-            raise ValueError(f"problem {problem.uid} has no human rationale in its data set")
-        return f"{problem.human_rationale.rstrip().rstrip('.')}. {answer}"
     if granularity is None:
         raise ValueError(f"format '{fmt}' needs a granularity level 1-6")
     if fmt == "cot":
@@ -130,3 +126,8 @@ def render(problem: Problem, granularity: int | None, fmt: Format) -> str:
     if fmt == "symbolic":
         return " ".join([*_symbolic_lines(problem, granularity), answer])
     raise ValueError(f"unknown format '{fmt}'")
+
+
+def program_corpus(key: CorpusKey) -> pd.DataFrame:
+    """The program teacher's corpus rendered in process: what its server answers, without the server."""
+    return rendered_corpus(key, lambda problem: render(problem, key.granularity, key.format))

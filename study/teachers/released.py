@@ -24,11 +24,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from study.cells import CorpusKey
-from study.corpora import CORPUS_COLUMNS
-from study.datasets import DataError, Problem, extract_answer, load_split, normalize_text, problem_text, score
-from study.datasets.sources import Record, read_records, require_json_list
-from study.spec import LABEL_FORMATS, Format, ReleasedFile, ReleasedTeacher
+from study.core.cells import CorpusKey
+from study.core.corpora import CORPUS_COLUMNS
+from study.core.datasets import DataError, Problem, extract_answer, load_split, normalize_text, problem_text, score
+from study.core.datasets.sources import Record, read_records, require_json_list
+from study.core.spec import LABEL_FORMATS, Format, ReleasedFile, ReleasedTeacher
 
 DATASET_ALIASES = {
     "svamp": "svamp", "gsm8k": "gsm8k", "gsm": "gsm8k", "aqua": "aqua", "auqa": "aqua", "math": "math",

@@ -18,8 +18,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from ray import serve
 
-from study.datasets import Problem, load_split, problem_text
-from study.spec import DatasetSpec, HfTeacher, ProgramTeacher, TeacherSpec, VllmTeacher
+from study.core.datasets import Problem, load_split, problem_text
+from study.core.spec import DatasetSpec, HfTeacher, ProgramTeacher, TeacherSpec, VllmTeacher
 from study.teachers.program import parse_program_model_id, program_model_id, render
 
 SERVE_HOST = "127.0.0.1"

@@ -16,7 +16,7 @@ from types import ModuleType
 
 from ray import serve
 
-from study.spec import VllmTeacher
+from study.core.spec import VllmTeacher
 from study.teachers.client import TeacherError
 from study.teachers.hf_serve import wait_until_answering
 from study.teachers.serve import SERVE_HOST, TeacherEndpoint

@@ -244,7 +244,7 @@ class StudyPaths:
 
     @property
     def lock(self) -> str:
-        """Held by the one driver running or resuming the study (study.studies.study_lock)."""
+        """Held by the one driver running or resuming the study (study.run.studies.study_lock)."""
         return join(self.root, "lock.json")
 
     @property

@@ -17,10 +17,10 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from study import storage
-from study.cells import Cell, expand_grid
-from study.spec import StudySpec, parse_spec_text, spec_to_yaml
-from study.storage import StudyPaths
+from study.core import storage
+from study.core.cells import Cell, expand_grid
+from study.core.spec import StudySpec, parse_spec_text, spec_to_yaml
+from study.core.storage import StudyPaths
 
 
 class StudyError(RuntimeError):

@@ -18,9 +18,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from study.datasets import dataset_info
-from study.prompts import prompt_hash
-from study.spec import (
+from study.core.datasets import dataset_info
+from study.core.prompts import prompt_hash
+from study.core.spec import (
     LABEL_FORMATS,
     DatasetSpec,
     EvalSpec,

@@ -21,13 +21,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from study import storage
-from study.cells import CorpusKey, corpus_keys
-from study.corpora import load_corpus, rendered_corpus
-from study.datasets import DataError, Problem, load_split
-from study.inputs import WORD_OR_SYMBOL
-from study.spec import DatasetSpec, ProgramTeacher, ReleasedTeacher, StudySpec
-from study.storage import StudyPaths
+from study.core import storage
+from study.core.cells import CorpusKey, corpus_keys
+from study.core.corpora import label_corpus, load_corpus
+from study.core.datasets import DataError, Problem, load_split
+from study.run.inputs import WORD_OR_SYMBOL
+from study.core.spec import DatasetSpec, ProgramTeacher, ReleasedTeacher, StudySpec
+from study.core.storage import StudyPaths
+from study.teachers.program import program_corpus
 from study.teachers.released import (
     ReleaseFile,
     import_release,
@@ -94,7 +95,8 @@ def spec_corpora(spec: StudySpec) -> list[CorpusSource]:
         if storage.exists(paths.corpus(key.corpus_id)):
             rows, source = load_corpus(paths, key), paths.corpus(key.corpus_id)
         elif key.teacher is None or isinstance(key.teacher, (ReleasedTeacher, ProgramTeacher)):
-            rows = released_corpus(key) if isinstance(key.teacher, ReleasedTeacher) else rendered_corpus(key)
+            rows = (label_corpus(key) if key.teacher is None else released_corpus(key)
+                    if isinstance(key.teacher, ReleasedTeacher) else program_corpus(key))
             source = "not built yet: rendered or imported now"
         else:
             print(f"skipped {key.name}: not built yet, and its teacher must generate it")

@@ -5,7 +5,7 @@ canonical answer (None when the text gives none); every scorer is `X_equal(predi
 and canonicalises the gold answer the same way. Both shapes are fixed so that the data-set registry
 can hold any pair in one table. An answer phrase ("The answer is X", "Answer: X") beats every other
 mention, the last phrase winning; without one the last mention in the text counts.
-MATH expressions are handled in `study.datasets.math_answers` and re-exported here.
+MATH expressions are handled in `study.core.datasets.math_answers` and re-exported here.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from fractions import Fraction
 
 # MATH answers live in their own module, which also holds the answer phrase (no import cycle);
 # re-exported so that one module holds every extractor
-from study.datasets.math_answers import ANSWER_PHRASE, answer_claims, extract_math, math_equal, normalize_math
-from study.datasets.problems import Choice
+from study.core.datasets.math_answers import ANSWER_PHRASE, answer_claims, extract_math, math_equal, normalize_math
+from study.core.datasets.problems import Choice
 
 __all__ = ["ANSWER_PHRASE", "answer_claims", "extract_number", "canonical_number", "numbers_equal",
            "extract_choice", "choices_equal", "extract_yes_no", "yes_no_equal", "extract_math", "math_equal",

@@ -28,18 +28,18 @@ from typing import TYPE_CHECKING
 from analysis.__main__ import main as figures_main
 from analysis.report import main as report_main
 from analysis.tables import accuracy_table
-from study import storage
-from study.cells import corpus_keys, expand_grid
-from study.datasets import DataError
-from study.inputs import check_inputs, estimate_corpus_tokens
-from study.results import cell_states
-from study.spec import DATA_DIR_VARIABLE, OpenAITeacher, SpecError, StudySpec, load_spec
-from study.storage import StudyPaths
-from study.studies import StudyError, is_stale, open_study, read_lock
+from study.core import storage
+from study.core.cells import corpus_keys, expand_grid
+from study.core.datasets import DataError
+from study.run.inputs import check_inputs, estimate_corpus_tokens
+from study.core.results import cell_states
+from study.core.spec import DATA_DIR_VARIABLE, OpenAITeacher, SpecError, StudySpec, load_spec
+from study.core.storage import StudyPaths
+from study.run.studies import StudyError, is_stale, open_study, read_lock
 from study.teachers.client import TeacherError
 
 if TYPE_CHECKING:
-    from study.launch import StudyOutcome
+    from study.run.launch import StudyOutcome
 
 EXIT_OK, EXIT_FAILED_CELLS, EXIT_BAD_INPUT = 0, 1, 2
 BREAK_LOCK_HELP = ("take over the study's lock even if its holder may be alive (a driver on another machine "
@@ -124,7 +124,7 @@ def _serve_teacher(args: argparse.Namespace) -> int:
         print(f"error: {args.spec}: no teacher named '{args.teacher}'; teachers: {[t.name for t in spec.teachers]}",
               file=sys.stderr)
         return EXIT_BAD_INPUT
-    from study.launch import serve_teacher
+    from study.run.launch import serve_teacher
 
     try:
         serve_teacher(spec, args.teacher)
@@ -147,7 +147,7 @@ def _launch(args: argparse.Namespace) -> int:
     spec = None
     if args.command in ("run", "demo"):  # validate before Ray starts
         spec = _checked_spec(args)
-    from study.launch import resume_study, run_study  # Ray and torch load only from here on
+    from study.run.launch import resume_study, run_study  # Ray and torch load only from here on
 
     try:
         outcome = (run_study(spec, break_lock=args.break_lock) if spec is not None
@@ -212,7 +212,7 @@ def _train_tokens(epochs: float, max_steps: int | None, tokens_per_batch: int, c
 def corpus_stats(args: argparse.Namespace) -> int:
     """A table per corpus (printed, and saved as CSV) and the rationale-length figure."""
     from analysis.figures import plot_corpus_lengths
-    from study.corpus_stats import file_corpora, spec_corpora, stats_table
+    from study.run.corpus_stats import file_corpora, spec_corpora, stats_table
 
     if (args.spec is None) == (args.files is None):
         print("error: corpus-stats takes a spec or --files GLOB..., not both or neither", file=sys.stderr)

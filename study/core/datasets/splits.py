@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from study.datasets.problems import Problem
-from study.datasets.sources import (
+from study.core.datasets.problems import Problem
+from study.core.datasets.sources import (
     DataError,
     Record,
     RecordParser,
@@ -40,7 +40,7 @@ from study.datasets.sources import (
     read_records,
     require_json_list,
 )
-from study.spec import DatasetSpec
+from study.core.spec import DatasetSpec
 
 Splits = dict[str, list[Problem]]
 
@@ -62,7 +62,7 @@ class Source:
 
 
 def svamp_paper_split(problems: list[Problem]) -> Splits:
-    listing = resources.files("study.datasets").joinpath("split_ids/svamp_train_ids.txt").read_text()
+    listing = resources.files("study.core.datasets").joinpath("split_ids/svamp_train_ids.txt").read_text()
     train_ids = {line.strip() for line in listing.splitlines() if line.strip() and not line.startswith("#")}
     train = [p for p in problems if p.uid in train_ids]
     if len(train) != len(train_ids):

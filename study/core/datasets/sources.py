@@ -19,9 +19,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from study.datasets.answers import canonical_number
-from study.datasets.math_answers import extract_math
-from study.datasets.problems import Choice, Problem
+from study.core.datasets.answers import canonical_number
+from study.core.datasets.math_answers import extract_math
+from study.core.datasets.problems import Choice, Problem
 
 Record = dict[str, Any]
 RecordParser = Callable[[Record, str], Problem]

@@ -15,10 +15,10 @@ from typing import Literal
 import pandas as pd
 from pydantic import ValidationError
 
-from study import storage
-from study.cells import Cell
-from study.spec import Frozen, ResourcesSpec
-from study.storage import StudyPaths
+from study.core import storage
+from study.core.cells import Cell
+from study.core.spec import Frozen, ResourcesSpec
+from study.core.storage import StudyPaths
 
 VERSIONED_PACKAGES = ("cotstudy", "torch", "transformers", "ray")
 

@@ -12,14 +12,25 @@ others come from teachers (study.teachers.generate).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import pandas as pd
 
-from study import storage
-from study.cells import CorpusKey
-from study.datasets import Problem, extract_answer, load_split, problem_text, score
-from study.storage import StudyPaths
-from study.teachers.client import ChatReply
-from study.teachers.program import render
+from study.core import storage
+from study.core.cells import CorpusKey
+from study.core.datasets import Problem, extract_answer, load_split, problem_text, score
+from study.core.spec import Format
+from study.core.storage import StudyPaths
+
+@dataclass(frozen=True)
+class ChatReply:
+    """One teacher reply: its text and token usage (what a corpus row is made from)."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+
 
 CORPUS_COLUMNS = ["uid", "question", "rationale", "answer", "gold", "correct", "matched",
                   "prompt_tokens", "completion_tokens"]
@@ -43,12 +54,33 @@ def corpus_rows(key: CorpusKey, problems: list[Problem], replies: list[ChatReply
     )
 
 
-def rendered_corpus(key: CorpusKey) -> pd.DataFrame:
-    """A corpus rendered in process: answer_only / human rows straight from the data set's
-    labels, or the program teacher's rendering (what its server answers, without the server)."""
+def answer_sentence(answer: str) -> str:
+    """The answer convention every rationale ends with (answer_first: starts with)."""
+    return f"The answer is {answer}."
+
+
+def label_rationale(problem: Problem, fmt: Format) -> str:
+    """The target of a label format, from the data set itself: the gold answer alone
+    (answer_only), or the data set's own rationale followed by it (human)."""
+    answer = answer_sentence(problem.answer)
+    if fmt == "answer_only":
+        return answer
+    if fmt != "human":
+        raise ValueError(f"format '{fmt}' is not a label format (answer_only, human)")
+    if problem.human_rationale is None:
+        raise ValueError(f"problem {problem.uid} has no human rationale in its data set")
+    return f"{problem.human_rationale.rstrip().rstrip('.')}. {answer}"
+
+
+def rendered_corpus(key: CorpusKey, rationale: Callable[[Problem], str]) -> pd.DataFrame:
+    """A corpus rendered in process from the training problems, one rationale each."""
     problems = load_split(key.dataset, "train")
-    replies = [ChatReply(render(p, None, key.format), 0, 0) for p in problems]
-    return corpus_rows(key, problems, replies)
+    return corpus_rows(key, problems, [ChatReply(rationale(p), 0, 0) for p in problems])
+
+
+def label_corpus(key: CorpusKey) -> pd.DataFrame:
+    """An answer_only / human corpus, straight from the data set's labels."""
+    return rendered_corpus(key, lambda problem: label_rationale(problem, key.format))
 
 
 def training_rows(key: CorpusKey, corpus: pd.DataFrame) -> pd.DataFrame:

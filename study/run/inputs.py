@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 
-from study.cells import CorpusKey, corpus_keys
-from study.datasets import DataError, load_split, problem_text, training_text
-from study.spec import OpenAITeacher, ProgramTeacher, ReleasedTeacher, StudySpec
+from study.core.cells import CorpusKey, corpus_keys
+from study.core.datasets import DataError, load_split, problem_text, training_text
+from study.core.spec import OpenAITeacher, ProgramTeacher, ReleasedTeacher, StudySpec
 from study.teachers.client import TeacherError, api_key
 from study.teachers.program import render
 from study.teachers.released import find_release, read_release_rows

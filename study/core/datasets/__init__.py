@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
-from study.datasets import answers, math_answers
-from study.datasets.arith import generate_splits
-from study.datasets.problems import Choice, Problem, Step
-from study.datasets.sources import DataError, normalize_text
-from study.datasets.splits import SOURCES, Source, load_source_splits
-from study.spec import DatasetSpec
+from study.core.datasets import answers, math_answers
+from study.core.datasets.arith import generate_splits
+from study.core.datasets.problems import Choice, Problem, Step
+from study.core.datasets.sources import DataError, normalize_text
+from study.core.datasets.splits import SOURCES, Source, load_source_splits
+from study.core.spec import DatasetSpec
 
 __all__ = ["Problem", "Step", "Choice", "DataError", "DatasetInfo", "REGISTRY", "extract_answer", "score",
            "load_split", "question_prompt", "problem_text", "training_text", "normalize_text", "RATIONALE_SEPARATOR"]

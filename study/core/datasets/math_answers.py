@@ -19,7 +19,7 @@ import string
 import sympy
 from sympy.parsing.sympy_parser import implicit_multiplication_application, parse_expr, standard_transformations
 
-from study.datasets.problems import Choice
+from study.core.datasets.problems import Choice
 
 # "The answer is", "answer is:", "Answer:", "the answer would be"; "answers is" occurs in teacher outputs.
 # answers.py, which re-exports this module's public names, uses the same phrase and `answer_claims`.

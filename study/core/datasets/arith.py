@@ -11,8 +11,8 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from study.datasets.problems import OPERATOR_SYMBOLS, Problem, Step
-from study.spec import ArithSettings
+from study.core.datasets.problems import OPERATOR_SYMBOLS, Problem, Step
+from study.core.spec import ArithSettings
 
 SUBJECTS = (("Tom", "he"), ("Anna", "she"), ("Ravi", "he"), ("Mia", "she"), ("Omar", "he"),
             ("Lena", "she"), ("Ken", "he"), ("Sara", "she"), ("Ivan", "he"), ("Zoe", "she"))

@@ -20,12 +20,12 @@ import ray
 from ray import tune
 
 from analysis.figures import plot_all
-from study import storage
-from study.cells import Cell, corpus_keys, expand_grid
-from study.results import CellState, cell_states, collect_results, set_aside_corrupt_results
-from study.spec import ResourcesSpec, StudySpec
-from study.storage import StudyPaths
-from study.studies import StudyError, open_study, prepare_storage, study_lock
+from study.core import storage
+from study.core.cells import Cell, corpus_keys, expand_grid
+from study.core.results import CellState, cell_states, collect_results, set_aside_corrupt_results
+from study.core.spec import ResourcesSpec, StudySpec
+from study.core.storage import StudyPaths
+from study.run.studies import StudyError, open_study, prepare_storage, study_lock
 from study.teachers.generate import build_corpora
 from trainables.cell import cell_config, run_cell
 from trainables.students import check_students
@@ -143,7 +143,7 @@ def _prepare_inputs(spec: StudySpec, paths: StudyPaths) -> None:
 
 
 def run_study(spec: StudySpec, trainable: Trainable = run_cell, break_lock: bool = False) -> StudyOutcome:
-    """One driver per study: a second `run`/`resume` of it refuses (study.studies.study_lock)."""
+    """One driver per study: a second `run`/`resume` of it refuses (study.run.studies.study_lock)."""
     check_students(spec)  # first: an unloadable student or LoRA target stops the run before it writes
     with study_lock(StudyPaths.of(spec.storage, spec.name), "run", break_lock):
         paths, cells = prepare_storage(spec)

@@ -1,4 +1,4 @@
-"""Teacher prompts, kept as data (instructions.yaml, or a study's own file of the same shape).
+"""Teacher prompts, kept as data (prompts.yaml beside this module, or a study's own file of the same shape).
 
 A prompt is the system message `<granularity> <format> <answer convention>` and the question as
 the user message. `prompt_hash` fingerprints the composed system message; it is part of every
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import yaml
 
-from study.datasets.sources import DataError
-from study.spec import Format
+from study.core.datasets.sources import DataError
+from study.core.spec import Format
 
 ANSWER_CONVENTION = "The answer is"
 ANSWER_TYPES = ("number", "choice", "yes_no", "math")
@@ -29,9 +29,9 @@ class PromptError(DataError):
 @lru_cache(maxsize=8)
 def load_library(path: str | None = None) -> dict:
     """The prompt library: the package's, or the file at `path`; checked whole on load."""
-    source = path or "study/prompts/instructions.yaml"
+    source = path or "study/core/prompts.yaml"
     try:
-        text = Path(path).read_text() if path else resources.files("study.prompts").joinpath("instructions.yaml").read_text()
+        text = Path(path).read_text() if path else resources.files("study.core").joinpath("prompts.yaml").read_text()
         library = yaml.safe_load(text)
     except (OSError, yaml.YAMLError) as error:
         raise PromptError(f"{source}: cannot read the prompt library: {error}") from None
