@@ -125,3 +125,12 @@ def test_corpus_stats_takes_gold_from_the_answer_only_file_without_the_data_set(
     assert main(["corpus-stats", "--files", str(cot / "SVAMP_llama_level1_ranked.json"),
                  "--data-dir", str(tmp_path / "no-data")]) == 2
     assert "no gold answers for svamp" in capsys.readouterr().err
+
+
+def test_corpus_stats_renders_a_program_corpus_not_built_yet_at_its_level(tmp_path, capsys):
+    spec = write_spec(tmp_path / "spec.yaml", small_spec(tmp_path / "out", granularities=[1, 6]))
+    assert main(["corpus-stats", str(spec), "--out", str(tmp_path / "stats")]) == 0
+    table = pd.read_csv(tmp_path / "stats" / "corpus_stats.csv").set_index(["format", "granularity"], drop=False)
+    level_1, level_6 = table.loc[("cot", 1)], table.loc[("cot", 6)]
+    assert level_6["rationale_tokens_mean"] > 2 * level_1["rationale_tokens_mean"]
+    assert (table["correct_rate"] == 1.0).all() and "not built yet" in table["source"].iloc[0]
