@@ -7,10 +7,11 @@ from pathlib import Path
 import pandas as pd
 
 from study.core import storage  # pyarrow filesystems only; no Ray
+from study.core.results import column_dtypes  # the result schema (pydantic); no Ray
 
+# What every analysis reads: a row's identity and its score. Names and types are the result
+# schema's (study.core.results.CellResult); the other columns are typed when present.
 REQUIRED_COLUMNS = ("cell_id", "dataset", "teacher", "granularity", "format", "student", "seed", "accuracy", "n_test")
-COLUMN_TYPES = {"cell_id": "string", "dataset": "string", "teacher": "string", "granularity": "Int64",
-                "format": "string", "student": "string", "seed": "int64", "accuracy": "float64", "n_test": "int64"}
 
 
 def load(*study_dirs: str | Path) -> pd.DataFrame:
@@ -31,4 +32,5 @@ def _load_one(study_dir: str) -> pd.DataFrame:
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"{location}: missing columns {missing}")
-    return frame.astype(COLUMN_TYPES).assign(study=study_dir.rstrip("/").rsplit("/", 1)[-1])
+    dtypes = {name: dtype for name, dtype in column_dtypes().items() if name in frame.columns}
+    return frame.astype(dtypes).assign(study=storage.base_name(study_dir))

@@ -226,3 +226,16 @@ def test_every_figure_is_a_non_blank_image(tmp_path):
     for stem in FIGURES:
         image = matplotlib.image.imread(tmp_path / f"{stem}.png")
         assert image.std() > 0.01, stem
+
+
+def test_load_types_every_column_by_the_result_schema(tmp_path):
+    from study.core.results import CellResult
+
+    (tmp_path / "s").mkdir()
+    measured = synthetic_results().assign(train_steps=12.0, mfu=None, eval_engine="transformers")
+    measured.to_parquet(tmp_path / "s" / "results.parquet")
+    loaded = analysis.load(tmp_path / "s")
+    assert str(loaded["train_steps"].dtype) == "int64" and str(loaded["mfu"].dtype) == "float64"
+    assert str(loaded["eval_engine"].dtype) == "string"
+    from analysis.load import REQUIRED_COLUMNS
+    assert set(REQUIRED_COLUMNS) <= set(CellResult.model_fields)

@@ -16,11 +16,13 @@ import time
 import uuid
 from pathlib import Path
 
+import pandas as pd
 import pyarrow.fs as pafs
 import pytest
 from conftest import REPO, small_spec, write_spec
 from test_generation import SECRET, FakeTeacher
 
+import analysis
 from study.core import storage
 from study.core.cells import expand_grid
 from study.core.datasets import load_split
@@ -209,3 +211,15 @@ def test_a_study_on_s3_survives_a_killed_driver_and_resumes_from_s3_alone(tmp_pa
     assert logs, "Ray wrote its logs under RAY_TMPDIR"
     for path, data in zip(logs, log_bytes):
         assert SECRET.encode() not in data, path
+
+
+def test_analysis_names_a_study_on_s3_without_the_uri_query(s3_endpoint, monkeypatch):
+    endpoint, s3 = s3_endpoint
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    query = f"?endpoint_override={endpoint.removeprefix('http://')}&scheme=http"
+    study = f"s3://{BUCKET}/named/arith-grid{query}"
+    frame = pd.DataFrame({"cell_id": ["c1"], "dataset": ["arith"], "teacher": ["program"], "granularity": [3],
+                          "format": ["cot"], "student": ["s"], "seed": [0], "accuracy": [0.5], "n_test": [10]})
+    storage.write_parquet_atomic(storage.join(study, "results.parquet"), frame)
+    assert analysis.load(study)["study"].tolist() == ["arith-grid"]

@@ -8,6 +8,8 @@ Tune's own state never decides what is done.
 from __future__ import annotations
 
 import json
+import types
+import typing
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Literal
@@ -71,6 +73,24 @@ class CellResult(Measurements):
                    granularity=key.granularity, format=key.format, student=cell.student.name, method=cell.method,
                    seed=cell.seed, corpus_id=key.corpus_id, gpu_s=gpu_s, versions=package_versions(),
                    **measured.model_dump())
+
+
+PANDAS_DTYPES: dict[type, str] = {str: "string", int: "int64", float: "float64", bool: "bool"}
+
+
+def column_dtypes() -> dict[str, str]:
+    """The pandas dtype of every results.parquet column, from CellResult's own annotations (an
+    optional int is the nullable "Int64"); the flattened `<package>_version` columns are strings."""
+    dtypes = {}
+    for name, field in CellResult.model_fields.items():
+        union = typing.get_origin(field.annotation) in (typing.Union, types.UnionType)
+        kinds = set(typing.get_args(field.annotation)) if union else {field.annotation}
+        optional = type(None) in kinds
+        (kind,) = kinds - {type(None)}
+        if typing.get_origin(kind) is dict:
+            continue  # versions: flattened into <package>_version columns (_flat)
+        dtypes[name] = "Int64" if kind is int and optional else PANDAS_DTYPES[kind]
+    return dtypes
 
 
 def package_versions() -> dict[str, str]:
