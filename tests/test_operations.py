@@ -199,3 +199,25 @@ def test_resume_reruns_a_cell_whose_result_is_corrupted_and_rebuilds_a_corrupted
     assert sorted(second.results["cell_id"]) == sorted([bad.cell_id, good.cell_id])
     assert [s.state for s in cell_states(second.paths, [bad, good])] == ["done", "done"]
     assert load_corpus(second.paths, bad.corpus)["uid"].is_unique
+
+
+def test_a_cell_tried_again_is_pending_not_failed_while_it_runs(tmp_path, monkeypatch):
+    import trainables.cell
+    from study.core.spec import ResourcesSpec
+
+    spec = parse_spec(small_spec(tmp_path / "out"))
+    paths = StudyPaths.of(spec.storage, spec.name)
+    cell = expand_grid(spec)[0]
+    storage.write_text_atomic(paths.cell_error(cell.cell_id), "Traceback: the first attempt failed")
+    seen = []
+
+    def fit_again(*args: object, **kwargs: object) -> None:
+        seen.append(cell_states(paths, [cell])[0].state)
+        raise RuntimeError("the second attempt failed too")
+
+    monkeypatch.setattr(trainables.cell, "fit_cell", fit_again)
+    with pytest.raises(RuntimeError, match="second attempt"):
+        trainables.cell.run_cell(trainables.cell.cell_config(cell, paths, ResourcesSpec()))
+    assert seen == ["pending"]
+    state = cell_states(paths, [cell])[0]
+    assert state.state == "failed" and "the second attempt failed too" in state.error

@@ -41,6 +41,7 @@ def run_cell(config: dict) -> None:
     if storage.exists(paths.cell_result(cell.cell_id)):
         tune.report({**_metrics(read_cell_result(paths, cell.cell_id)), "skipped": True})
         return
+    clear_error(paths, cell)
     try:
         result = CellResult.describe(cell, fit_cell(cell, paths, resources), resources)
         write_cell_result(paths, result)  # last: its presence marks the cell done
@@ -48,6 +49,13 @@ def run_cell(config: dict) -> None:
         storage.write_text_atomic(paths.cell_error(cell.cell_id), traceback.format_exc())
         raise
     tune.report({**_metrics(result), "skipped": False})
+
+
+def clear_error(paths: StudyPaths, cell: Cell) -> None:
+    """A cell being tried again is pending, not failed: its last attempt's error.txt goes (a new
+    failure writes a new one)."""
+    if storage.exists(paths.cell_error(cell.cell_id)):
+        storage.delete_file(paths.cell_error(cell.cell_id))
 
 
 def _metrics(result: CellResult) -> dict:
