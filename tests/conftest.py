@@ -58,7 +58,9 @@ def ray_local():
     import ray
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+    from study.run.launch import DRIVER_RESOURCE
+
+    ray.init(num_cpus=2, resources={DRIVER_RESOURCE: 1}, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
     yield ray
     ray.shutdown()

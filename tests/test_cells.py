@@ -55,3 +55,21 @@ def test_a_setting_that_shapes_the_result_changes_the_id(tmp_path):
 def test_cell_names_are_readable(tmp_path):
     names = [c.name for c in expand_grid(parse_spec(small_spec(tmp_path)))]
     assert names == ["arith.program.L3.cot.s.sft.s0", "arith.answer_only.s.sft.s0"]
+
+
+def test_the_study_tokenizer_is_part_of_a_tiny_students_cell(tmp_path):
+    students = [{"name": "tiny", "tiny": {"layers": 1, "width": 32, "heads": 2}}, {"name": "hf", "hf_id": "org/model"}]
+    ids = [{c.student.name: c.cell_id for c in expand_grid(parse_spec(small_spec(
+        tmp_path, students=students, formats=["answer_only"], tokenizer={"vocab_size": vocab})))} for vocab in (512, 1024)]
+    assert ids[0]["tiny"] != ids[1]["tiny"], "a new study tokenizer makes new tiny-student cells"
+    assert ids[0]["hf"] == ids[1]["hf"], "a hub student reads with its own tokenizer"
+
+
+def test_a_study_refuses_a_spec_with_another_tokenizer(tmp_path):
+    import pytest
+
+    from study.run.studies import StudyError, prepare_storage
+
+    prepare_storage(parse_spec(small_spec(tmp_path, tokenizer={"vocab_size": 512})))
+    with pytest.raises(StudyError, match="already exists with different cells"):
+        prepare_storage(parse_spec(small_spec(tmp_path, tokenizer={"vocab_size": 1024})))

@@ -45,3 +45,13 @@ def test_rays_validation_would_catch_a_broken_config():
     wrong_head["head_node_type"] = "cpu-head"
     with pytest.raises(ValueError, match="head_node_type"):
         validate_config(prepare_config(wrong_head))
+
+
+def test_trial_drivers_ask_for_the_driver_resource_that_only_the_head_declares():
+    from study.run.launch import DRIVER_RESOURCE, _trainable_with_resources
+    from trainables.cell import run_cell
+
+    request = _trainable_with_resources(run_cell)._resources.required_resources
+    assert request.get(DRIVER_RESOURCE, 0) > 0 and request.get("CPU", 0) == 0
+    types = prepare_config(_cluster_config())["available_node_types"]
+    assert {name for name, t in types.items() if DRIVER_RESOURCE in t["resources"]} == {"head"}

@@ -4,6 +4,7 @@ nodes on this machine, each with its own CPU and temp dir), and a Ray Train work
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -18,6 +19,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import REPO, small_spec, write_spec
+
+from study.run.launch import DRIVER_RESOURCE
 
 pytestmark = [pytest.mark.ops, pytest.mark.ray]
 
@@ -73,7 +76,7 @@ def test_a_study_runs_on_a_two_node_cluster_with_trials_on_both_nodes(tmp_path):
         training={"max_steps": 6, "tokens_per_batch": 2048, "seeds": [0, 1]}))
     try:
         subprocess.run([RAY, "start", "--head", f"--port={port}", "--num-cpus=1", f"--temp-dir={head_tmp}",
-                        "--include-dashboard=false", "--resources", '{"head_node": 1}'],
+                        "--include-dashboard=false", "--resources", json.dumps({"head_node": 1, DRIVER_RESOURCE: 1})],
                        env=env, check=True, capture_output=True, timeout=120)
         subprocess.run([RAY, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1", f"--temp-dir={worker_tmp}",
                         "--resources", '{"second_node": 1}'],
@@ -85,6 +88,8 @@ def test_a_study_runs_on_a_two_node_cluster_with_trials_on_both_nodes(tmp_path):
         assert len(results) == 2 and results["cell_id"].is_unique
         # one CPU per node and one CPU per Train worker: the two cells' workers ran one on each node
         assert _actor_logs(head_tmp, "RayTrainWorker") and _actor_logs(worker_tmp, "RayTrainWorker")
+        # the trial drivers are pinned to the head (its driver resource), never on the worker node
+        assert _actor_logs(head_tmp, "ImplicitFunc") and not _actor_logs(worker_tmp, "ImplicitFunc")
     finally:
         _kill_all(marker)  # never `ray stop`: it would stop every Ray on this machine
         shutil.rmtree(head_tmp, ignore_errors=True)

@@ -31,6 +31,7 @@ from study.core.spec import (
     StudentSpec,
     StudySpec,
     TeacherSpec,
+    TokenizerSpec,
     TrainSettings,
 )
 
@@ -90,6 +91,7 @@ class Cell(Frozen):
     seed: int
     train: TrainSettings
     evaluation: EvalSpec
+    tokenizer: TokenizerSpec | None  # the study tokenizer, for a tiny student (which reads with it); else None
 
     @property
     def cell_id(self) -> str:
@@ -133,6 +135,7 @@ def expand_grid(spec: StudySpec) -> list[Cell]:
             seed=seed,
             train=train,
             evaluation=spec.evaluation,
+            tokenizer=spec.tokenizer if student.tiny is not None else None,
         )
         for key in corpus_keys(spec)
         for student in spec.students

@@ -33,6 +33,11 @@ from trainables.tokenizer import ensure_study_tokenizer
 
 Trainable = Callable[[dict], None]
 RAY_ENV_VARS = {"TOKENIZERS_PARALLELISM": "false", "RAY_TRAIN_V2_ENABLED": "1"}
+# A custom resource that only the head node declares (cluster.yaml's head node type; a local
+# `ray.init` here). Each trial driver asks for a sliver of it, so drivers always run on the head,
+# never on a (spot) GPU node that may go away with them; their Train workers go anywhere.
+DRIVER_RESOURCE = "cotstudy_driver"
+DRIVER_SHARE = 0.001
 
 
 @dataclass(frozen=True)
@@ -47,14 +52,20 @@ class StudyOutcome:
 
 
 class ClusterTooSmall(StudyError):
-    """A trial asks for more Train workers than the cluster can place; nothing was run."""
+    """A trial the cluster cannot place (more Train workers than it has, or no head to pin its driver
+    to); nothing was run."""
 
 
 def init_ray(resources: ResourcesSpec | None = None) -> None:
     """Join RAY_ADDRESS's cluster if set, else start a local one with this machine's CPUs; then
     check that one trial's Train workers (when given) fit in it."""
     if not ray.is_initialized():
-        ray.init(include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": RAY_ENV_VARS})
+        local = {} if "RAY_ADDRESS" in os.environ else {"resources": {DRIVER_RESOURCE: 1}}
+        ray.init(include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": RAY_ENV_VARS}, **local)
+    if DRIVER_RESOURCE not in ray.cluster_resources():
+        raise ClusterTooSmall(f"the Ray cluster has no '{DRIVER_RESOURCE}' resource, which pins trial drivers "
+                              f"to its head: start the head with ray start --head --resources "
+                              f"'{{\"{DRIVER_RESOURCE}\": 1}}' (cluster.yaml's head node type declares it)")
     if resources is not None:
         check_trial_fits(resources, ray.cluster_resources(), autoscaling="RAY_ADDRESS" in os.environ)
 
@@ -108,10 +119,10 @@ class CellProgress(tune.Callback):
 
 
 def _trainable_with_resources(trainable: Trainable) -> tune.trainable.Trainable:
-    """The trial only drives: Ray Train's workers hold the CPUs/GPUs. Tune refuses an all-zero
-    request, so the trial asks for one byte of memory and no CPU; otherwise two trials would hold
-    both CPUs of a 2-core machine and their Train workers could never start."""
-    return tune.with_resources(trainable, {"CPU": 0, "memory": 1})
+    """The trial only drives: Ray Train's workers hold the CPUs/GPUs, so the trial asks for no CPU
+    (else two trials would hold both CPUs of a 2-core machine and their Train workers could never
+    start), and for a sliver of the head's driver resource, which keeps it on the head."""
+    return tune.with_resources(trainable, {"CPU": 0, DRIVER_RESOURCE: DRIVER_SHARE})
 
 
 def _max_concurrent(spec: StudySpec) -> int:
