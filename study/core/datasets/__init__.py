@@ -15,13 +15,14 @@ from functools import lru_cache
 from typing import Literal
 
 from study.core.datasets import answers, math_answers
-from study.core.datasets.arith import generate_splits
+from study.core.datasets.arith import ArithSettings, generate_splits
 from study.core.datasets.problems import Choice, Problem, Step
+from study.core.datasets.registry import DatasetName, DatasetSpec
+from study.core.datasets.settings import Frozen
 from study.core.datasets.sources import DataError, normalize_text
 from study.core.datasets.splits import SOURCES, Source, load_source_splits
-from study.core.spec import DatasetSpec
 
-__all__ = ["Problem", "Step", "Choice", "DataError", "DatasetInfo", "REGISTRY", "extract_answer", "score",
+__all__ = ["DatasetSpec", "DatasetName", "ArithSettings", "Frozen", "Problem", "Step", "Choice", "DataError", "DatasetInfo", "REGISTRY", "extract_answer", "score",
            "load_split", "question_prompt", "problem_text", "training_text", "normalize_text", "RATIONALE_SEPARATOR"]
 
 AnswerType = Literal["number", "choice", "yes_no", "math"]

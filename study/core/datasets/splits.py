@@ -22,6 +22,7 @@ from importlib import resources
 from pathlib import Path
 
 from study.core.datasets.problems import Problem
+from study.core.datasets.registry import DatasetSpec
 from study.core.datasets.sources import (
     DataError,
     Record,
@@ -40,7 +41,6 @@ from study.core.datasets.sources import (
     read_records,
     require_json_list,
 )
-from study.core.spec import DatasetSpec
 
 Splits = dict[str, list[Problem]]
 
