@@ -17,7 +17,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 # the data sets' own settings and the frozen base live in the datasets package, below this module
-from study.core.datasets import ArithSettings, DatasetName, DatasetSpec, Frozen
+from study.core.datasets import ArithSettings, DatasetName, DatasetSpec, Frozen, dataset_info
 
 Format = Literal["cot", "answer_first", "bsm", "rar", "symbolic", "answer_only", "human"]
 # Formats that carry no teacher reasoning, so no granularity and no teacher: the label comes from
@@ -358,7 +358,7 @@ def load_spec(path: str | Path, storage: str | None = None, data_dir: str | None
 def resolve_locations(spec: StudySpec, data_dir: Path) -> StudySpec:
     """The spec with every data location absolute: data set folders (default <data_dir>/<name>),
     released-file globs and prompt files, relative ones taken from `data_dir`. Locations are in no id."""
-    datasets = [d if d.hub is not None or d.name == "arith" else
+    datasets = [d if d.hub is not None or dataset_info(d.name).generated else
                 d.model_copy(update={"path": str(data_dir / (d.path or d.name))}) for d in spec.datasets]
     teachers = [_resolve_teacher(t, data_dir) for t in spec.teachers]
     return spec.model_copy(update={"data_dir": str(data_dir), "datasets": datasets, "teachers": teachers})
