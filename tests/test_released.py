@@ -74,7 +74,8 @@ def _problems(tmp_path):
 
 
 def _load_all(folder):
-    from study.core.datasets.sources import parse_records, parse_svamp, read_records
+    from study.core.datasets.sources import parse_records, read_records
+    from study.core.datasets.svamp import parse_svamp
 
     return parse_records(folder / "SVAMP.json", read_records(folder / "SVAMP.json"), parse_svamp)
 

@@ -11,14 +11,15 @@ import hashlib
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
+from typing import get_args
 
 import yaml
 
-from study.core.datasets.sources import DataError
+from study.core.datasets import AnswerType, DataError
 from study.core.spec import Format
 
 ANSWER_CONVENTION = "The answer is"
-ANSWER_TYPES = ("number", "choice", "yes_no", "math")
+ANSWER_TYPES: tuple[str, ...] = get_args(AnswerType)  # the answer kinds data sets declare
 REASONING_FORMATS = ("cot", "answer_first", "bsm", "rar", "symbolic")
 
 

@@ -1,8 +1,9 @@
 """The study spec: one typed, frozen, validated object loaded from YAML.
 
-Every default lives here, in the schema, and nowhere else. Unknown keys are an error. A spec
-that fails validation raises `SpecError` with one line naming the field path and what was
-expected, before anything starts.
+Every default lives in the schema (here, and in the data sets' own settings `DatasetSpec` and
+`ArithSettings`, defined in `study.core.datasets` and re-exported here) and nowhere else. Unknown
+keys are an error. A spec that fails validation raises `SpecError` with one line naming the field
+path and what was expected, before anything starts.
 """
 
 from __future__ import annotations
@@ -13,13 +14,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+# the data sets' own settings and the frozen base live in the datasets package, below this module
+from study.core.datasets import ArithSettings, DatasetName, DatasetSpec, Frozen, dataset_info
 
 Format = Literal["cot", "answer_first", "bsm", "rar", "symbolic", "answer_only", "human"]
 # Formats that carry no teacher reasoning, so no granularity and no teacher: the label comes from
 # the data set itself (its gold answer, or its own human-written rationale).
 LABEL_FORMATS: frozenset[str] = frozenset({"answer_only", "human"})
-DatasetName = Literal["arith", "svamp", "gsm8k", "aqua", "math", "csqa", "obqa", "strategyqa"]
 Method = Literal["sft"]
 GRANULARITY_LEVELS = range(1, 7)
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -27,43 +30,6 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 class SpecError(ValueError):
     """A study spec that cannot be used; the message names the field and what was expected."""
-
-
-class Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class ArithSettings(Frozen):
-    """How the synthetic `arith` word problems are generated (fixed by `seed`)."""
-
-    seed: int = Field(0, description="Seed of the generator; fixes problems and the split.")
-    n_train: int = Field(600, gt=0, description="Training problems.")
-    n_test: int = Field(200, gt=0, description="Test problems.")
-    ops_min: int = Field(2, ge=1, le=8, description="Fewest operations per problem.")
-    ops_max: int = Field(3, ge=1, le=8, description="Most operations per problem.")
-    max_value: int = Field(40, ge=5, le=999, description="Every operand and intermediate result lies in 0..max_value.")
-
-    @model_validator(mode="after")
-    def _ops_ordered(self) -> ArithSettings:
-        if self.ops_min > self.ops_max:
-            raise ValueError(f"ops_min ({self.ops_min}) must not exceed ops_max ({self.ops_max})")
-        return self
-
-
-class DatasetSpec(Frozen):
-    """A registered data set and where its files are.
-
-    The files are found at `path` when given, else at `<data_dir>/<name>`; relative paths are
-    relative to `data_dir`. `hub` loads the Hugging Face hub copy instead (needs the hub).
-    Locations are not part of any cell or corpus id: moving the data keeps every result.
-    """
-
-    name: DatasetName = Field(description="Registered data set.")
-    path: str | None = Field(None, description="Folder (or file) holding the source files; default <data_dir>/<name>.")
-    train_file: str | None = Field(None, description="Training file inside `path`, when not the source's own name.")
-    test_file: str | None = Field(None, description="Test file inside `path` (an alpaca list works too).")
-    hub: str | None = Field(None, description="Hugging Face hub dataset id to load instead of files.")
-    arith: ArithSettings = Field(default_factory=ArithSettings, description="Generator settings (arith only).")
 
 
 CorpusFilter = Literal["correct_only", "all"]
@@ -392,7 +358,7 @@ def load_spec(path: str | Path, storage: str | None = None, data_dir: str | None
 def resolve_locations(spec: StudySpec, data_dir: Path) -> StudySpec:
     """The spec with every data location absolute: data set folders (default <data_dir>/<name>),
     released-file globs and prompt files, relative ones taken from `data_dir`. Locations are in no id."""
-    datasets = [d if d.hub is not None or d.name == "arith" else
+    datasets = [d if d.hub is not None or dataset_info(d.name).generated else
                 d.model_copy(update={"path": str(data_dir / (d.path or d.name))}) for d in spec.datasets]
     teachers = [_resolve_teacher(t, data_dir) for t in spec.teachers]
     return spec.model_copy(update={"data_dir": str(data_dir), "datasets": datasets, "teachers": teachers})

@@ -26,15 +26,19 @@ import pandas as pd
 
 from study.core.cells import CorpusKey
 from study.core.corpora import CORPUS_COLUMNS
-from study.core.datasets import DataError, Problem, extract_answer, load_split, normalize_text, problem_text, score
+from study.core.datasets import (
+    RELEASE_ALIASES,
+    DataError,
+    Problem,
+    extract_answer,
+    load_split,
+    normalize_text,
+    problem_text,
+    score,
+)
 from study.core.datasets.sources import Record, read_records, require_json_list
 from study.core.spec import LABEL_FORMATS, Format, ReleasedFile, ReleasedTeacher
 
-DATASET_ALIASES = {
-    "svamp": "svamp", "gsm8k": "gsm8k", "gsm": "gsm8k", "aqua": "aqua", "auqa": "aqua", "math": "math",
-    "csqa": "csqa", "cqa": "csqa", "commonsenseqa": "csqa", "ecqa": "csqa", "obqa": "obqa", "openbookqa": "obqa",
-    "strategyqa": "strategyqa", "stqa": "strategyqa",
-}
 FORMAT_WORDS: dict[str, Format] = {"bsm": "bsm", "rar": "rar", "sym": "symbolic"}
 LEVEL = re.compile(r"level_?(\d)(bsm|rar|sym)?$")
 NOT_A_TEACHER = {"level", "ranked", "only", "ans", "onlyans", "human", "annotation", "train", "test", *FORMAT_WORDS}
@@ -80,7 +84,7 @@ def parse_release_name(path: str | Path) -> ReleaseFile:
     tokens = [t for t in path.stem.lower().split("_") if t]
     if tokens and tokens[0].isdigit():
         tokens = tokens[1:]  # the release's "0_" prefix
-    dataset = DATASET_ALIASES.get(tokens[0]) if tokens else None
+    dataset = RELEASE_ALIASES.get(tokens[0]) if tokens else None  # each data set declares its names
     if dataset is None:
         raise DataError(f"{path}: cannot tell the data set from the name; {NAMING_HELP}")
     stem = "_".join(tokens)

@@ -2,8 +2,8 @@
 
 Every extractor has the signature `extract_X(text, choices=()) -> str | None` and returns the
 canonical answer (None when the text gives none); every scorer is `X_equal(predicted, gold) -> bool`
-and canonicalises the gold answer the same way. Both shapes are fixed so that the data-set registry
-can hold any pair in one table. An answer phrase ("The answer is X", "Answer: X") beats every other
+and canonicalises the gold answer the same way. Both shapes are fixed so that an answer kind
+(`descriptor.AnswerKind`, which a data set picks) can hold any pair. An answer phrase ("The answer is X", "Answer: X") beats every other
 mention, the last phrase winning; without one the last mention in the text counts.
 MATH expressions are handled in `study.core.datasets.math_answers` and re-exported here.
 """

@@ -3,7 +3,10 @@
 A problem is a short story: someone starts with a number of things, then 2-3 (configurable)
 events add, remove, multiply or share them; the question asks how many are left. Every operand
 and every intermediate result lies in 0..max_value, so the whole-number vocabulary stays small.
-The same settings always give the same problems and the same train/test split.
+The same settings always give the same problems and the same train/test split: the first
+`n_train` distinct problems are train, the next `n_test` test. It reads no files; its settings are
+the spec's `DatasetSpec.arith`. Each problem carries its structured solution (`steps`), which the
+program teacher renders; the human rationale is the solution as one equation.
 """
 
 from __future__ import annotations
@@ -11,14 +14,34 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
+from pydantic import Field, model_validator
+
+from study.core.datasets.descriptor import NUMBER, DatasetInfo, Splits
 from study.core.datasets.problems import OPERATOR_SYMBOLS, Problem, Step
-from study.core.spec import ArithSettings
+from study.core.datasets.settings import Frozen
 
 SUBJECTS = (("Tom", "he"), ("Anna", "she"), ("Ravi", "he"), ("Mia", "she"), ("Omar", "he"),
             ("Lena", "she"), ("Ken", "he"), ("Sara", "she"), ("Ivan", "he"), ("Zoe", "she"))
 ITEMS = ("apples", "marbles", "stickers", "books", "coins", "cards", "pencils", "shells", "stamps", "cookies")
 MAX_TRIES = 200
 MAX_DUPLICATES_IN_A_ROW = 2000
+
+
+class ArithSettings(Frozen):
+    """How the synthetic `arith` word problems are generated (fixed by `seed`)."""
+
+    seed: int = Field(0, description="Seed of the generator; fixes problems and the split.")
+    n_train: int = Field(600, gt=0, description="Training problems.")
+    n_test: int = Field(200, gt=0, description="Test problems.")
+    ops_min: int = Field(2, ge=1, le=8, description="Fewest operations per problem.")
+    ops_max: int = Field(3, ge=1, le=8, description="Most operations per problem.")
+    max_value: int = Field(40, ge=5, le=999, description="Every operand and intermediate result lies in 0..max_value.")
+
+    @model_validator(mode="after")
+    def _ops_ordered(self) -> ArithSettings:
+        if self.ops_min > self.ops_max:
+            raise ValueError(f"ops_min ({self.ops_min}) must not exceed ops_max ({self.ops_max})")
+        return self
 
 
 def _add(rng: random.Random, value: int, limit: int) -> Step | None:
@@ -102,7 +125,7 @@ def make_problem(rng: random.Random, settings: ArithSettings, uid: str) -> Probl
     raise RuntimeError(f"arith: no problem with these settings after {MAX_TRIES} tries: {settings}")
 
 
-def generate_splits(settings: ArithSettings) -> dict[str, list[Problem]]:
+def generate_splits(settings: ArithSettings) -> Splits:
     """Unique problems from the seed; the first n_train are train, the next n_test are test."""
     rng = random.Random(settings.seed)
     wanted = settings.n_train + settings.n_test
@@ -123,3 +146,7 @@ def generate_splits(settings: ArithSettings) -> dict[str, list[Problem]]:
         seen.add(problem.question)
         problems.append(problem)
     return {"train": problems[: settings.n_train], "test": problems[settings.n_train :]}
+
+
+# generated, so no `source`; no paper released CoT for it, so no release names
+DATASET = DatasetInfo(name="arith", answers=NUMBER, source=None)

@@ -1,12 +1,10 @@
-"""Reading each data set's own file formats into `Problem`s.
+"""Reading source files into `Problem`s: the file formats, and the parsing helpers data sets share.
 
-One record parser per source format, each taking a record exactly as the source ships it:
-SVAMP `SVAMP.json` (Body, Question, Equation, Answer), GSM8K jsonl (question, answer ending
-`#### N`), AQuA-RAT jsonl (question, options ["A)..."], rationale, correct), MATH (problem, level,
-type, solution with `\\boxed{}`; one json per problem in folders, or a jsonl / json list),
-CommonsenseQA and OpenBookQA jsonl (question.stem, question.choices, answerKey; OBQA adds fact1),
-StrategyQA json list (qid, question, answer true/false, facts). Alpaca lists ({instruction,
-output} or {instruction, label}) work for any data set's files.
+A source file is a JSON list, JSON lines (whatever its extension), or a folder of one-object JSON
+files (MATH's layout). Each data set's own record parser lives in its module (`svamp.py`, ...);
+the shapes several data sets share live here: the question / choices / answerKey shape of
+CommonsenseQA and OpenBookQA, and alpaca lists ({instruction, output} or {instruction, label}),
+which work for any data set's files.
 
 A bad row raises `DataError` naming the file and the row index.
 """
@@ -14,13 +12,11 @@ A bad row raises `DataError` naming the file and the row index.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from study.core.datasets.answers import canonical_number
-from study.core.datasets.math_answers import extract_math
 from study.core.datasets.problems import Choice, Problem
 
 Record = dict[str, Any]
@@ -105,115 +101,41 @@ def parse_records(path: Path, records: list[Record], parser: RecordParser) -> li
     return problems
 
 
-def _number(raw: Any, field: str) -> str:
+def number_field(raw: Any, field: str) -> str:
+    """A record's numeric field as a canonical number string."""
     canonical = canonical_number(str(raw))
     if canonical is None:
         raise ValueError(f"field '{field}' is not a number: {raw!r}")
     return canonical
 
 
-def _strip_outer_parens(expression: str) -> str:
-    expression = expression.strip()
-    if expression.startswith("(") and expression.endswith(")") and _balanced(expression[1:-1]):
-        return expression[1:-1].strip()
-    return expression
-
-
-def _balanced(text: str) -> bool:
-    depth = 0
-    for char in text:
-        depth += {"(": 1, ")": -1}.get(char, 0)
-        if depth < 0:
-            return False
-    return depth == 0
-
-
-def parse_svamp(record: Record, fallback_uid: str) -> Problem:
-    answer = _number(record["Answer"], "Answer")
-    return Problem(
-        uid=str(record.get("ID", fallback_uid)),
-        question=" ".join(f"{record['Body']} {record['Question']}".split()),
-        answer=answer,
-        human_rationale=f"{_strip_outer_parens(record['Equation'])} = {record['Answer']}",
-    )
-
-
-GSM8K_CALCULATOR = re.compile(r"<<[^>]*>>")
-
-
-def parse_gsm8k(record: Record, fallback_uid: str) -> Problem:
-    solution, separator, final = str(record["answer"]).rpartition("####")
-    if not separator:
-        raise ValueError("field 'answer' does not end with '#### N'")
-    steps = [line.strip() for line in GSM8K_CALCULATOR.sub("", solution).splitlines() if line.strip()]
-    return Problem(
-        uid=str(record.get("id", fallback_uid)),
-        question=str(record["question"]).strip(),
-        answer=_number(final.strip(), "answer"),
-        human_rationale=" ".join(steps),
-    )
-
-
-AQUA_OPTION = re.compile(r"^\s*\(?([A-Ea-e])\s*[):]\s*(.*)$", re.DOTALL)
-
-
-def parse_aqua(record: Record, fallback_uid: str) -> Problem:
-    choices = []
-    for option in record["options"]:
-        match = AQUA_OPTION.match(str(option))
-        if match is None:
-            raise ValueError(f"option {option!r} is not like 'A)text'")
-        choices.append(Choice(match.group(1).upper(), match.group(2).strip()))
-    return Problem(
-        uid=str(record.get("id", fallback_uid)),
-        question=str(record["question"]).strip(),
-        answer=_choice_label(record["correct"], choices, "correct"),
-        choices=tuple(choices),
-        human_rationale=str(record.get("rationale", "")).strip() or None,
-    )
-
-
-def _choice_label(raw: Any, choices: list[Choice], field: str) -> str:
+def choice_label(raw: Any, choices: list[Choice], field: str) -> str:
+    """A record's gold label, upper-case, checked against its choices."""
     label = str(raw).strip().upper()
     if label not in {choice.label for choice in choices}:
         raise ValueError(f"field '{field}' is {raw!r}, not one of the choices {[c.label for c in choices]}")
     return label
 
 
-def parse_math(record: Record, fallback_uid: str) -> Problem:
-    answer = extract_math(str(record["solution"]))  # the MATH convention: the last \boxed{}
-    if answer is None:
-        raise ValueError("field 'solution' has no \\boxed{} answer")
-    uid = f"{record.get('type', 'math')}/{record['_file']}" if "_file" in record else fallback_uid
-    return Problem(uid=str(record.get("unique_id", uid)), question=str(record["problem"]).strip(), answer=answer,
-                   human_rationale=str(record["solution"]).strip())
-
-
 def parse_qa_choices(record: Record, fallback_uid: str) -> Problem:
-    """CommonsenseQA and OpenBookQA share one shape; OBQA's `fact1` is its human rationale."""
+    """CommonsenseQA and OpenBookQA share one shape: question.stem, question.choices, answerKey;
+    OBQA's `fact1` is its human rationale."""
     question = record["question"]
     choices = [Choice(str(c["label"]).strip().upper(), str(c["text"]).strip()) for c in question["choices"]]
     fact = record.get("fact1")
     return Problem(
         uid=str(record.get("id", fallback_uid)),
         question=str(question["stem"]).strip(),
-        answer=_choice_label(record["answerKey"], choices, "answerKey"),
+        answer=choice_label(record["answerKey"], choices, "answerKey"),
         choices=tuple(choices),
         human_rationale=f"{str(fact).strip().rstrip('.')}." if fact else None,
     )
 
 
-def parse_strategyqa(record: Record, fallback_uid: str) -> Problem:
-    answer = record["answer"]
-    if not isinstance(answer, bool):
-        raise ValueError(f"field 'answer' must be true or false, got {answer!r}")
-    facts = [str(fact).strip() for fact in record.get("facts", [])]
-    return Problem(
-        uid=str(record.get("qid", fallback_uid)),
-        question=str(record["question"]).strip(),
-        answer="yes" if answer else "no",
-        human_rationale=" ".join(facts) or None,
-    )
+def hub_choices(row: Record) -> list[Record]:
+    """The hub's column-wise `choices` ({label: [...], text: [...]}) as the source's list of
+    {label, text} (the hub copies of CommonsenseQA and OpenBookQA)."""
+    return [{"label": label, "text": text} for label, text in zip(row["choices"]["label"], row["choices"]["text"])]
 
 
 def is_alpaca(record: Record) -> bool:
@@ -233,16 +155,3 @@ def alpaca_parser(extract: Callable[[str], str | None]) -> RecordParser:
         return Problem(uid=str(record.get("id", fallback_uid)), question=question, answer=answer)
 
     return parse
-
-
-# Hugging Face hub copies whose columns differ from the source files: mapped back to the source
-# shape so one record parser serves both.
-def hub_commonsense_qa(row: Record) -> Record:
-    choices = [{"label": label, "text": text} for label, text in zip(row["choices"]["label"], row["choices"]["text"])]
-    return {"id": row["id"], "question": {"stem": row["question"], "choices": choices}, "answerKey": row["answerKey"]}
-
-
-def hub_openbookqa(row: Record) -> Record:
-    choices = [{"label": label, "text": text} for label, text in zip(row["choices"]["label"], row["choices"]["text"])]
-    return {"id": row["id"], "question": {"stem": row["question_stem"], "choices": choices},
-            "answerKey": row["answerKey"], "fact1": row.get("fact1")}

@@ -1,0 +1,95 @@
+"""What a data set declares: the descriptor each data-set module fills in once, and the shared
+parts it picks from (answer kinds, the student's prompt template, split rules).
+
+A data set is one module of this package (`svamp.py`, `gsm8k.py`, ...) holding one `DatasetInfo`
+named `DATASET`, listed once in `registry.py`. Everything else reads the descriptor: the spec's
+allowed names, loading and splitting, extraction and scoring, the teacher prompts' answer type
+and the released-file importer's names. Per-dataset differences are fields here, never
+`if dataset == ...` branches elsewhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from study.core.datasets import answers, math_answers
+from study.core.datasets.problems import Choice, Problem
+from study.core.datasets.sources import Record, RecordParser
+
+AnswerType = Literal["number", "choice", "yes_no", "math"]
+Extractor = Callable[[str, tuple[Choice, ...]], str | None]
+Scorer = Callable[[str | None, str], bool]
+Splits = dict[str, list[Problem]]
+
+
+@dataclass(frozen=True)
+class AnswerKind:
+    """How answers of one type are read from a text (`extract`) and compared with gold (`equal`)."""
+
+    type: AnswerType
+    extract: Extractor
+    equal: Scorer
+
+
+NUMBER = AnswerKind("number", answers.extract_number, answers.numbers_equal)
+CHOICE = AnswerKind("choice", answers.extract_choice, answers.choices_equal)
+YES_NO = AnswerKind("yes_no", answers.extract_yes_no, answers.yes_no_equal)
+MATH = AnswerKind("math", math_answers.extract_math, math_answers.math_equal)
+
+QUESTION_TEMPLATE = "Question: {question}\nAnswer:"
+
+
+@dataclass(frozen=True)
+class Source:
+    """A data set's source files: candidate names (the first that exists is read), the record
+    parser, how one file divides into both splits where the source has no test file, and the
+    Hugging Face hub copy (its id, configs and split names, and how a hub row maps back to the
+    source's own record shape)."""
+
+    parse: RecordParser
+    train_names: tuple[str, ...]
+    test_names: tuple[str, ...]
+    hub_id: str
+    hub_configs: tuple[str | None, ...] = (None,)
+    hub_splits: tuple[str, str] = ("train", "test")
+    hub_row: Callable[[Record], Record] | None = None
+    divide: Callable[[list[Problem]], Splits] | None = None
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """One data set, declared in one place.
+
+    `source` is None for a data set generated from the spec's own settings (`arith`, from
+    `DatasetSpec.arith`); such a data set reads no files. `release_names` are the lower-case
+    names released CoT files use for it as their first word (`SVAMP_ChatGPT_level3_ranked.json`).
+    """
+
+    name: str
+    answers: AnswerKind
+    source: Source | None
+    release_names: tuple[str, ...] = ()
+    prompt_template: str = QUESTION_TEMPLATE
+
+    @property
+    def answer_type(self) -> AnswerType:
+        return self.answers.type
+
+    @property
+    def generated(self) -> bool:
+        return self.source is None
+
+
+def hashed_split(test_share: float) -> Callable[[list[Problem]], Splits]:
+    """Divide by a hash of each uid: stable under reordering and across machines."""
+
+    def divide(problems: list[Problem]) -> Splits:
+        def in_test(problem: Problem) -> bool:
+            return int(hashlib.sha256(problem.uid.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < test_share
+
+        return {"train": [p for p in problems if not in_test(p)], "test": [p for p in problems if in_test(p)]}
+
+    return divide

@@ -1,0 +1,63 @@
+"""Which data sets exist, and how a study spec names one (`DatasetSpec`).
+
+`DATASETS` is the one list of data sets: each entry is the `DATASET` descriptor of one module of
+this package. Everything else is derived from it: the spec's allowed names (`DatasetName`, so the
+JSON schema lists them and a bad name is one `SpecError` naming the field), `dataset_info`, and
+the names released CoT files use (`RELEASE_ALIASES`). A new data set is one new module plus its
+entry here.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from study.core.datasets import aqua, arith, csqa, gsm8k, math, obqa, strategyqa, svamp
+from study.core.datasets.arith import ArithSettings
+from study.core.datasets.descriptor import DatasetInfo
+from study.core.datasets.settings import Frozen
+
+DATASETS: tuple[DatasetInfo, ...] = (
+    arith.DATASET, svamp.DATASET, gsm8k.DATASET, aqua.DATASET, math.DATASET, csqa.DATASET, obqa.DATASET,
+    strategyqa.DATASET,
+)
+REGISTRY: dict[str, DatasetInfo] = {dataset.name: dataset for dataset in DATASETS}
+DATASET_NAMES: tuple[str, ...] = tuple(REGISTRY)
+DatasetName = Literal[*DATASET_NAMES]  # built from the registry; pydantic checks it and lists it in the schema
+
+
+def _release_aliases(datasets: tuple[DatasetInfo, ...]) -> dict[str, str]:
+    aliases: dict[str, str] = {}
+    for dataset in datasets:
+        for alias in dataset.release_names:
+            if aliases.setdefault(alias, dataset.name) != dataset.name:
+                raise ValueError(f"release name '{alias}' is claimed by both '{aliases[alias]}' and '{dataset.name}'")
+    return aliases
+
+
+# the first word of a released file's name (lower-case) -> the data set it holds
+RELEASE_ALIASES: dict[str, str] = _release_aliases(DATASETS)
+
+
+def dataset_info(dataset: str) -> DatasetInfo:
+    try:
+        return REGISTRY[dataset]
+    except KeyError:
+        raise ValueError(f"unknown dataset '{dataset}'; known: {sorted(REGISTRY)}") from None
+
+
+class DatasetSpec(Frozen):
+    """A registered data set and where its files are.
+
+    The files are found at `path` when given, else at `<data_dir>/<name>`; relative paths are
+    relative to `data_dir`. `hub` loads the Hugging Face hub copy instead (needs the hub).
+    Locations are not part of any cell or corpus id: moving the data keeps every result.
+    """
+
+    name: DatasetName = Field(description="Registered data set.")
+    path: str | None = Field(None, description="Folder (or file) holding the source files; default <data_dir>/<name>.")
+    train_file: str | None = Field(None, description="Training file inside `path`, when not the source's own name.")
+    test_file: str | None = Field(None, description="Test file inside `path` (an alpaca list works too).")
+    hub: str | None = Field(None, description="Hugging Face hub dataset id to load instead of files.")
+    arith: ArithSettings = Field(default_factory=ArithSettings, description="Generator settings (arith only).")
