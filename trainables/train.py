@@ -36,7 +36,7 @@ from study.core.storage import StudyPaths
 from trainables import checkpoints
 from trainables.accounting import FlopCount, peak_flops
 from trainables.checkpoints import TrainingState
-from trainables.data import Example, batch_indices, encode_corpus, mean_target_tokens, steps_per_epoch, total_steps
+from trainables.data import Example, encode_corpus, mean_target_tokens, steps_per_epoch, total_steps, worker_batches
 from trainables.evaluate import evaluate
 from trainables.lora import merged, with_lora
 from trainables.packing import (
@@ -59,13 +59,15 @@ def load_study_tokenizer(paths: StudyPaths, local_dir: Path) -> PreTrainedTokeni
 
 
 def batch_stream(examples: list[Example], tokens_per_batch: int, seed: int, n_batches: int,
-                 examples_per_batch: int | None = None, packed: bool = False) -> list[list[int]]:
-    """Enough epochs of shuffled batches, flattened, for n_batches (epoch e shuffles with seed, e)."""
+                 examples_per_batch: int | None = None, packed: bool = False, world: int = 1) -> list[list[int]]:
+    """Enough epochs of shuffled worker batches, flattened, for n_batches (epoch e shuffles with
+    seed, e); batch r of each step is rank r's (trainables.data.worker_batches)."""
     stream: list[list[int]] = []
     for epoch in itertools.count():
         if len(stream) >= n_batches:
             return stream[:n_batches]
-        stream.extend(batch_indices(examples, tokens_per_batch, seed * 100_003 + epoch, examples_per_batch, packed))
+        stream.extend(worker_batches(examples, tokens_per_batch, seed * 100_003 + epoch, world, examples_per_batch,
+                                     packed))
     raise AssertionError("unreachable")
 
 
@@ -85,12 +87,11 @@ def training_data(cell: Cell, paths: StudyPaths, tokenizer: PreTrainedTokenizerB
     encoded = encode_corpus(tokenizer, cell.corpus.dataset.name, training_rows(cell.corpus, corpus),
                             settings.max_length, settings.overlong)
     examples = encoded.examples
-    # a fixed batch is per optimizer step across all workers: each worker takes its share
-    worker_examples = -(-settings.examples_per_batch // world) if settings.examples_per_batch else None
     plan = plan_packing(examples, settings.packing, settings.pack_length)
-    per_epoch = steps_per_epoch(examples, settings.tokens_per_batch, world, worker_examples, plan.packing)
+    per_epoch = steps_per_epoch(examples, settings.tokens_per_batch, world, settings.examples_per_batch, plan.packing)
     n_steps = total_steps(settings.epochs, settings.max_steps, per_epoch)
-    stream = batch_stream(examples, settings.tokens_per_batch, cell.seed, n_steps * world, worker_examples, plan.packing)
+    stream = batch_stream(examples, settings.tokens_per_batch, cell.seed, n_steps * world, settings.examples_per_batch,
+                          plan.packing, world)
     measures = {"dropped_examples": encoded.dropped, "truncated_examples": encoded.truncated,
                 "teacher_accuracy": float(corpus["correct"].mean()), "mean_rationale_tokens": mean_target_tokens(examples)}
     return TrainingData(examples, plan, stream, n_steps, per_epoch, measures)
