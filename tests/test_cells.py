@@ -4,7 +4,7 @@ import sys
 from conftest import small_spec
 
 from study.core.cells import corpus_keys, expand_grid
-from study.core.spec import parse_spec
+from study.core.spec import SftMethod, parse_spec
 
 
 def test_grid_skips_meaningless_combinations(tmp_path):
@@ -55,3 +55,10 @@ def test_a_setting_that_shapes_the_result_changes_the_id(tmp_path):
 def test_cell_names_are_readable(tmp_path):
     names = [c.name for c in expand_grid(parse_spec(small_spec(tmp_path)))]
     assert names == ["arith.program.L3.cot.s.sft.s0", "arith.answer_only.s.sft.s0"]
+
+
+def test_the_method_and_its_settings_are_part_of_the_cell(tmp_path):
+    cell = expand_grid(parse_spec(small_spec(tmp_path, method={"kind": "sft"})))[0]
+    assert cell.method == SftMethod() and cell.model_dump(mode="json")["method"] == {"kind": "sft"}
+    other = cell.model_copy(update={"method": SftMethod.model_construct(kind="kd")})  # stands for another method
+    assert other.cell_id != cell.cell_id and other.name == "arith.program.L3.cot.s.kd.s0"

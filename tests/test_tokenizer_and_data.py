@@ -101,6 +101,7 @@ def test_a_fixed_batch_is_split_over_the_workers_and_each_epoch_covers_the_corpu
     from study.core.corpora import label_corpus, save_corpus
     from study.core.spec import parse_spec
     from study.core.storage import StudyPaths
+    from trainables.methods import training_method
     from trainables.train import training_data
 
     spec = parse_spec(small_spec(tmp_path, formats=["answer_only"],
@@ -109,7 +110,7 @@ def test_a_fixed_batch_is_split_over_the_workers_and_each_epoch_covers_the_corpu
     (cell,) = expand_grid(spec)
     paths = StudyPaths(str(tmp_path / "study"))
     save_corpus(paths, cell.corpus, label_corpus(cell.corpus))
-    data = training_data(cell, paths, tokenizer, world=3)
+    data = training_data(cell, paths, tokenizer, world=3, method=training_method(cell.method), role="student")
     assert len(data.examples) == 200 and data.per_epoch == 4  # 3 steps of 64, then the 8 left over
     steps = [data.stream[step * 3:(step + 1) * 3] for step in range(data.n_steps)]
     assert [[len(share) for share in step] for step in steps[:4]] == [[22, 21, 21]] * 3 + [[3, 3, 2]]

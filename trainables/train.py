@@ -1,11 +1,13 @@
 """What each Ray Train worker runs for one cell: fine-tune the student, then evaluate it.
 
-Reads top to bottom: the data (tokenizer, corpus, batch stream), the layout (student, LoRA,
-activation checkpointing, compile, FSDP2 or DDP over workers: trainables/parallel.py, optimizer),
-resume from the run's latest checkpoint if there is one, train (a checkpoint at an epoch end at
-most every checkpoint_every_s, and at the end), then rank 0 rebuilds an unsharded student from
-the final state (LoRA adapters merged), evaluates it on the test split, writes predictions.parquet
-and reports the cell's measurements. The budget is a number of optimizer steps (from epochs or
+The cell's method (trainables/methods.py) gives its examples, its loss module and its evaluation;
+the rest is the same for every method. Reads top to bottom: the data (tokenizer, corpus, the
+method's examples, batch stream), the layout (student, LoRA, activation checkpointing, compile,
+FSDP2 or DDP over workers: trainables/parallel.py, optimizer), resume from the run's latest
+checkpoint if there is one, train (a checkpoint at an epoch end at most every
+checkpoint_every_s, and at the end), then rank 0 rebuilds an unsharded student from the final
+state (LoRA adapters merged), evaluates it on the test split, writes predictions.parquet and
+reports the cell's measurements. The budget is a number of optimizer steps (from epochs or
 max_steps), never seconds. Each step's examples are packed into rows with attention kept inside
 each example (trainables/packing.py), and the loss is averaged per target token over the whole
 step, across workers (trainables/step.py).
@@ -17,7 +19,9 @@ import gc
 import itertools
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import ray.train
@@ -36,9 +40,9 @@ from study.core.storage import StudyPaths
 from trainables import checkpoints
 from trainables.accounting import FlopCount, peak_flops
 from trainables.checkpoints import TrainingState
-from trainables.data import Example, encode_corpus, mean_target_tokens, steps_per_epoch, total_steps, worker_batches
-from trainables.evaluate import evaluate
+from trainables.data import Example, mean_target_tokens, steps_per_epoch, total_steps, worker_batches
 from trainables.lora import merged, with_lora
+from trainables.methods import TrainingMethod, training_method
 from trainables.packing import (
     PackingPlan,
     flatten_for_varlen,
@@ -47,7 +51,7 @@ from trainables.packing import (
     use_varlen_attention,
 )
 from trainables.parallel import distribute, prepare_layers
-from trainables.step import TargetLoss, global_sum, target_count, train_step
+from trainables.step import global_sum, target_count, train_step
 from trainables.students import build_student, parameter_count, student_tokenizer
 from trainables.tokenizer import load_tokenizer
 
@@ -81,11 +85,20 @@ class TrainingData:
     measures: dict  # corpus facts for the result row
 
 
-def training_data(cell: Cell, paths: StudyPaths, tokenizer: PreTrainedTokenizerBase, world: int) -> TrainingData:
+def single_role(method: TrainingMethod) -> str:
+    """The one model this trainer trains per cell. A method with several roles (e.g. a decomposer
+    and a solver) needs each trained in turn, with its own checkpoints: not built yet."""
+    if len(method.roles) != 1:
+        raise NotImplementedError(f"{type(method).__name__} trains {len(method.roles)} models {method.roles}; "
+                                  "the trainer trains one model per cell")
+    return method.roles[0]
+
+
+def training_data(cell: Cell, paths: StudyPaths, tokenizer: PreTrainedTokenizerBase, world: int,
+                  method: TrainingMethod, role: str) -> TrainingData:
     settings = cell.train
     corpus = load_corpus(paths, cell.corpus)
-    encoded = encode_corpus(tokenizer, cell.corpus.dataset.name, training_rows(cell.corpus, corpus),
-                            settings.max_length, settings.overlong)
+    encoded = method.examples(role, tokenizer, cell.corpus.dataset.name, training_rows(cell.corpus, corpus), settings)
     examples = encoded.examples
     plan = plan_packing(examples, settings.packing, settings.pack_length)
     per_epoch = steps_per_epoch(examples, settings.tokens_per_batch, world, settings.examples_per_batch, plan.packing)
@@ -103,7 +116,7 @@ class Layout:
     `trained` (what steps: core itself, core sharded in place by FSDP2, or core wrapped by DDP)."""
 
     student: PreTrainedModel
-    core: TargetLoss
+    core: torch.nn.Module
     trained: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: object
@@ -111,7 +124,7 @@ class Layout:
 
 
 def build_layout(cell: Cell, resources: ResourcesSpec, tokenizer: PreTrainedTokenizerBase, data: TrainingData,
-                 device: torch.device, world: int) -> Layout:
+                 device: torch.device, world: int, loss_module: Callable[[PreTrainedModel], torch.nn.Module]) -> Layout:
     """GPU: bf16 compute over fp32 master weights, fused AdamW, varlen flash attention when packing."""
     settings = cell.train
     student = build_student(cell.student, tokenizer, settings.max_length, cell.seed).to(device)
@@ -121,7 +134,7 @@ def build_layout(cell: Cell, resources: ResourcesSpec, tokenizer: PreTrainedToke
     if varlen:
         use_varlen_attention(student)
     prepare_layers(student, resources.activation_checkpointing, resources.compile)
-    core = TargetLoss(student)
+    core = loss_module(student)
     trained = distribute(core, student, world, resources.sharding, device)
     optimizer = torch.optim.AdamW([p for p in core.parameters() if p.requires_grad], lr=settings.lr_peak,
                                   weight_decay=settings.weight_decay, fused=device.type == "cuda")
@@ -180,9 +193,11 @@ def train_and_evaluate(config: dict) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     with tempfile.TemporaryDirectory() as scratch:
         tokenizer = student_tokenizer(cell.student, load_study_tokenizer(paths, Path(scratch) / "tokenizer"))
-    data = training_data(cell, paths, tokenizer, world)
+    method = training_method(cell.method)
+    role = single_role(method)
+    data = training_data(cell, paths, tokenizer, world, method, role)
     device = ray.train.torch.get_device() if resources.gpus_per_worker > 0 else torch.device("cpu")
-    layout = build_layout(cell, resources, tokenizer, data, device, world)
+    layout = build_layout(cell, resources, tokenizer, data, device, world, partial(method.loss_module, role))
     final = train(cell, resources, layout, data, tokenizer, device, rank, world)
     del layout  # free the training memory (sharded weights, optimizer) before evaluation
     gc.collect()
@@ -194,18 +209,19 @@ def train_and_evaluate(config: dict) -> None:
     # carries the evaluation, so a restart after it only re-evaluates.
     measured = {}
     if rank == 0:
-        student = evaluation_student(cell, tokenizer, final, device)
-        measured = _evaluate(cell, paths, student, tokenizer, final.counters, {**data.measures, **cost})
+        student = evaluation_student(cell, tokenizer, final, device, partial(method.loss_module, role))
+        measured = _evaluate(cell, paths, method, {role: student}, tokenizer, final.counters, {**data.measures, **cost})
     _report(final, rank, metrics=measured)
 
 
-def evaluation_student(cell: Cell, tokenizer: PreTrainedTokenizerBase, state: TrainingState,
-                       device: torch.device) -> PreTrainedModel:
-    """A plain (unsharded, uncompiled) student with the trained weights; LoRA adapters merged."""
+def evaluation_student(cell: Cell, tokenizer: PreTrainedTokenizerBase, state: TrainingState, device: torch.device,
+                       loss_module: Callable[[PreTrainedModel], torch.nn.Module]) -> PreTrainedModel:
+    """A plain (unsharded, uncompiled) student with the trained weights (saved under the loss
+    module's parameter names); LoRA adapters merged."""
     student = build_student(cell.student, tokenizer, cell.train.max_length, cell.seed)
     if cell.train.finetune == "lora":
         student = with_lora(student, cell.train.lora, cell.student.name)
-    checkpoints.load_model(state, TargetLoss(student))
+    checkpoints.load_model(state, loss_module(student))
     return merged(student).to(device)
 
 
@@ -223,14 +239,14 @@ def _checkpoint_due(last_checkpoint: float, every_s: float, world: int, device: 
     return bool(due.item())
 
 
-def _evaluate(cell: Cell, paths: StudyPaths, student: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
-              counters: dict, measures: dict) -> dict:
+def _evaluate(cell: Cell, paths: StudyPaths, method: TrainingMethod, students: dict[str, PreTrainedModel],
+              tokenizer: PreTrainedTokenizerBase, counters: dict, measures: dict) -> dict:
     problems = load_split(cell.corpus.dataset, "test")[: cell.evaluation.test_size]
-    evaluation = evaluate(student, tokenizer, cell.corpus.dataset.name, problems, cell.evaluation)
+    evaluation = method.evaluate(students, tokenizer, cell.corpus.dataset.name, problems, cell.evaluation)
     storage.write_parquet_atomic(paths.cell_predictions(cell.cell_id), evaluation.predictions)
     predictions = evaluation.predictions
     return Measurements(
-        student_params=parameter_count(student),
+        student_params=sum(parameter_count(student) for student in students.values()),
         accuracy=evaluation.accuracy,
         n_test=len(predictions),
         n_correct=int(predictions["correct"].sum()),
