@@ -39,8 +39,9 @@ from study.core.spec import ResourcesSpec
 from study.core.storage import StudyPaths
 from trainables import checkpoints
 from trainables.accounting import FlopCount, peak_flops
-from trainables.checkpoints import TrainingState
+from trainables.checkpoints import Counters, TrainingState
 from trainables.data import Example, mean_target_tokens, steps_per_epoch, total_steps, worker_batches
+from trainables.evaluate import Evaluation
 from trainables.lora import merged, with_lora
 from trainables.methods import TrainingMethod, training_method
 from trainables.packing import (
@@ -54,9 +55,6 @@ from trainables.parallel import distribute, prepare_layers
 from trainables.step import global_sum, target_count, train_step
 from trainables.students import build_student, parameter_count, student_tokenizer
 from trainables.tokenizer import load_tokenizer
-
-FRESH_COUNTERS = {"step": 0, "train_tokens": 0, "train_s": 0.0, "train_flops": 0.0, "loss": float("nan")}
-
 
 def load_study_tokenizer(paths: StudyPaths, local_dir: Path) -> PreTrainedTokenizerBase:
     return load_tokenizer(storage.download_dir(paths.tokenizer, local_dir))
@@ -76,13 +74,23 @@ def batch_stream(examples: list[Example], tokens_per_batch: int, seed: int, n_ba
 
 
 @dataclass(frozen=True)
+class CorpusFacts:
+    """What the result row says about the examples trained on."""
+
+    dropped_examples: int
+    truncated_examples: int
+    teacher_accuracy: float  # of the whole corpus, before the teacher's filter
+    mean_rationale_tokens: float
+
+
+@dataclass(frozen=True)
 class TrainingData:
     examples: list[Example]
     plan: PackingPlan
     stream: list[list[int]]  # batch b of step s on rank r is stream[s * world + r]
     n_steps: int
     per_epoch: int
-    measures: dict  # corpus facts for the result row
+    facts: CorpusFacts
 
 
 def single_role(method: TrainingMethod) -> str:
@@ -105,26 +113,28 @@ def training_data(cell: Cell, paths: StudyPaths, tokenizer: PreTrainedTokenizerB
     n_steps = total_steps(settings.epochs, settings.max_steps, per_epoch)
     stream = batch_stream(examples, settings.tokens_per_batch, cell.seed, n_steps * world, settings.examples_per_batch,
                           plan.packing, world)
-    measures = {"dropped_examples": encoded.dropped, "truncated_examples": encoded.truncated,
-                "teacher_accuracy": float(corpus["correct"].mean()), "mean_rationale_tokens": mean_target_tokens(examples)}
-    return TrainingData(examples, plan, stream, n_steps, per_epoch, measures)
+    facts = CorpusFacts(dropped_examples=encoded.dropped, truncated_examples=encoded.truncated,
+                        teacher_accuracy=float(corpus["correct"].mean()),
+                        mean_rationale_tokens=mean_target_tokens(examples))
+    return TrainingData(examples, plan, stream, n_steps, per_epoch, facts)
 
 
 @dataclass
 class Layout:
-    """The student as trained: `core` (the loss module, named the same under every layout) and
-    `trained` (what steps: core itself, core sharded in place by FSDP2, or core wrapped by DDP)."""
+    """The student as trained: `loss_module` (the method's module around the student, whose
+    parameter names are the same under every layout: what checkpoints hold) and `wrapped` (what
+    steps: the loss module itself, or sharded in place by FSDP2, or wrapped by DDP)."""
 
     student: PreTrainedModel
-    core: torch.nn.Module
-    trained: torch.nn.Module
+    loss_module: torch.nn.Module
+    wrapped: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: object
     varlen: bool
 
 
 def build_layout(cell: Cell, resources: ResourcesSpec, tokenizer: PreTrainedTokenizerBase, data: TrainingData,
-                 device: torch.device, world: int, loss_module: Callable[[PreTrainedModel], torch.nn.Module]) -> Layout:
+                 device: torch.device, world: int, loss_module_of: Callable[[PreTrainedModel], torch.nn.Module]) -> Layout:
     """GPU: bf16 compute over fp32 master weights, fused AdamW, varlen flash attention when packing."""
     settings = cell.train
     student = build_student(cell.student, tokenizer, settings.max_length, cell.seed).to(device)
@@ -134,24 +144,24 @@ def build_layout(cell: Cell, resources: ResourcesSpec, tokenizer: PreTrainedToke
     if varlen:
         use_varlen_attention(student)
     prepare_layers(student, resources.activation_checkpointing, resources.compile)
-    core = loss_module(student)
-    trained = distribute(core, student, world, resources.sharding, device)
-    optimizer = torch.optim.AdamW([p for p in core.parameters() if p.requires_grad], lr=settings.lr_peak,
+    loss_module = loss_module_of(student)
+    wrapped = distribute(loss_module, student, world, resources.sharding, device)
+    optimizer = torch.optim.AdamW([p for p in loss_module.parameters() if p.requires_grad], lr=settings.lr_peak,
                                   weight_decay=settings.weight_decay, fused=device.type == "cuda")
     scheduler = get_scheduler(settings.schedule, optimizer, num_warmup_steps=int(settings.warmup_ratio * data.n_steps),
                               num_training_steps=data.n_steps)
-    return Layout(student, core, trained, optimizer, scheduler, varlen)
+    return Layout(student, loss_module, wrapped, optimizer, scheduler, varlen)
 
 
-def _resume(layout: Layout) -> dict:
+def _resume(layout: Layout) -> Counters:
     """Load the run's latest checkpoint (every rank takes its shard); the saved counters, or zeros."""
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
-        return dict(FRESH_COUNTERS)
+        return Counters()
     with checkpoint.as_directory() as directory:
         state = checkpoints.read(Path(directory))
-    checkpoints.load(state, layout.core, layout.optimizer, layout.scheduler)
-    print(f"resumed from checkpoint at step {state.counters['step']}", flush=True)
+    checkpoints.load(state, layout.loss_module, layout.optimizer, layout.scheduler)
+    print(f"resumed from checkpoint at step {state.counters.step}", flush=True)
     return state.counters
 
 
@@ -159,29 +169,30 @@ def train(cell: Cell, resources: ResourcesSpec, layout: Layout, data: TrainingDa
           device: torch.device, rank: int, world: int) -> TrainingState:
     """Steps from the resumed one to the last; returns the final state, gathered on rank 0."""
     counters = _resume(layout)
-    layout.trained.train()
+    layout.wrapped.train()
     autocast = torch.bfloat16 if device.type == "cuda" else None
     count_flops = FlopCount.of(layout.student)
     started = last_checkpoint = time.monotonic()
-    for step in range(counters["step"], data.n_steps):
+    for step in range(counters.step, data.n_steps):
         chosen = [data.examples[i] for i in data.stream[step * world + rank]]
         micro_batches = step_micro_batches(chosen, data.plan, tokenizer.pad_token_id, cell.train.micro_batch_tokens)
         if layout.varlen:
             micro_batches = [flatten_for_varlen(batch, data.plan.row_length(chosen)) for batch in micro_batches]
-        loss = train_step(layout.trained, layout.optimizer, layout.scheduler, micro_batches, world, device, autocast)
+        loss = train_step(layout.wrapped, layout.optimizer, layout.scheduler, micro_batches, world, device, autocast)
         lengths = [len(e.input_ids) for e in chosen]
-        counters["train_tokens"] += int(global_sum(sum(lengths), world, device))
+        counters.train_tokens += int(global_sum(sum(lengths), world, device))
         targets = sum(target_count(b) for b in micro_batches)
-        counters["train_flops"] += global_sum(count_flops(lengths, targets), world, device)
-        counters.update(step=step + 1, loss=loss)
-        if counters["step"] % data.per_epoch == 0 or counters["step"] == data.n_steps:
-            counters["train_s"] += time.monotonic() - started
+        counters.train_flops += global_sum(count_flops(lengths, targets), world, device)
+        counters.step, counters.loss = step + 1, loss
+        if counters.step % data.per_epoch == 0 or counters.step == data.n_steps:
+            counters.train_s += time.monotonic() - started
             started = time.monotonic()
-            if counters["step"] < data.n_steps and _checkpoint_due(last_checkpoint, resources.checkpoint_every_s,
-                                                                     world, device):
-                _report(checkpoints.gather(layout.core, layout.optimizer, layout.scheduler, counters), rank, metrics={})
+            if counters.step < data.n_steps and _checkpoint_due(last_checkpoint, resources.checkpoint_every_s,
+                                                                  world, device):
+                _report(checkpoints.gather(layout.loss_module, layout.optimizer, layout.scheduler, counters), rank,
+                        metrics={})
                 last_checkpoint = time.monotonic()
-    return checkpoints.gather(layout.core, layout.optimizer, layout.scheduler, counters)
+    return checkpoints.gather(layout.loss_module, layout.optimizer, layout.scheduler, counters)
 
 
 def train_and_evaluate(config: dict) -> None:
@@ -195,40 +206,50 @@ def train_and_evaluate(config: dict) -> None:
         tokenizer = student_tokenizer(cell.student, load_study_tokenizer(paths, Path(scratch) / "tokenizer"))
     method = training_method(cell.method)
     role = single_role(method)
+    loss_module_of = partial(method.loss_module, role)
     data = training_data(cell, paths, tokenizer, world, method, role)
     device = ray.train.torch.get_device() if resources.gpus_per_worker > 0 else torch.device("cpu")
-    layout = build_layout(cell, resources, tokenizer, data, device, world, partial(method.loss_module, role))
+    layout = build_layout(cell, resources, tokenizer, data, device, world, loss_module_of)
     final = train(cell, resources, layout, data, tokenizer, device, rank, world)
     del layout  # free the training memory (sharded weights, optimizer) before evaluation
     gc.collect()
-    cost = {"peak_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
-            "mfu": _mfu(final.counters, world, device)}
+    cost = training_cost(final.counters, world, device)
     if device.type == "cuda":
         torch.cuda.empty_cache()
     # Train's result keeps the metrics of the last checkpointed report: the final checkpoint
     # carries the evaluation, so a restart after it only re-evaluates.
     measured = {}
     if rank == 0:
-        student = evaluation_student(cell, tokenizer, final, device, partial(method.loss_module, role))
-        measured = _evaluate(cell, paths, method, {role: student}, tokenizer, final.counters, {**data.measures, **cost})
+        students = {role: evaluation_student(cell, tokenizer, final, device, loss_module_of)}
+        evaluation = _evaluate(cell, paths, method, students, tokenizer)
+        measured = _measurements(evaluation, students, final.counters, data.facts, cost).model_dump()
     _report(final, rank, metrics=measured)
 
 
 def evaluation_student(cell: Cell, tokenizer: PreTrainedTokenizerBase, state: TrainingState, device: torch.device,
-                       loss_module: Callable[[PreTrainedModel], torch.nn.Module]) -> PreTrainedModel:
+                       loss_module_of: Callable[[PreTrainedModel], torch.nn.Module]) -> PreTrainedModel:
     """A plain (unsharded, uncompiled) student with the trained weights (saved under the loss
     module's parameter names); LoRA adapters merged."""
     student = build_student(cell.student, tokenizer, cell.train.max_length, cell.seed)
     if cell.train.finetune == "lora":
         student = with_lora(student, cell.train.lora, cell.student.name)
-    checkpoints.load_model(state, loss_module(student))
+    checkpoints.load_model(state, loss_module_of(student))
     return merged(student).to(device)
 
 
-def _mfu(counters: dict, world: int, device: torch.device) -> float | None:
-    """Model FLOPs utilization of training, per GPU (trainables/accounting.py); None off a listed GPU."""
+@dataclass(frozen=True)
+class TrainingCost:
+    """What training used besides time (None on a CPU, and MFU None off a listed GPU)."""
+
+    peak_memory_gb: float | None  # peak GPU memory allocated (this worker)
+    mfu: float | None  # model FLOPs utilization per GPU (trainables/accounting.py)
+
+
+def training_cost(counters: Counters, world: int, device: torch.device) -> TrainingCost:
     peak = peak_flops(device)
-    return counters["train_flops"] / (max(counters["train_s"], 1e-9) * world * peak) if peak else None
+    mfu = counters.train_flops / (max(counters.train_s, 1e-9) * world * peak) if peak else None
+    memory = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    return TrainingCost(peak_memory_gb=memory, mfu=mfu)
 
 
 def _checkpoint_due(last_checkpoint: float, every_s: float, world: int, device: torch.device) -> bool:
@@ -240,10 +261,16 @@ def _checkpoint_due(last_checkpoint: float, every_s: float, world: int, device: 
 
 
 def _evaluate(cell: Cell, paths: StudyPaths, method: TrainingMethod, students: dict[str, PreTrainedModel],
-              tokenizer: PreTrainedTokenizerBase, counters: dict, measures: dict) -> dict:
+              tokenizer: PreTrainedTokenizerBase) -> Evaluation:
+    """The method's evaluation on the cell's test problems; its predictions written to the cell."""
     problems = load_split(cell.corpus.dataset, "test")[: cell.evaluation.test_size]
     evaluation = method.evaluate(students, tokenizer, cell.corpus.dataset.name, problems, cell.evaluation)
     storage.write_parquet_atomic(paths.cell_predictions(cell.cell_id), evaluation.predictions)
+    return evaluation
+
+
+def _measurements(evaluation: Evaluation, students: dict[str, PreTrainedModel], counters: Counters,
+                  facts: CorpusFacts, cost: TrainingCost) -> Measurements:
     predictions = evaluation.predictions
     return Measurements(
         student_params=sum(parameter_count(student) for student in students.values()),
@@ -252,20 +279,25 @@ def _evaluate(cell: Cell, paths: StudyPaths, method: TrainingMethod, students: d
         n_correct=int(predictions["correct"].sum()),
         n_unextractable=evaluation.n_unextractable,
         mean_generated_tokens=evaluation.mean_generated_tokens,
-        train_tokens=counters["train_tokens"],
-        train_steps=counters["step"],
-        train_s=counters["train_s"],
-        tokens_per_s=counters["train_tokens"] / max(counters["train_s"], 1e-9),
-        final_loss=counters["loss"],
+        train_tokens=counters.train_tokens,
+        train_steps=counters.step,
+        train_s=counters.train_s,
+        tokens_per_s=counters.train_tokens / max(counters.train_s, 1e-9),
+        final_loss=counters.loss,
         eval_s=evaluation.eval_s,
         eval_engine=evaluation.engine,
-        **measures,
-    ).model_dump()
+        dropped_examples=facts.dropped_examples,
+        truncated_examples=facts.truncated_examples,
+        teacher_accuracy=facts.teacher_accuracy,
+        mean_rationale_tokens=facts.mean_rationale_tokens,
+        peak_memory_gb=cost.peak_memory_gb,
+        mfu=cost.mfu,
+    )
 
 
 def _report(state: TrainingState, rank: int, metrics: dict) -> None:
     """Collective: every rank reports; rank 0 attaches the checkpoint (the full state it gathered)."""
-    progress = {name: state.counters[name] for name in ("step", "loss", "train_tokens")}
+    progress = {"step": state.counters.step, "loss": state.counters.loss, "train_tokens": state.counters.train_tokens}
     with tempfile.TemporaryDirectory() as directory:
         checkpoint = None
         if rank == 0:
