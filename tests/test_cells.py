@@ -4,7 +4,7 @@ import sys
 from conftest import small_spec
 
 from study.core.cells import corpus_keys, expand_grid
-from study.core.spec import parse_spec
+from study.core.spec import SftMethod, parse_spec
 
 
 def test_grid_skips_meaningless_combinations(tmp_path):
@@ -73,3 +73,10 @@ def test_a_study_refuses_a_spec_with_another_tokenizer(tmp_path):
     prepare_storage(parse_spec(small_spec(tmp_path, tokenizer={"vocab_size": 512})))
     with pytest.raises(StudyError, match="already exists with different cells"):
         prepare_storage(parse_spec(small_spec(tmp_path, tokenizer={"vocab_size": 1024})))
+
+
+def test_the_method_and_its_settings_are_part_of_the_cell(tmp_path):
+    cell = expand_grid(parse_spec(small_spec(tmp_path, method={"kind": "sft"})))[0]
+    assert cell.method == SftMethod() and cell.model_dump(mode="json")["method"] == {"kind": "sft"}
+    other = cell.model_copy(update={"method": SftMethod.model_construct(kind="kd")})  # stands for another method
+    assert other.cell_id != cell.cell_id and other.name == "arith.program.L3.cot.s.kd.s0"

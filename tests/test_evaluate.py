@@ -141,6 +141,17 @@ def test_generation_stops_after_the_answer_sentence(forced):
     assert rows[2][-2:] == [tokenizer.eos_token_id, tokenizer.pad_token_id]
 
 
+def test_generation_leaves_the_callers_tokenizer_as_it_was(forced):
+    """The tokenizer is shared (training pads on the right): generation pads on the left per call."""
+    model, tokenizer = forced
+    tokenizer.padding_side = "right"
+    prompt_ids = [tokenizer(question_prompt("svamp", p.question), add_special_tokens=False)["input_ids"]
+                  for p, _ in FORCED]
+    rows = transformers_generate(model, tokenizer, prompt_ids, max_new_tokens=48, batch_size=3)
+    assert tokenizer.padding_side == "right"
+    assert tokenizer.decode(rows[0][:-1]).endswith("The answer is 3.5.")  # still left-padded: same greedy rows
+
+
 def test_evaluation_records_scores_counts_time_and_engine(forced):
     model, tokenizer = forced
     evaluation = evaluate(model, tokenizer, "svamp", [p for p, _ in FORCED],

@@ -61,9 +61,9 @@ def _lora_losses(rank: int, world: int, port: int, results) -> None:
         torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
     torch.manual_seed(0)
     student = with_lora(LlamaForCausalLM(CONFIG), LoraSettings(rank=4, dropout=0.0), "s")
-    core = TargetLoss(student)
-    trained = distribute(core, student, world, "fsdp", torch.device("cpu"))
-    optimizer = torch.optim.AdamW([p for p in core.parameters() if p.requires_grad], lr=1e-2)
+    loss_module = TargetLoss(student)
+    wrapped = distribute(loss_module, student, world, "fsdp", torch.device("cpu"))
+    optimizer = torch.optim.AdamW([p for p in loss_module.parameters() if p.requires_grad], lr=1e-2)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     generator = torch.Generator().manual_seed(1)
     losses = []
@@ -72,8 +72,8 @@ def _lora_losses(rank: int, world: int, port: int, results) -> None:
                      for _ in range(8)]
         examples = [Example(d.tolist(), [IGNORE_INDEX] * 3 + d[3:].tolist()) for d in documents]
         share = examples[rank * 8 // world:(rank + 1) * 8 // world]
-        losses.append(train_step(trained, optimizer, scheduler, [collate_padded(share, 0)], world))
-    state = checkpoints.gather(core, optimizer, scheduler, {"step": 5})
+        losses.append(train_step(wrapped, optimizer, scheduler, [collate_padded(share, 0)], world))
+    state = checkpoints.gather(loss_module, optimizer, scheduler, checkpoints.Counters(step=5))
     if rank == 0:
         results.put((losses, {name: tensor.numpy() for name, tensor in state.model.items()}))  # by value
     if world > 1:

@@ -4,15 +4,24 @@ import sys
 import pytest
 from conftest import REPO, small_spec, write_spec
 
-from study.core.spec import SpecError, StudySpec, load_spec, parse_spec
+from study.core.cells import expand_grid
+from study.core.spec import SftMethod, SpecError, StudySpec, load_spec, parse_spec, parse_spec_text, spec_to_yaml
 
 
 def test_small_spec_loads_with_schema_defaults(tmp_path):
     spec = parse_spec(small_spec(tmp_path))
     assert isinstance(spec, StudySpec)
-    assert spec.method == "sft" and spec.training.schedule == "cosine" and spec.training.seeds == [0]
+    assert spec.method == SftMethod() and spec.training.schedule == "cosine" and spec.training.seeds == [0]
     with pytest.raises(Exception):
         spec.name = "other"  # frozen
+
+
+def test_a_method_is_a_kind_with_its_settings_and_a_bare_kind_is_short_for_it(tmp_path):
+    short = parse_spec(small_spec(tmp_path, method="sft"))
+    full = parse_spec(small_spec(tmp_path, method={"kind": "sft"}))
+    assert short.method == full.method == SftMethod()
+    assert [c.cell_id for c in expand_grid(short)] == [c.cell_id for c in expand_grid(full)]
+    assert parse_spec_text(spec_to_yaml(short), "frozen") == short  # the frozen copy reads back
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "specs").glob("*.yaml")), ids=lambda p: p.name)
@@ -51,6 +60,8 @@ def _error_for(tmp_path, **overrides) -> str:
         ({"resources": {"workers_per_trial": 0}}, "resources.workers_per_trial", "greater than or equal to 1"),
         ({"students": [{"name": "s", "hf_id": "a"}, {"name": "s", "hf_id": "b"}]}, "<top level>", "repeated"),
         ({"colour": "blue"}, "colour", "Extra inputs"),
+        ({"method": "dpo"}, "method", "expected tags: 'sft'"),
+        ({"method": {"kind": "sft", "lr": 1}}, "method.lr", "Extra inputs"),
     ],
 )
 def test_bad_spec_names_the_field(tmp_path, overrides, field, expected):

@@ -91,3 +91,28 @@ def test_a_tiny_student_learns_from_a_few_steps(tokenizer):
 def test_text_unseen_in_training_still_round_trips(tokenizer):
     text = "Zoë wrote: Quartz & jam — 12 + 7 = 19!"
     assert tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"]) == text
+
+
+def test_a_fixed_batch_is_split_over_the_workers_and_each_epoch_covers_the_corpus_once(tokenizer, tmp_path):
+    """examples_per_batch is per optimizer step: 64 on 3 workers is 22 + 21 + 21, not 3 x 22."""
+    from conftest import small_spec
+
+    from study.core.cells import expand_grid
+    from study.core.corpora import label_corpus, save_corpus
+    from study.core.spec import parse_spec
+    from study.core.storage import StudyPaths
+    from trainables.methods import training_method
+    from trainables.train import training_data
+
+    spec = parse_spec(small_spec(tmp_path, formats=["answer_only"],
+                                 datasets=[{"name": "arith", "arith": {"n_train": 200, "n_test": 16}}],
+                                 training={"examples_per_batch": 64, "max_steps": 8, "max_length": 256}))
+    (cell,) = expand_grid(spec)
+    paths = StudyPaths(str(tmp_path / "study"))
+    save_corpus(paths, cell.corpus, label_corpus(cell.corpus))
+    data = training_data(cell, paths, tokenizer, world=3, method=training_method(cell.method), role="student")
+    assert len(data.examples) == 200 and data.per_epoch == 4  # 3 steps of 64, then the 8 left over
+    steps = [data.stream[step * 3:(step + 1) * 3] for step in range(data.n_steps)]
+    assert [[len(share) for share in step] for step in steps[:4]] == [[22, 21, 21]] * 3 + [[3, 3, 2]]
+    for epoch in (steps[:4], steps[4:]):
+        assert sorted(i for step in epoch for share in step for i in share) == list(range(200))

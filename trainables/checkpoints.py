@@ -9,7 +9,7 @@ never change.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -26,18 +26,29 @@ FULL_ON_RANK0 = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
 @dataclass
+class Counters:
+    """How far training got: saved in every checkpoint, so a resumed run goes on from them."""
+
+    step: int = 0  # optimizer steps done
+    train_tokens: int = 0  # tokens of the examples trained on (prompt and target, no padding), all workers
+    train_s: float = 0.0  # training time, taken at epoch ends and the end (a resumed run adds to the saved)
+    train_flops: float = 0.0  # model FLOPs of those steps, all workers (trainables/accounting.py)
+    loss: float = float("nan")  # the last step's loss per target token
+
+
+@dataclass
 class TrainingState:
     model: dict[str, torch.Tensor]  # trained parameters (only the adapters under LoRA)
     optimizer: dict
     scheduler: dict
-    counters: dict  # step, train_tokens, train_s, train_flops, loss
+    counters: Counters
 
 
 def has_frozen_parameters(loss_module: torch.nn.Module) -> bool:
     return any(not parameter.requires_grad for parameter in loss_module.parameters())
 
 
-def gather(loss_module: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler, counters: dict) -> TrainingState:
+def gather(loss_module: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler, counters: Counters) -> TrainingState:
     """Collective: the full state on rank 0 (other ranks get empty tensors dicts)."""
     model = get_model_state_dict(loss_module, options=FULL_ON_RANK0)
     if has_frozen_parameters(loss_module):
@@ -47,18 +58,20 @@ def gather(loss_module: torch.nn.Module, optimizer: torch.optim.Optimizer, sched
         model=model,
         optimizer=get_optimizer_state_dict(loss_module, optimizer, options=FULL_ON_RANK0),
         scheduler=scheduler.state_dict(),
-        counters=dict(counters),
+        counters=replace(counters),  # a copy: training goes on counting
     )
 
 
 def save(state: TrainingState, directory: Path) -> None:
+    """The counters are saved as a plain dict: a checkpoint holds no class of this package."""
     torch.save({"model": state.model, "optimizer": state.optimizer, "scheduler": state.scheduler,
-                "counters": state.counters}, Path(directory) / STATE_FILE)
+                "counters": asdict(state.counters)}, Path(directory) / STATE_FILE)
 
 
 def read(directory: Path) -> TrainingState:
     saved = torch.load(Path(directory) / STATE_FILE, weights_only=False, map_location="cpu")
-    return TrainingState(**saved)
+    return TrainingState(model=saved["model"], optimizer=saved["optimizer"], scheduler=saved["scheduler"],
+                         counters=Counters(**saved["counters"]))
 
 
 def _full_state_options(loss_module: torch.nn.Module) -> StateDictOptions:

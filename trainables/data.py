@@ -90,9 +90,35 @@ def batch_indices(examples: list[Example], tokens_per_batch: int, seed: int,
     return batches
 
 
+def split_batch(batch: list[int], world: int) -> list[list[int]]:
+    """One step's examples as `world` shares whose sizes differ by at most one, the larger first
+    (64 on 3 workers: 22, 21, 21). The loss is averaged per target token over the whole step
+    (trainables/step.py), so unequal shares weigh every example the same."""
+    size, extra = divmod(len(batch), world)
+    bounds = [rank * size + min(rank, extra) for rank in range(world + 1)]
+    return [batch[bounds[rank]:bounds[rank + 1]] for rank in range(world)]
+
+
+def worker_batches(examples: list[Example], tokens_per_batch: int, seed: int, world: int,
+                   examples_per_batch: int | None = None, packed: bool = False) -> list[list[int]]:
+    """One epoch of batches in step order, `world` to a step (rank r takes the r-th of each).
+
+    A token budget is per worker, so each worker's batch is one of `batch_indices`. A fixed batch
+    (`examples_per_batch`) is per step across workers, so each is split over them; an epoch's
+    last batch, when it has fewer examples than there are workers, is left out of that epoch
+    (every worker must take part in a step), and the next epoch's shuffle places them elsewhere."""
+    batches = batch_indices(examples, tokens_per_batch, seed, examples_per_batch, packed)
+    if examples_per_batch is None:
+        return batches
+    if len(examples) < world:
+        raise ValueError(f"{len(examples)} training examples cannot be split over {world} workers")
+    return [share for batch in batches if len(batch) >= world for share in split_batch(batch, world)]
+
+
 def steps_per_epoch(examples: list[Example], tokens_per_batch: int, world_size: int,
                     examples_per_batch: int | None = None, packed: bool = False) -> int:
-    return max(1, len(batch_indices(examples, tokens_per_batch, 0, examples_per_batch, packed)) // world_size)
+    batches = worker_batches(examples, tokens_per_batch, 0, world_size, examples_per_batch, packed)
+    return max(1, len(batches) // world_size)
 
 
 def total_steps(epochs: float, max_steps: int | None, per_epoch: int) -> int:

@@ -124,13 +124,14 @@ def resolve_engine(engine: Literal["auto", "transformers", "vllm"], device: torc
 @torch.inference_mode()
 def transformers_generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt_ids: list[list[int]],
                           max_new_tokens: int, batch_size: int) -> list[list[int]]:
-    """Greedy new token ids per prompt, in prompt order (rows end in EOS or padding when they stop early)."""
-    tokenizer.padding_side = "left"
+    """Greedy new token ids per prompt, in prompt order (rows end in EOS or padding when they stop early).
+    Prompts are left-padded per call: the caller's tokenizer (shared with training) is left as it is."""
     order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))  # similar lengths pad less
     outputs: dict[int, list[int]] = {}
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        encoded = tokenizer.pad({"input_ids": [prompt_ids[i] for i in chunk]}, return_tensors="pt").to(model.device)
+        encoded = tokenizer.pad({"input_ids": [prompt_ids[i] for i in chunk]}, padding_side="left",
+                                return_tensors="pt").to(model.device)
         width = encoded["input_ids"].shape[1]
         generated = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False,
                                    stopping_criteria=StoppingCriteriaList([AnswerStop(tokenizer, width)]),

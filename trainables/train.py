@@ -1,11 +1,13 @@
 """What each Ray Train worker runs for one cell: fine-tune the student, then evaluate it.
 
-Reads top to bottom: the data (tokenizer, corpus, batch stream), the layout (student, LoRA,
-activation checkpointing, compile, FSDP2 or DDP over workers: trainables/parallel.py, optimizer),
-resume from the run's latest checkpoint if there is one, train (a checkpoint at an epoch end at
-most every checkpoint_every_s, and at the end), then rank 0 rebuilds an unsharded student from
-the final state (LoRA adapters merged), evaluates it on the test split, writes predictions.parquet
-and reports the cell's measurements. The budget is a number of optimizer steps (from epochs or
+The cell's method (trainables/methods.py) gives its examples, its loss module and its evaluation;
+the rest is the same for every method. Reads top to bottom: the data (tokenizer, corpus, the
+method's examples, batch stream), the layout (student, LoRA, activation checkpointing, compile,
+FSDP2 or DDP over workers: trainables/parallel.py, optimizer), resume from the run's latest
+checkpoint if there is one, train (a checkpoint at an epoch end at most every
+checkpoint_every_s, and at the end), then rank 0 rebuilds an unsharded student from the final
+state (LoRA adapters merged), evaluates it on the test split, writes predictions.parquet and
+reports the cell's measurements. The budget is a number of optimizer steps (from epochs or
 max_steps), never seconds. Each step's examples are packed into rows with attention kept inside
 each example (trainables/packing.py), and the loss is averaged per target token over the whole
 step, across workers (trainables/step.py).
@@ -17,7 +19,9 @@ import gc
 import itertools
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import ray.train
@@ -35,10 +39,11 @@ from study.core.spec import ResourcesSpec
 from study.core.storage import StudyPaths
 from trainables import checkpoints
 from trainables.accounting import FlopCount, peak_flops
-from trainables.checkpoints import TrainingState
-from trainables.data import Example, batch_indices, encode_corpus, mean_target_tokens, steps_per_epoch, total_steps
-from trainables.evaluate import evaluate
+from trainables.checkpoints import Counters, TrainingState
+from trainables.data import Example, mean_target_tokens, steps_per_epoch, total_steps, worker_batches
+from trainables.evaluate import Evaluation
 from trainables.lora import merged, with_lora
+from trainables.methods import TrainingMethod, training_method
 from trainables.packing import (
     PackingPlan,
     flatten_for_varlen,
@@ -47,26 +52,35 @@ from trainables.packing import (
     use_varlen_attention,
 )
 from trainables.parallel import distribute, prepare_layers
-from trainables.step import TargetLoss, global_sum, target_count, train_step
+from trainables.step import global_sum, target_count, train_step
 from trainables.students import build_student, parameter_count, student_tokenizer
 from trainables.tokenizer import load_tokenizer
-
-FRESH_COUNTERS = {"step": 0, "train_tokens": 0, "train_s": 0.0, "train_flops": 0.0, "loss": float("nan")}
-
 
 def load_study_tokenizer(paths: StudyPaths, local_dir: Path) -> PreTrainedTokenizerBase:
     return load_tokenizer(storage.download_dir(paths.tokenizer, local_dir))
 
 
 def batch_stream(examples: list[Example], tokens_per_batch: int, seed: int, n_batches: int,
-                 examples_per_batch: int | None = None, packed: bool = False) -> list[list[int]]:
-    """Enough epochs of shuffled batches, flattened, for n_batches (epoch e shuffles with seed, e)."""
+                 examples_per_batch: int | None = None, packed: bool = False, world: int = 1) -> list[list[int]]:
+    """Enough epochs of shuffled worker batches, flattened, for n_batches (epoch e shuffles with
+    seed, e); batch r of each step is rank r's (trainables.data.worker_batches)."""
     stream: list[list[int]] = []
     for epoch in itertools.count():
         if len(stream) >= n_batches:
             return stream[:n_batches]
-        stream.extend(batch_indices(examples, tokens_per_batch, seed * 100_003 + epoch, examples_per_batch, packed))
+        stream.extend(worker_batches(examples, tokens_per_batch, seed * 100_003 + epoch, world, examples_per_batch,
+                                     packed))
     raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class CorpusFacts:
+    """What the result row says about the examples trained on."""
+
+    dropped_examples: int
+    truncated_examples: int
+    teacher_accuracy: float  # of the whole corpus, before the teacher's filter
+    mean_rationale_tokens: float
 
 
 @dataclass(frozen=True)
@@ -76,41 +90,51 @@ class TrainingData:
     stream: list[list[int]]  # batch b of step s on rank r is stream[s * world + r]
     n_steps: int
     per_epoch: int
-    measures: dict  # corpus facts for the result row
+    facts: CorpusFacts
 
 
-def training_data(cell: Cell, paths: StudyPaths, tokenizer: PreTrainedTokenizerBase, world: int) -> TrainingData:
+def single_role(method: TrainingMethod) -> str:
+    """The one model this trainer trains per cell. A method with several roles (e.g. a decomposer
+    and a solver) needs each trained in turn, with its own checkpoints: not built yet."""
+    if len(method.roles) != 1:
+        raise NotImplementedError(f"{type(method).__name__} trains {len(method.roles)} models {method.roles}; "
+                                  "the trainer trains one model per cell")
+    return method.roles[0]
+
+
+def training_data(cell: Cell, paths: StudyPaths, tokenizer: PreTrainedTokenizerBase, world: int,
+                  method: TrainingMethod, role: str) -> TrainingData:
     settings = cell.train
     corpus = load_corpus(paths, cell.corpus)
-    encoded = encode_corpus(tokenizer, cell.corpus.dataset.name, training_rows(cell.corpus, corpus),
-                            settings.max_length, settings.overlong)
+    encoded = method.examples(role, tokenizer, cell.corpus.dataset.name, training_rows(cell.corpus, corpus), settings)
     examples = encoded.examples
-    # a fixed batch is per optimizer step across all workers: each worker takes its share
-    worker_examples = -(-settings.examples_per_batch // world) if settings.examples_per_batch else None
     plan = plan_packing(examples, settings.packing, settings.pack_length)
-    per_epoch = steps_per_epoch(examples, settings.tokens_per_batch, world, worker_examples, plan.packing)
+    per_epoch = steps_per_epoch(examples, settings.tokens_per_batch, world, settings.examples_per_batch, plan.packing)
     n_steps = total_steps(settings.epochs, settings.max_steps, per_epoch)
-    stream = batch_stream(examples, settings.tokens_per_batch, cell.seed, n_steps * world, worker_examples, plan.packing)
-    measures = {"dropped_examples": encoded.dropped, "truncated_examples": encoded.truncated,
-                "teacher_accuracy": float(corpus["correct"].mean()), "mean_rationale_tokens": mean_target_tokens(examples)}
-    return TrainingData(examples, plan, stream, n_steps, per_epoch, measures)
+    stream = batch_stream(examples, settings.tokens_per_batch, cell.seed, n_steps * world, settings.examples_per_batch,
+                          plan.packing, world)
+    facts = CorpusFacts(dropped_examples=encoded.dropped, truncated_examples=encoded.truncated,
+                        teacher_accuracy=float(corpus["correct"].mean()),
+                        mean_rationale_tokens=mean_target_tokens(examples))
+    return TrainingData(examples, plan, stream, n_steps, per_epoch, facts)
 
 
 @dataclass
 class Layout:
-    """The student as trained: `core` (the loss module, named the same under every layout) and
-    `trained` (what steps: core itself, core sharded in place by FSDP2, or core wrapped by DDP)."""
+    """The student as trained: `loss_module` (the method's module around the student, whose
+    parameter names are the same under every layout: what checkpoints hold) and `wrapped` (what
+    steps: the loss module itself, or sharded in place by FSDP2, or wrapped by DDP)."""
 
     student: PreTrainedModel
-    core: TargetLoss
-    trained: torch.nn.Module
+    loss_module: torch.nn.Module
+    wrapped: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: object
     varlen: bool
 
 
 def build_layout(cell: Cell, resources: ResourcesSpec, tokenizer: PreTrainedTokenizerBase, data: TrainingData,
-                 device: torch.device, world: int) -> Layout:
+                 device: torch.device, world: int, loss_module_of: Callable[[PreTrainedModel], torch.nn.Module]) -> Layout:
     """GPU: bf16 compute over fp32 master weights, fused AdamW, varlen flash attention when packing."""
     settings = cell.train
     student = build_student(cell.student, tokenizer, settings.max_length, cell.seed).to(device)
@@ -120,24 +144,24 @@ def build_layout(cell: Cell, resources: ResourcesSpec, tokenizer: PreTrainedToke
     if varlen:
         use_varlen_attention(student)
     prepare_layers(student, resources.activation_checkpointing, resources.compile)
-    core = TargetLoss(student)
-    trained = distribute(core, student, world, resources.sharding, device)
-    optimizer = torch.optim.AdamW([p for p in core.parameters() if p.requires_grad], lr=settings.lr_peak,
+    loss_module = loss_module_of(student)
+    wrapped = distribute(loss_module, student, world, resources.sharding, device)
+    optimizer = torch.optim.AdamW([p for p in loss_module.parameters() if p.requires_grad], lr=settings.lr_peak,
                                   weight_decay=settings.weight_decay, fused=device.type == "cuda")
     scheduler = get_scheduler(settings.schedule, optimizer, num_warmup_steps=int(settings.warmup_ratio * data.n_steps),
                               num_training_steps=data.n_steps)
-    return Layout(student, core, trained, optimizer, scheduler, varlen)
+    return Layout(student, loss_module, wrapped, optimizer, scheduler, varlen)
 
 
-def _resume(layout: Layout) -> dict:
+def _resume(layout: Layout) -> Counters:
     """Load the run's latest checkpoint (every rank takes its shard); the saved counters, or zeros."""
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
-        return dict(FRESH_COUNTERS)
+        return Counters()
     with checkpoint.as_directory() as directory:
         state = checkpoints.read(Path(directory))
-    checkpoints.load(state, layout.core, layout.optimizer, layout.scheduler)
-    print(f"resumed from checkpoint at step {state.counters['step']}", flush=True)
+    checkpoints.load(state, layout.loss_module, layout.optimizer, layout.scheduler)
+    print(f"resumed from checkpoint at step {state.counters.step}", flush=True)
     return state.counters
 
 
@@ -145,29 +169,30 @@ def train(cell: Cell, resources: ResourcesSpec, layout: Layout, data: TrainingDa
           device: torch.device, rank: int, world: int) -> TrainingState:
     """Steps from the resumed one to the last; returns the final state, gathered on rank 0."""
     counters = _resume(layout)
-    layout.trained.train()
+    layout.wrapped.train()
     autocast = torch.bfloat16 if device.type == "cuda" else None
     count_flops = FlopCount.of(layout.student)
     started = last_checkpoint = time.monotonic()
-    for step in range(counters["step"], data.n_steps):
+    for step in range(counters.step, data.n_steps):
         chosen = [data.examples[i] for i in data.stream[step * world + rank]]
         micro_batches = step_micro_batches(chosen, data.plan, tokenizer.pad_token_id, cell.train.micro_batch_tokens)
         if layout.varlen:
             micro_batches = [flatten_for_varlen(batch, data.plan.row_length(chosen)) for batch in micro_batches]
-        loss = train_step(layout.trained, layout.optimizer, layout.scheduler, micro_batches, world, device, autocast)
+        loss = train_step(layout.wrapped, layout.optimizer, layout.scheduler, micro_batches, world, device, autocast)
         lengths = [len(e.input_ids) for e in chosen]
-        counters["train_tokens"] += int(global_sum(sum(lengths), world, device))
+        counters.train_tokens += int(global_sum(sum(lengths), world, device))
         targets = sum(target_count(b) for b in micro_batches)
-        counters["train_flops"] += global_sum(count_flops(lengths, targets), world, device)
-        counters.update(step=step + 1, loss=loss)
-        if counters["step"] % data.per_epoch == 0 or counters["step"] == data.n_steps:
-            counters["train_s"] += time.monotonic() - started
+        counters.train_flops += global_sum(count_flops(lengths, targets), world, device)
+        counters.step, counters.loss = step + 1, loss
+        if counters.step % data.per_epoch == 0 or counters.step == data.n_steps:
+            counters.train_s += time.monotonic() - started
             started = time.monotonic()
-            if counters["step"] < data.n_steps and _checkpoint_due(last_checkpoint, resources.checkpoint_every_s,
-                                                                     world, device):
-                _report(checkpoints.gather(layout.core, layout.optimizer, layout.scheduler, counters), rank, metrics={})
+            if counters.step < data.n_steps and _checkpoint_due(last_checkpoint, resources.checkpoint_every_s,
+                                                                  world, device):
+                _report(checkpoints.gather(layout.loss_module, layout.optimizer, layout.scheduler, counters), rank,
+                        metrics={})
                 last_checkpoint = time.monotonic()
-    return checkpoints.gather(layout.core, layout.optimizer, layout.scheduler, counters)
+    return checkpoints.gather(layout.loss_module, layout.optimizer, layout.scheduler, counters)
 
 
 def train_and_evaluate(config: dict) -> None:
@@ -179,39 +204,52 @@ def train_and_evaluate(config: dict) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     with tempfile.TemporaryDirectory() as scratch:
         tokenizer = student_tokenizer(cell.student, load_study_tokenizer(paths, Path(scratch) / "tokenizer"))
-    data = training_data(cell, paths, tokenizer, world)
+    method = training_method(cell.method)
+    role = single_role(method)
+    loss_module_of = partial(method.loss_module, role)
+    data = training_data(cell, paths, tokenizer, world, method, role)
     device = ray.train.torch.get_device() if resources.gpus_per_worker > 0 else torch.device("cpu")
-    layout = build_layout(cell, resources, tokenizer, data, device, world)
+    layout = build_layout(cell, resources, tokenizer, data, device, world, loss_module_of)
     final = train(cell, resources, layout, data, tokenizer, device, rank, world)
     del layout  # free the training memory (sharded weights, optimizer) before evaluation
     gc.collect()
-    cost = {"peak_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
-            "mfu": _mfu(final.counters, world, device)}
+    cost = training_cost(final.counters, world, device)
     if device.type == "cuda":
         torch.cuda.empty_cache()
     # Train's result keeps the metrics of the last checkpointed report: the final checkpoint
     # carries the evaluation, so a restart after it only re-evaluates.
     measured = {}
     if rank == 0:
-        student = evaluation_student(cell, tokenizer, final, device)
-        measured = _evaluate(cell, paths, student, tokenizer, final.counters, {**data.measures, **cost})
+        students = {role: evaluation_student(cell, tokenizer, final, device, loss_module_of)}
+        evaluation = _evaluate(cell, paths, method, students, tokenizer)
+        measured = _measurements(evaluation, students, final.counters, data.facts, cost).model_dump()
     _report(final, rank, metrics=measured)
 
 
-def evaluation_student(cell: Cell, tokenizer: PreTrainedTokenizerBase, state: TrainingState,
-                       device: torch.device) -> PreTrainedModel:
-    """A plain (unsharded, uncompiled) student with the trained weights; LoRA adapters merged."""
+def evaluation_student(cell: Cell, tokenizer: PreTrainedTokenizerBase, state: TrainingState, device: torch.device,
+                       loss_module_of: Callable[[PreTrainedModel], torch.nn.Module]) -> PreTrainedModel:
+    """A plain (unsharded, uncompiled) student with the trained weights (saved under the loss
+    module's parameter names); LoRA adapters merged."""
     student = build_student(cell.student, tokenizer, cell.train.max_length, cell.seed)
     if cell.train.finetune == "lora":
         student = with_lora(student, cell.train.lora, cell.student.name)
-    checkpoints.load_model(state, TargetLoss(student))
+    checkpoints.load_model(state, loss_module_of(student))
     return merged(student).to(device)
 
 
-def _mfu(counters: dict, world: int, device: torch.device) -> float | None:
-    """Model FLOPs utilization of training, per GPU (trainables/accounting.py); None off a listed GPU."""
+@dataclass(frozen=True)
+class TrainingCost:
+    """What training used besides time (None on a CPU, and MFU None off a listed GPU)."""
+
+    peak_memory_gb: float | None  # peak GPU memory allocated (this worker)
+    mfu: float | None  # model FLOPs utilization per GPU (trainables/accounting.py)
+
+
+def training_cost(counters: Counters, world: int, device: torch.device) -> TrainingCost:
     peak = peak_flops(device)
-    return counters["train_flops"] / (max(counters["train_s"], 1e-9) * world * peak) if peak else None
+    mfu = counters.train_flops / (max(counters.train_s, 1e-9) * world * peak) if peak else None
+    memory = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    return TrainingCost(peak_memory_gb=memory, mfu=mfu)
 
 
 def _checkpoint_due(last_checkpoint: float, every_s: float, world: int, device: torch.device) -> bool:
@@ -222,33 +260,44 @@ def _checkpoint_due(last_checkpoint: float, every_s: float, world: int, device: 
     return bool(due.item())
 
 
-def _evaluate(cell: Cell, paths: StudyPaths, student: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
-              counters: dict, measures: dict) -> dict:
+def _evaluate(cell: Cell, paths: StudyPaths, method: TrainingMethod, students: dict[str, PreTrainedModel],
+              tokenizer: PreTrainedTokenizerBase) -> Evaluation:
+    """The method's evaluation on the cell's test problems; its predictions written to the cell."""
     problems = load_split(cell.corpus.dataset, "test")[: cell.evaluation.test_size]
-    evaluation = evaluate(student, tokenizer, cell.corpus.dataset.name, problems, cell.evaluation)
+    evaluation = method.evaluate(students, tokenizer, cell.corpus.dataset.name, problems, cell.evaluation)
     storage.write_parquet_atomic(paths.cell_predictions(cell.cell_id), evaluation.predictions)
+    return evaluation
+
+
+def _measurements(evaluation: Evaluation, students: dict[str, PreTrainedModel], counters: Counters,
+                  facts: CorpusFacts, cost: TrainingCost) -> Measurements:
     predictions = evaluation.predictions
     return Measurements(
-        student_params=parameter_count(student),
+        student_params=sum(parameter_count(student) for student in students.values()),
         accuracy=evaluation.accuracy,
         n_test=len(predictions),
         n_correct=int(predictions["correct"].sum()),
         n_unextractable=evaluation.n_unextractable,
         mean_generated_tokens=evaluation.mean_generated_tokens,
-        train_tokens=counters["train_tokens"],
-        train_steps=counters["step"],
-        train_s=counters["train_s"],
-        tokens_per_s=counters["train_tokens"] / max(counters["train_s"], 1e-9),
-        final_loss=counters["loss"],
+        train_tokens=counters.train_tokens,
+        train_steps=counters.step,
+        train_s=counters.train_s,
+        tokens_per_s=counters.train_tokens / max(counters.train_s, 1e-9),
+        final_loss=counters.loss,
         eval_s=evaluation.eval_s,
         eval_engine=evaluation.engine,
-        **measures,
-    ).model_dump()
+        dropped_examples=facts.dropped_examples,
+        truncated_examples=facts.truncated_examples,
+        teacher_accuracy=facts.teacher_accuracy,
+        mean_rationale_tokens=facts.mean_rationale_tokens,
+        peak_memory_gb=cost.peak_memory_gb,
+        mfu=cost.mfu,
+    )
 
 
 def _report(state: TrainingState, rank: int, metrics: dict) -> None:
     """Collective: every rank reports; rank 0 attaches the checkpoint (the full state it gathered)."""
-    progress = {name: state.counters[name] for name in ("step", "loss", "train_tokens")}
+    progress = {"step": state.counters.step, "loss": state.counters.loss, "train_tokens": state.counters.train_tokens}
     with tempfile.TemporaryDirectory() as directory:
         checkpoint = None
         if rank == 0:

@@ -27,7 +27,7 @@ from study.core.spec import (
     Format,
     Frozen,
     GeneratingTeacher,
-    Method,
+    MethodSpec,
     StudentSpec,
     StudySpec,
     TeacherSpec,
@@ -87,7 +87,7 @@ class CorpusKey(Frozen):
 class Cell(Frozen):
     corpus: CorpusKey
     student: StudentSpec
-    method: Method
+    method: MethodSpec
     seed: int
     train: TrainSettings
     evaluation: EvalSpec
@@ -100,7 +100,7 @@ class Cell(Frozen):
     @property
     def name(self) -> str:
         """Readable name, e.g. arith.program.L3.cot.tiny-s.sft.s0."""
-        return f"{self.corpus.name}.{self.student.name}.{self.method}.s{self.seed}"
+        return f"{self.corpus.name}.{self.student.name}.{self.method.kind}.s{self.seed}"
 
 
 def corpus_keys(spec: StudySpec) -> list[CorpusKey]:

@@ -70,7 +70,7 @@ class CellResult(Measurements):
         key = cell.corpus
         gpu_s = measured.train_s * resources.per_trial["GPU"] + measured.eval_s * resources.per_worker["GPU"]
         return cls(cell_id=cell.cell_id, name=cell.name, dataset=key.dataset.name, teacher=key.teacher_name,
-                   granularity=key.granularity, format=key.format, student=cell.student.name, method=cell.method,
+                   granularity=key.granularity, format=key.format, student=cell.student.name, method=cell.method.kind,
                    seed=cell.seed, corpus_id=key.corpus_id, gpu_s=gpu_s, versions=package_versions(),
                    **measured.model_dump())
 

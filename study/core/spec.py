@@ -23,7 +23,6 @@ Format = Literal["cot", "answer_first", "bsm", "rar", "symbolic", "answer_only",
 # Formats that carry no teacher reasoning, so no granularity and no teacher: the label comes from
 # the data set itself (its gold answer, or its own human-written rationale).
 LABEL_FORMATS: frozenset[str] = frozenset({"answer_only", "human"})
-Method = Literal["sft"]
 GRANULARITY_LEVELS = range(1, 7)
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
@@ -276,6 +275,17 @@ class ResourcesSpec(Frozen):
         return {kind: amount * self.workers_per_trial for kind, amount in self.per_worker.items()}
 
 
+class SftMethod(Frozen):
+    """Supervised fine-tuning on the teacher's rationales (the prompt is masked from the loss)."""
+
+    kind: Literal["sft"] = "sft"
+
+
+# A method's settings are part of every cell's id. A new method: its settings model here (with its
+# own `kind`), one module in trainables/ and one line in trainables.methods.METHODS.
+MethodSpec = Annotated[SftMethod, Field(discriminator="kind")]
+
+
 class TokenizerSpec(Frozen):
     vocab_size: int = Field(1024, ge=300, le=65536, description="BPE vocabulary of the study tokenizer.")
 
@@ -291,11 +301,16 @@ class StudySpec(Frozen):
     granularities: list[int] = Field(default_factory=list, description="Levels 1 (terse) .. 6 (detailed).")
     formats: list[Format] = Field(min_length=1)
     students: list[StudentSpec] = Field(min_length=1)
-    method: Method = "sft"
+    method: MethodSpec = Field(default_factory=SftMethod, description="Training method; `sft` is short for {kind: sft}.")
     training: TrainSpec = Field(default_factory=TrainSpec)
     evaluation: EvalSpec = Field(default_factory=EvalSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     tokenizer: TokenizerSpec = Field(default_factory=TokenizerSpec)
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _method_shorthand(cls, method: Any) -> Any:
+        return {"kind": method} if isinstance(method, str) else method
 
     @field_validator("formats")
     @classmethod
@@ -413,7 +428,7 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             path += f"[{part}]"
-        elif part in ("program", "released", "hf", "vllm", "openai"):
+        elif part in ("program", "released", "hf", "vllm", "openai", "sft"):
             continue  # the discriminated-union tag pydantic inserts; not a YAML key
         else:
             path += f".{part}" if path else str(part)

@@ -1,0 +1,48 @@
+"""A checkpoint holds the trained weights, the optimizer and scheduler and the typed counters, and
+reads back as it was saved (the counters as a plain dict in the file)."""
+
+import math
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from trainables import checkpoints
+from trainables.checkpoints import Counters
+from trainables.step import TargetLoss
+
+CONFIG = LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                     num_attention_heads=2, num_key_value_heads=2)
+
+
+def _trained(seed: int) -> tuple[TargetLoss, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    torch.manual_seed(seed)
+    loss_module = TargetLoss(LlamaForCausalLM(CONFIG))
+    optimizer = torch.optim.AdamW(loss_module.parameters(), lr=1e-2)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+    batch = {"input_ids": torch.randint(0, 50, (2, 6)), "target_ids": torch.randint(0, 50, (2, 6))}
+    loss_module(batch).backward()
+    optimizer.step()
+    scheduler.step()
+    return loss_module, optimizer, scheduler
+
+
+def test_a_saved_state_reads_back_and_loads_into_a_fresh_module(tmp_path):
+    loss_module, optimizer, scheduler = _trained(seed=0)
+    counters = Counters(step=3, train_tokens=120, train_s=1.5, train_flops=2e6, loss=2.25)
+    state = checkpoints.gather(loss_module, optimizer, scheduler, counters)
+    counters.step = 4  # training goes on counting: the gathered state keeps its own copy
+    checkpoints.save(state, tmp_path)
+    assert isinstance(torch.load(tmp_path / checkpoints.STATE_FILE, weights_only=False)["counters"], dict)
+    read = checkpoints.read(tmp_path)
+    assert read.counters == Counters(step=3, train_tokens=120, train_s=1.5, train_flops=2e6, loss=2.25)
+    fresh, fresh_optimizer, fresh_scheduler = _trained(seed=1)
+    checkpoints.load(read, fresh, fresh_optimizer, fresh_scheduler)
+    for (name, expected), (_, got) in zip(loss_module.state_dict().items(), fresh.state_dict().items()):
+        torch.testing.assert_close(got, expected, rtol=0, atol=0, msg=name)
+    assert fresh_scheduler.state_dict() == scheduler.state_dict()
+
+
+def test_fresh_counters_start_at_zero_with_no_loss_yet():
+    fresh = Counters()
+    assert (fresh.step, fresh.train_tokens, fresh.train_s, fresh.train_flops) == (0, 0, 0.0, 0.0)
+    assert math.isnan(fresh.loss)
