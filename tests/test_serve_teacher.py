@@ -8,7 +8,8 @@ from study.core.prompts import teacher_messages
 from study.core.spec import DatasetSpec, ProgramTeacher
 from study.teachers.client import ChatClient, ChatRequest, TeacherError
 from study.teachers.program import program_model_id, render
-from study.teachers.serve import deploy_teacher, start_serve, stop_teachers
+from study.teachers.endpoint import start_serve
+from study.teachers.serve import deploy_teacher, stop_teachers
 
 pytestmark = pytest.mark.ray
 DATASET = DatasetSpec(name="arith", arith={"n_train": 30, "n_test": 5})

@@ -36,7 +36,8 @@ from study.teachers.cache import ReplyCache
 from study.teachers.client import ChatClient, ChatReply, ChatRequest, api_key
 from study.teachers.program import program_model_id
 from study.teachers.released import released_corpus
-from study.teachers.serve import TeacherEndpoint, deploy_teacher, start_serve, stop_teacher, stop_teachers
+from study.teachers.endpoint import TeacherEndpoint, start_serve, stop_teacher
+from study.teachers.serve import deploy_teacher, stop_teachers
 
 
 @dataclass(frozen=True)
