@@ -144,8 +144,7 @@ def time_served_teacher(label: str, teacher: object, questions: list[str], max_t
     """Deploy a teacher on a fresh Serve, warm it up, then time every question through ChatClient."""
     from study.teachers.client import ChatClient, ChatRequest
     from study.teachers.hf_serve import deploy_hf_teacher
-    from study.teachers.endpoint import start_serve
-    from study.teachers.serve import stop_teachers
+    from study.teachers.endpoint import start_serve, stop_teachers
     from study.teachers.vllm_serve import deploy_vllm_teacher
 
     deploy = deploy_vllm_teacher if teacher.kind == "vllm" else deploy_hf_teacher

@@ -206,8 +206,7 @@ def test_hf_teacher_on_serve_resumes_after_a_kill_and_an_openai_teacher_reuses_i
 
     from study.core.spec import HfTeacher
     from study.teachers.hf_serve import deploy_hf_teacher
-    from study.teachers.endpoint import start_serve
-    from study.teachers.serve import stop_teachers
+    from study.teachers.endpoint import start_serve, stop_teachers
 
     model = save_tiny_llama(tmp_path / "teacher", context_tokens=1024)
     teacher = {"kind": "hf", "name": "tiny", "model": str(model), "max_retries": 0, "batch_size": 8,

@@ -7,9 +7,9 @@ from study.core.datasets import load_split
 from study.core.prompts import teacher_messages
 from study.core.spec import DatasetSpec, ProgramTeacher
 from study.teachers.client import ChatClient, ChatRequest, TeacherError
-from study.teachers.program import program_model_id, render
-from study.teachers.endpoint import start_serve
-from study.teachers.serve import deploy_teacher, stop_teachers
+from study.teachers.program_render import program_model_id, render
+from study.teachers.endpoint import start_serve, stop_teachers
+from study.teachers.program_serve import deploy_program_teacher
 
 pytestmark = pytest.mark.ray
 DATASET = DatasetSpec(name="arith", arith={"n_train": 30, "n_test": 5})
@@ -18,7 +18,7 @@ DATASET = DatasetSpec(name="arith", arith={"n_train": 30, "n_test": 5})
 @pytest.fixture(scope="module")
 def endpoint(ray_local):
     port = start_serve()
-    yield deploy_teacher(ProgramTeacher(kind="program", name="prog"), [DATASET], port)
+    yield deploy_program_teacher(ProgramTeacher(kind="program", name="prog"), [DATASET], port)
     stop_teachers()
 
 

@@ -10,8 +10,7 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 from study.core.spec import HfTeacher
 from study.teachers.client import ChatClient, ChatRequest, TeacherError
 from study.teachers.hf_serve import deploy_hf_teacher
-from study.teachers.endpoint import start_serve
-from study.teachers.serve import stop_teachers
+from study.teachers.endpoint import start_serve, stop_teachers
 from trainables.tokenizer import train_tokenizer
 
 pytestmark = pytest.mark.ray

@@ -13,8 +13,7 @@ from test_teacher_serving import QUESTIONS, chat, save_tiny_llama
 
 from study.core.spec import VllmTeacher
 from study.teachers.client import ChatClient, ChatRequest, TeacherError
-from study.teachers.endpoint import start_serve
-from study.teachers.serve import stop_teachers
+from study.teachers.endpoint import start_serve, stop_teachers
 from study.teachers.vllm_serve import deploy_vllm_teacher, import_serve_llm
 
 pytestmark = pytest.mark.vllm

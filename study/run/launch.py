@@ -200,8 +200,7 @@ def serve_teacher(spec: StudySpec, teacher_name: str) -> None:
     """Serve one teacher of a spec on Ray Serve until interrupted (Ctrl-C), so several studies
     can use it as an `openai` teacher at the printed URL."""
     from study.teachers.generate import reach_teacher
-    from study.teachers.endpoint import start_serve
-    from study.teachers.serve import stop_teachers
+    from study.teachers.endpoint import start_serve, stop_teachers
 
     teacher = spec.teacher(teacher_name)
     init_ray()

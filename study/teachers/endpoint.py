@@ -105,6 +105,12 @@ def stop_teacher(endpoint: TeacherEndpoint) -> None:
         serve.delete(endpoint.app_name)
 
 
+def stop_teachers() -> None:
+    from ray import serve
+
+    serve.shutdown()
+
+
 def wait_until_answering(endpoint: TeacherEndpoint, timeout_s: float) -> None:
     """Poll `GET /v1/models` until it lists the endpoint's model (the HTTP proxy can lag the app)."""
     deadline = time.monotonic() + timeout_s

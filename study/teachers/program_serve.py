@@ -16,7 +16,7 @@ from ray import serve
 from study.core.datasets import Problem, load_split, problem_text
 from study.core.spec import DatasetSpec, ProgramTeacher
 from study.teachers.endpoint import ChatCompletionRequest, TeacherEndpoint, chat_completion, deploy_app, openai_error
-from study.teachers.program import parse_program_model_id, program_model_id, render
+from study.teachers.program_render import parse_program_model_id, program_model_id, render
 
 program_api = FastAPI(title="cotstudy program teacher")
 
