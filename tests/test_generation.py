@@ -206,7 +206,7 @@ def test_hf_teacher_on_serve_resumes_after_a_kill_and_an_openai_teacher_reuses_i
 
     from study.core.spec import HfTeacher
     from study.teachers.hf_serve import deploy_hf_teacher
-    from study.teachers.endpoint import start_serve, stop_teachers
+    from study.teachers.endpoint import start_serve, stop_teacher
 
     model = save_tiny_llama(tmp_path / "teacher", context_tokens=1024)
     teacher = {"kind": "hf", "name": "tiny", "model": str(model), "max_retries": 0, "batch_size": 8,
@@ -250,4 +250,4 @@ def test_hf_teacher_on_serve_resumes_after_a_kill_and_an_openai_teacher_reuses_i
         ours = storage.read_parquet(paths.corpus(key.corpus_id))["rationale"].tolist()
         assert storage.read_parquet(api_paths.corpus(api_keys[0].corpus_id))["rationale"].tolist() == ours
     finally:
-        stop_teachers()
+        stop_teacher(endpoint)

@@ -76,9 +76,15 @@ def _free_port() -> int:
 
 
 def start_serve() -> int:
-    """Start Serve's HTTP proxy on a free local port (a fixed 8000 collides between studies)."""
+    """The port of Serve's HTTP proxy: a new Serve on a free local port (a fixed 8000 collides
+    between studies), or the Serve already running on the cluster (another study's
+    `cotstudy serve-teacher`), whose proxy keeps the port it was started with."""
     from ray import serve
+    from ray.serve.context import _get_global_client  # the one way to read a running proxy's port
 
+    running = _get_global_client(raise_if_no_controller_running=False)
+    if running is not None:
+        return running.http_config.port
     port = _free_port()
     serve.start(http_options={"host": SERVE_HOST, "port": port})
     return port
@@ -86,29 +92,32 @@ def start_serve() -> int:
 
 def deploy_app(app: object, teacher_name: str, port: int, model: str | None, ready_timeout_s: float) -> TeacherEndpoint:
     """Run a teacher's Serve application (`teacher-<name>`, route /teachers/<name>) on the running
-    Serve (see `start_serve`) and, when it answers to a `model` name, wait until it lists it."""
+    Serve (see `start_serve`) and, when it answers to a `model` name, wait until it lists it. An
+    application that fails to start or to answer is deleted again; the caller deletes the one
+    returned when done (`stop_teacher`)."""
     from ray import serve
 
     app_name, route = f"teacher-{teacher_name}", f"/teachers/{teacher_name}"
-    serve.run(app, name=app_name, route_prefix=route)
     endpoint = TeacherEndpoint(base_url=f"http://{SERVE_HOST}:{port}{route}/v1", app_name=app_name, model=model)
-    if model is not None:
-        wait_until_answering(endpoint, ready_timeout_s)
+    try:
+        serve.run(app, name=app_name, route_prefix=route)
+        if model is not None:
+            wait_until_answering(endpoint, ready_timeout_s)
+    except BaseException:
+        stop_teacher(endpoint)
+        raise
     return endpoint
 
 
 def stop_teacher(endpoint: TeacherEndpoint) -> None:
-    """Delete one served teacher's application (its corpora are done); nothing for an API teacher."""
+    """Delete one served teacher's application (its corpora are done); nothing for an API teacher.
+    Only this: never `serve.shutdown()`, which would stop every application on the cluster,
+    another study's `cotstudy serve-teacher` among them."""
+    if endpoint.app_name is None:
+        return
     from ray import serve
 
-    if endpoint.app_name is not None:
-        serve.delete(endpoint.app_name)
-
-
-def stop_teachers() -> None:
-    from ray import serve
-
-    serve.shutdown()
+    serve.delete(endpoint.app_name)
 
 
 def wait_until_answering(endpoint: TeacherEndpoint, timeout_s: float) -> None:

@@ -27,7 +27,7 @@ from study.core.spec import GeneratingTeacher, GenerationSettings, StudySpec, Te
 from study.core.storage import StudyPaths
 from study.teachers.cache import ReplyCache
 from study.teachers.client import ChatClient, ChatReply, ChatRequest
-from study.teachers.endpoint import TeacherEndpoint, start_serve, stop_teacher, stop_teachers
+from study.teachers.endpoint import TeacherEndpoint, start_serve, stop_teacher
 from study.teachers.program_render import program_model_id
 from study.teachers.registry import kind_of
 
@@ -68,27 +68,28 @@ def build_corpora(spec: StudySpec, paths: StudyPaths, keys: list[CorpusKey]) -> 
     if not asked:
         return
     port = start_serve() if any(kind_of(k.teacher).source == "served" for k in asked) else 0
-    try:
-        for teacher_name in dict.fromkeys(k.teacher_name for k in asked):
-            teacher = spec.teacher(teacher_name)
-            endpoint = reach_teacher(teacher, spec, port)
-            try:
-                client = kind_of(teacher).client(teacher, endpoint)
-                for key in [k for k in asked if k.teacher_name == teacher_name]:
-                    generate_corpus(paths, key, client, endpoint)
-            finally:
-                stop_teacher(endpoint)
-    finally:
-        if port:
-            stop_teachers()
+    for teacher_name in dict.fromkeys(k.teacher_name for k in asked):
+        teacher = spec.teacher(teacher_name)
+        endpoint = reach_teacher(teacher, spec, port)
+        try:
+            client = kind_of(teacher).client(teacher, endpoint)
+            for key in [k for k in asked if k.teacher_name == teacher_name]:
+                generate_corpus(paths, key, client, endpoint)
+        finally:
+            stop_teacher(endpoint)  # this study's application only: Serve itself stays up for others
 
 
 def reach_teacher(teacher: TeacherSpec, spec: StudySpec, port: int) -> TeacherEndpoint:
-    """Serve the teacher on Ray Serve, or point at the endpoint where it answers; checked before any row."""
+    """Serve the teacher on Ray Serve, or point at the endpoint where it answers; checked before
+    any row (a served application that fails the check is deleted again)."""
     kind = kind_of(teacher)
     endpoint = kind.reach(teacher, spec.datasets, port)
     if endpoint.model is not None:
-        kind.client(teacher, endpoint).check_model(endpoint.model)
+        try:
+            kind.client(teacher, endpoint).check_model(endpoint.model)
+        except BaseException:
+            stop_teacher(endpoint)
+            raise
     return endpoint
 
 
