@@ -141,10 +141,10 @@ def time_plain_generate(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerB
 
 def time_served_teacher(label: str, teacher: object, questions: list[str], max_tokens: int,
                         concurrency: int, warm_rows: int) -> Throughput:
-    """Deploy a teacher on a fresh Serve, warm it up, then time every question through ChatClient."""
+    """Deploy a teacher on Serve, warm it up, then time every question through ChatClient."""
     from study.teachers.client import ChatClient, ChatRequest
     from study.teachers.hf_serve import deploy_hf_teacher
-    from study.teachers.serve import start_serve, stop_teachers
+    from study.teachers.endpoint import start_serve, stop_teacher
     from study.teachers.vllm_serve import deploy_vllm_teacher
 
     deploy = deploy_vllm_teacher if teacher.kind == "vllm" else deploy_hf_teacher
@@ -160,7 +160,7 @@ def time_served_teacher(label: str, teacher: object, questions: list[str], max_t
         replies = client.complete_all(requests, label=label)
         wall_time_s = time.perf_counter() - started
     finally:
-        stop_teachers()
+        stop_teacher(endpoint)
     return Throughput(label, len(replies), sum(r.completion_tokens for r in replies), wall_time_s, start_s)
 
 

@@ -2,6 +2,7 @@
 local server that counts requests, fails on command, and answers arith questions."""
 
 import json
+import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -10,13 +11,15 @@ import pytest
 from conftest import small_spec
 
 from study.core import storage
-from study.core.cells import corpus_keys
+from study.core.cells import corpus_keys, expand_grid
 from study.core.corpora import missing_corpora
 from study.core.datasets import load_split
 from study.run.inputs import check_inputs
 from study.core.prompts import PromptError, load_library, teacher_instruction
 from study.core.spec import parse_spec
 from study.core.storage import StudyPaths
+from study.run.cli import main
+from study.run.studies import open_study, prepare_storage
 from study.teachers.client import ChatClient, ChatRequest, TeacherError
 from study.teachers.generate import build_corpora
 
@@ -195,6 +198,25 @@ def test_prompt_library_changes_the_corpus_id_and_must_ask_for_the_answer(tmp_pa
         corpus_keys(_spec(tmp_path, fake_teacher, prompts=str(tmp_path / "bad.yaml")))
 
 
+def test_a_study_keeps_its_prompts_so_status_needs_no_file_outside_it(tmp_path, fake_teacher, capsys):
+    """The prompt library's content is in the corpus and cell ids: `run` freezes it into the study
+    folder, so `status` (and `resume`) work after the original file is gone and the folder moved."""
+    library = load_library(None)
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(json.dumps({**library, "granularity": {**library["granularity"], 3: "Think in three sentences."}}))
+    spec = _spec(tmp_path, fake_teacher, prompts=str(mine))
+    paths, cells = prepare_storage(spec)
+    mine.unlink()
+    load_library.cache_clear()  # as in a new process: nothing read before is remembered
+    (tmp_path / "elsewhere").mkdir()
+    moved = shutil.move(paths.root, tmp_path / "elsewhere" / "small")
+    assert main(["status", str(moved)]) == 0
+    assert "0 done, 0 failed, 1 pending (of 1)" in capsys.readouterr().out
+    opened, _ = open_study(str(moved))
+    assert [c.cell_id for c in expand_grid(opened)] == [c.cell_id for c in cells]
+    assert str(mine) not in (moved / "spec.yaml").read_text()
+
+
 @pytest.mark.ray
 def test_hf_teacher_on_serve_resumes_after_a_kill_and_an_openai_teacher_reuses_it(tmp_path, ray_local):
     """The real path: a tiny transformers teacher on Ray Serve generates a corpus over HTTP; the
@@ -206,7 +228,7 @@ def test_hf_teacher_on_serve_resumes_after_a_kill_and_an_openai_teacher_reuses_i
 
     from study.core.spec import HfTeacher
     from study.teachers.hf_serve import deploy_hf_teacher
-    from study.teachers.serve import start_serve, stop_teachers
+    from study.teachers.endpoint import start_serve, stop_teacher
 
     model = save_tiny_llama(tmp_path / "teacher", context_tokens=1024)
     teacher = {"kind": "hf", "name": "tiny", "model": str(model), "max_retries": 0, "batch_size": 8,
@@ -250,4 +272,4 @@ def test_hf_teacher_on_serve_resumes_after_a_kill_and_an_openai_teacher_reuses_i
         ours = storage.read_parquet(paths.corpus(key.corpus_id))["rationale"].tolist()
         assert storage.read_parquet(api_paths.corpus(api_keys[0].corpus_id))["rationale"].tolist() == ours
     finally:
-        stop_teachers()
+        stop_teacher(endpoint)

@@ -10,7 +10,7 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 from study.core.spec import HfTeacher
 from study.teachers.client import ChatClient, ChatRequest, TeacherError
 from study.teachers.hf_serve import deploy_hf_teacher
-from study.teachers.serve import start_serve, stop_teachers
+from study.teachers.endpoint import start_serve, stop_teacher
 from trainables.tokenizer import train_tokenizer
 
 pytestmark = pytest.mark.ray
@@ -53,8 +53,9 @@ def model_folder(tmp_path_factory) -> Path:
 def endpoint(ray_local, model_folder):
     port = start_serve()
     teacher = HfTeacher(kind="hf", name="tiny", model=str(model_folder), batch_size=4)
-    yield deploy_hf_teacher(teacher, port)
-    stop_teachers()
+    endpoint = deploy_hf_teacher(teacher, port)
+    yield endpoint
+    stop_teacher(endpoint)
 
 
 def test_endpoint_answers_to_the_teacher_name(endpoint):

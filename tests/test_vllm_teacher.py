@@ -13,7 +13,7 @@ from test_teacher_serving import QUESTIONS, chat, save_tiny_llama
 
 from study.core.spec import VllmTeacher
 from study.teachers.client import ChatClient, ChatRequest, TeacherError
-from study.teachers.serve import start_serve, stop_teachers
+from study.teachers.endpoint import start_serve, stop_teacher
 from study.teachers.vllm_serve import deploy_vllm_teacher, import_serve_llm
 
 pytestmark = pytest.mark.vllm
@@ -35,8 +35,9 @@ def endpoint(ray_local, tmp_path_factory):
     port = start_serve()
     teacher = VllmTeacher(kind="vllm", name="tiny-vllm", model=str(folder), accelerator="cpu",
                           engine_kwargs={"max_model_len": 256, "dtype": "float32", "enforce_eager": True})
-    yield deploy_vllm_teacher(teacher, port)
-    stop_teachers()
+    endpoint = deploy_vllm_teacher(teacher, port)
+    yield endpoint
+    stop_teacher(endpoint)
 
 
 @pytest.mark.ray

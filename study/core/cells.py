@@ -26,7 +26,6 @@ from study.core.spec import (
     EvalSpec,
     Format,
     Frozen,
-    GeneratingTeacher,
     MethodSpec,
     StudentSpec,
     StudySpec,
@@ -38,14 +37,11 @@ from study.core.spec import (
 ID_LENGTH = 12
 # Where data lives and how a teacher is run are not what a corpus is: these fields are left out
 # of corpus and cell ids, so moving the data (or reading it from the hub), or serving a teacher
-# differently, keeps every id and result. A prompt file's path is left out too: its content's
-# hash (`prompt_hash`) is in. A corpus keeps every row, so which rows students train on (the
-# teacher's `filter`) is part of the cell's id only.
-OPERATIONAL_TEACHER_FIELDS = {"files", "prompts", "concurrency", "timeout_s", "max_retries", "price", "replicas",
-                              "cpus_per_replica", "gpus_per_replica", "batch_size", "tensor_parallel_size",
-                              "accelerator", "base_url", "api_key_env"}
-LOCATION_FIELDS: dict[str, Any] = {"dataset": {"path", "hub"}, "teacher": OPERATIONAL_TEACHER_FIELDS}
-CORPUS_EXCLUDED_FIELDS: dict[str, Any] = {"dataset": {"path", "hub"}, "teacher": OPERATIONAL_TEACHER_FIELDS | {"filter"}}
+# differently, keeps every id and result. Each teacher kind names its own (`operational_fields`
+# in study.core.spec); a prompt file's path is one, its content's hash (`prompt_hash`) is in.
+# A corpus keeps every row, so which rows students train on (the teacher's `filter`) is part of
+# the cell's id only.
+DATASET_LOCATION_FIELDS = frozenset({"path", "hub"})
 
 
 def content_hash(obj: BaseModel | dict[str, Any], length: int = ID_LENGTH) -> str:
@@ -69,7 +65,15 @@ class CorpusKey(Frozen):
         return f"{self.name}-{content_hash(self.identity())}"
 
     def identity(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude=CORPUS_EXCLUDED_FIELDS)
+        excluded = self.operational_fields()
+        if self.teacher is not None:
+            excluded["teacher"] = excluded["teacher"] | {"filter"}
+        return self.model_dump(mode="json", exclude=excluded)
+
+    def operational_fields(self) -> dict[str, Any]:
+        """The fields in neither corpus nor cell id: where the data set is, how the teacher is run."""
+        return {"dataset": DATASET_LOCATION_FIELDS,
+                "teacher": self.teacher.operational_fields if self.teacher is not None else frozenset()}
 
     @property
     def name(self) -> str:
@@ -95,7 +99,7 @@ class Cell(Frozen):
 
     @property
     def cell_id(self) -> str:
-        return content_hash(self.model_dump(mode="json", exclude={"corpus": LOCATION_FIELDS}))
+        return content_hash(self.model_dump(mode="json", exclude={"corpus": self.corpus.operational_fields()}))
 
     @property
     def name(self) -> str:
@@ -119,9 +123,9 @@ def corpus_keys(spec: StudySpec) -> list[CorpusKey]:
 
 
 def _prompt_hash(teacher: TeacherSpec, dataset: DatasetSpec, level: int, fmt: Format) -> str | None:
-    if not isinstance(teacher, GeneratingTeacher):
+    if not teacher.asks_with_prompts:
         return None
-    return prompt_hash(level, fmt, dataset_info(dataset.name).answer_type, teacher.prompts)
+    return prompt_hash(level, fmt, dataset_info(dataset.name).answer_type, teacher.prompt_library)
 
 
 def expand_grid(spec: StudySpec) -> list[Cell]:

@@ -1,5 +1,8 @@
 """Teacher prompts, kept as data (prompts.yaml beside this module, or a study's own file of the same shape).
 
+A study's own file may be on any storage (study.core.storage): `run` freezes it into the study
+folder, where `status` and `resume` read it.
+
 A prompt is the system message `<granularity> <format> <answer convention>` and the question as
 the user message. `prompt_hash` fingerprints the composed system message; it is part of every
 generated corpus's id.
@@ -10,11 +13,11 @@ from __future__ import annotations
 import hashlib
 from functools import lru_cache
 from importlib import resources
-from pathlib import Path
 from typing import get_args
 
 import yaml
 
+from study.core import storage
 from study.core.datasets import AnswerType, DataError
 from study.core.spec import Format
 
@@ -29,10 +32,11 @@ class PromptError(DataError):
 
 @lru_cache(maxsize=8)
 def load_library(path: str | None = None) -> dict:
-    """The prompt library: the package's, or the file at `path`; checked whole on load."""
+    """The prompt library: the package's, or the file at `path` (a local path or a URI); checked
+    whole on load."""
     source = path or "study/core/prompts.yaml"
     try:
-        text = Path(path).read_text() if path else resources.files("study.core").joinpath("prompts.yaml").read_text()
+        text = storage.read_text(path) if path else resources.files("study.core").joinpath("prompts.yaml").read_text()
         library = yaml.safe_load(text)
     except (OSError, yaml.YAMLError) as error:
         raise PromptError(f"{source}: cannot read the prompt library: {error}") from None

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -36,7 +37,21 @@ CorpusFilter = Literal["correct_only", "all"]
 
 class TeacherBase(Frozen):
     """What every teacher kind has: a name, which (format, level) pairs it provides, and which of
-    its rationales students train on."""
+    its rationales students train on.
+
+    Each kind's settings model also says, as plain data, what the core needs to know of it:
+    which fields are operational, whether it is asked with prompts, and which files it reads.
+    How a kind is checked, reached and asked is its module in study/teachers.
+    """
+
+    # Fields that say where a teacher's files are or how it is run, not what its corpus is: left
+    # out of corpus and cell ids (study.core.cells), so moving the files or serving the teacher
+    # differently keeps every id and result. A prompt file's path is operational; its content's
+    # hash is in the corpus id (`asks_with_prompts`).
+    operational_fields: ClassVar[frozenset[str]] = frozenset()
+    # A teacher that asks a model (hf, vllm, openai) asks with the prompt library: the hash of the
+    # prompt it is asked with is part of its corpus ids.
+    asks_with_prompts: ClassVar[bool] = False
 
     name: str = Field(pattern=NAME_PATTERN)
     levels_by_format: dict[Format, list[int]] | None = Field(
@@ -57,6 +72,21 @@ class TeacherBase(Frozen):
 
     def provides(self, fmt: str, level: int) -> bool:
         return self.levels_by_format is None or level in self.levels_by_format.get(fmt, [])  # type: ignore[call-overload]
+
+    @property
+    def prompt_library(self) -> str | None:
+        """The study's own prompt-library file this teacher is asked with; None: the package's
+        library (or a teacher that is not asked with prompts)."""
+        return None
+
+    def relocate_prompts(self, move: Callable[[str], str]) -> Self:
+        """This teacher with its prompt-library file, if it has one, at `move(file)`."""
+        return self
+
+    def resolve_locations(self, data_dir: Path) -> Self:
+        """This teacher with every file location it reads made absolute (relative ones are taken
+        from `data_dir`)."""
+        return self
 
 
 class ProgramTeacher(TeacherBase):
@@ -81,6 +111,8 @@ class ReleasedTeacher(TeacherBase):
     the data set, teacher, level and format; a file named otherwise is given as a mapping.
     """
 
+    operational_fields: ClassVar[frozenset[str]] = frozenset({"files"})
+
     kind: Literal["released"]
     files: list[str | ReleasedFile] = Field(
         min_length=1, description="Globs of released files (relative to data_dir), or explicit entries."
@@ -88,6 +120,11 @@ class ReleasedTeacher(TeacherBase):
     release_name: str | None = Field(
         None, description="The teacher's name in the file names (case-insensitive); default: `name`."
     )
+
+    def resolve_locations(self, data_dir: Path) -> Self:
+        files = [str(data_dir / entry) if isinstance(entry, str) else
+                 entry.model_copy(update={"path": str(data_dir / entry.path)}) for entry in self.files]
+        return self.model_copy(update={"files": files})
 
 
 class GenerationSettings(Frozen):
@@ -117,6 +154,10 @@ class Price(Frozen):
 class GeneratingTeacher(TeacherBase):
     """A teacher that writes rationales for the study's questions (hf, vllm, openai)."""
 
+    operational_fields: ClassVar[frozenset[str]] = frozenset(
+        {"prompts", "concurrency", "timeout_s", "max_retries", "price"})
+    asks_with_prompts: ClassVar[bool] = True
+
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
     prompts: str | None = Field(
         None, description="A prompt-library YAML replacing the package's (relative to data_dir); its hash is in the corpus id."
@@ -126,9 +167,22 @@ class GeneratingTeacher(TeacherBase):
     max_retries: int = Field(4, ge=0, description="Retries of a request on 429, 5xx and timeouts.")
     price: Price | None = Field(None, description="API price per million tokens (cost is recorded when given).")
 
+    @property
+    def prompt_library(self) -> str | None:
+        return self.prompts
+
+    def relocate_prompts(self, move: Callable[[str], str]) -> Self:
+        return self if self.prompts is None else self.model_copy(update={"prompts": move(self.prompts)})
+
+    def resolve_locations(self, data_dir: Path) -> Self:
+        return self.relocate_prompts(lambda prompts: str(data_dir / prompts))
+
 
 class HfTeacher(GeneratingTeacher):
     """A transformers model served on Ray Serve behind the OpenAI-compatible route (no vLLM)."""
+
+    operational_fields: ClassVar[frozenset[str]] = GeneratingTeacher.operational_fields | {
+        "replicas", "cpus_per_replica", "gpus_per_replica", "batch_size"}
 
     kind: Literal["hf"]
     model: str = Field(description="Hugging Face model id or local folder.")
@@ -141,6 +195,9 @@ class HfTeacher(GeneratingTeacher):
 class VllmTeacher(GeneratingTeacher):
     """A Hugging Face model served by vLLM through ray.serve.llm (OpenAI-compatible)."""
 
+    operational_fields: ClassVar[frozenset[str]] = GeneratingTeacher.operational_fields | {
+        "replicas", "tensor_parallel_size", "accelerator"}
+
     kind: Literal["vllm"]
     model: str = Field(description="Hugging Face model id or local folder.")
     tensor_parallel_size: int = Field(1, ge=1)
@@ -151,6 +208,8 @@ class VllmTeacher(GeneratingTeacher):
 
 class OpenAITeacher(GeneratingTeacher):
     """Any OpenAI-compatible endpoint."""
+
+    operational_fields: ClassVar[frozenset[str]] = GeneratingTeacher.operational_fields | {"base_url", "api_key_env"}
 
     kind: Literal["openai"]
     base_url: str = Field(description="Up to and including /v1, e.g. https://api.openai.com/v1.")
@@ -375,22 +434,8 @@ def resolve_locations(spec: StudySpec, data_dir: Path) -> StudySpec:
     released-file globs and prompt files, relative ones taken from `data_dir`. Locations are in no id."""
     datasets = [d if d.hub is not None or dataset_info(d.name).generated else
                 d.model_copy(update={"path": str(data_dir / (d.path or d.name))}) for d in spec.datasets]
-    teachers = [_resolve_teacher(t, data_dir) for t in spec.teachers]
+    teachers = [teacher.resolve_locations(data_dir) for teacher in spec.teachers]
     return spec.model_copy(update={"data_dir": str(data_dir), "datasets": datasets, "teachers": teachers})
-
-
-def _resolve_teacher(teacher: TeacherSpec, data_dir: Path) -> TeacherSpec:
-    if isinstance(teacher, ReleasedTeacher):
-        return _resolve_release_files(teacher, data_dir)
-    if isinstance(teacher, GeneratingTeacher) and teacher.prompts is not None:
-        return teacher.model_copy(update={"prompts": str(data_dir / teacher.prompts)})
-    return teacher
-
-
-def _resolve_release_files(teacher: ReleasedTeacher, data_dir: Path) -> ReleasedTeacher:
-    files = [str(data_dir / entry) if isinstance(entry, str) else
-             entry.model_copy(update={"path": str(data_dir / entry.path)}) for entry in teacher.files]
-    return teacher.model_copy(update={"files": files})
 
 
 def parse_spec_text(text: str, source: str, storage: str | None = None) -> StudySpec:

@@ -1,7 +1,7 @@
 """Where a study's files live, on a local folder or any pyarrow filesystem URI (s3://, gs://...).
 
 The layout (design.md):
-    <storage>/<study>/spec.yaml, corpora/<corpus_id>.parquet, tokenizer/, tune/,
+    <storage>/<study>/spec.yaml, prompts/<teacher>.yaml, corpora/<corpus_id>.parquet, tokenizer/, tune/,
     cells/<cell_id>/{result.json, predictions.parquet, error.txt, train/}, results.parquet, figures/
 Writes that mark something done are atomic: write a temporary file, then move it into place.
 Corpora and cell results also get a checksum at write (`<file>.sha256`, sha256sum's format),
@@ -241,6 +241,20 @@ class StudyPaths:
     @property
     def spec(self) -> str:
         return join(self.root, "spec.yaml")
+
+    def prompt_library(self, teacher_name: str) -> str:
+        """A teacher's own prompt library, frozen at `run` beside the frozen spec."""
+        return join(self.root, self.prompt_library_name(teacher_name))
+
+    @staticmethod
+    def prompt_library_name(teacher_name: str) -> str:
+        """The same, relative to the study folder: how the frozen spec names it, so the folder can move."""
+        return f"prompts/{teacher_name}.yaml"
+
+    def in_study(self, location: str) -> str:
+        """A location the frozen spec gives relative to the study folder, made absolute; an absolute
+        one stays (a study frozen before its prompts were names the original file)."""
+        return location if is_uri(location) or Path(location).is_absolute() else join(self.root, location)
 
     @property
     def lock(self) -> str:

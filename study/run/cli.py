@@ -33,10 +33,11 @@ from study.core.cells import corpus_keys, expand_grid
 from study.core.datasets import DataError
 from study.run.inputs import check_inputs, estimate_corpus_tokens
 from study.core.results import cell_states
-from study.core.spec import DATA_DIR_VARIABLE, OpenAITeacher, SpecError, StudySpec, load_spec
+from study.core.spec import DATA_DIR_VARIABLE, SpecError, StudySpec, load_spec
 from study.core.storage import StudyPaths
 from study.run.studies import StudyError, is_stale, open_study, read_lock
 from study.teachers.client import TeacherError
+from study.teachers.registry import kind_of
 
 if TYPE_CHECKING:
     from study.run.launch import StudyOutcome
@@ -138,8 +139,8 @@ def _without_keys(message: str, spec: StudySpec) -> str:
     """A teacher's error may quote what its server said, and some servers echo the API key they
     were sent: replace each key (the value of a teacher's api_key_env) by the variable's name."""
     for teacher in spec.teachers:
-        if isinstance(teacher, OpenAITeacher) and teacher.api_key_env and os.environ.get(teacher.api_key_env):
-            message = message.replace(os.environ[teacher.api_key_env], f"<${teacher.api_key_env}>")
+        for variable, value in kind_of(teacher).secrets(teacher).items():
+            message = message.replace(value, f"<${variable}>")
     return message
 
 

@@ -26,16 +26,10 @@ from study.core.cells import CorpusKey, corpus_keys
 from study.core.corpora import label_corpus, load_corpus
 from study.core.datasets import DataError, Problem, load_split
 from study.run.inputs import WORD_OR_SYMBOL
-from study.core.spec import DatasetSpec, ProgramTeacher, ReleasedTeacher, StudySpec
+from study.core.spec import DatasetSpec, StudySpec
 from study.core.storage import StudyPaths
-from study.teachers.program import program_corpus
-from study.teachers.released import (
-    ReleaseFile,
-    import_release,
-    parse_release_name,
-    problems_from_answer_file,
-    released_corpus,
-)
+from study.teachers.registry import kind_of
+from study.teachers.released import ReleaseFile, import_release, parse_release_name, problems_from_answer_file
 
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 ANSWER_SENTENCE = re.compile(r"^the answer is", re.IGNORECASE)
@@ -93,15 +87,13 @@ def spec_corpora(spec: StudySpec) -> list[CorpusSource]:
     found = []
     for key in corpus_keys(spec):
         if storage.exists(paths.corpus(key.corpus_id)):
-            rows, source = load_corpus(paths, key), paths.corpus(key.corpus_id)
-        elif key.teacher is None or isinstance(key.teacher, (ReleasedTeacher, ProgramTeacher)):
-            rows = (label_corpus(key) if key.teacher is None else released_corpus(key)
-                    if isinstance(key.teacher, ReleasedTeacher) else program_corpus(key))
-            source = "not built yet: rendered or imported now"
-        else:
+            found.append(_key_source(key, paths.corpus(key.corpus_id), load_corpus(paths, key)))
+            continue
+        rows = label_corpus(key) if key.teacher is None else kind_of(key.teacher).offline_corpus(key)
+        if rows is None:
             print(f"skipped {key.name}: not built yet, and its teacher must generate it")
             continue
-        found.append(_key_source(key, source, rows))
+        found.append(_key_source(key, "not built yet: rendered or imported now", rows))
     return found
 
 

@@ -1,8 +1,9 @@
 """Checking a study's inputs before anything starts, and estimating corpus sizes offline.
 
 `check_inputs` loads every data set's splits and finds every corpus's source (the data set's
-own labels, a released file, or a program teacher's structured solutions), so a missing or
-malformed file, or a grid point with no data behind it, is one clear error before Ray starts.
+own labels, or what each teacher's kind checks: a released file, a program teacher's structured
+solutions, an API key), so a missing or malformed file, or a grid point with no data behind it,
+is one clear error before Ray starts.
 """
 
 from __future__ import annotations
@@ -10,11 +11,10 @@ from __future__ import annotations
 import re
 
 from study.core.cells import CorpusKey, corpus_keys
+from study.core.corpora import label_rationale
 from study.core.datasets import DataError, load_split, problem_text, training_text
-from study.core.spec import OpenAITeacher, ProgramTeacher, ReleasedTeacher, StudySpec
-from study.teachers.client import TeacherError, api_key
-from study.teachers.program import render
-from study.teachers.released import find_release, read_release_rows
+from study.core.spec import StudySpec
+from study.teachers.registry import kind_of
 
 WORD_OR_SYMBOL = re.compile(r"\w+|[^\w\s]")
 
@@ -25,38 +25,24 @@ def check_inputs(spec: StudySpec) -> None:
         for split in ("train", "test"):
             if not load_split(dataset, split):
                 raise DataError(f"dataset '{dataset.name}': the {split} split is empty")
-    for key in corpus_keys(spec):
-        _check_source(key)
+    keys = corpus_keys(spec)
+    for key in keys:
+        if key.format == "human" and any(p.human_rationale is None for p in load_split(key.dataset, "train")):
+            raise DataError(f"dataset '{key.dataset.name}' has no human rationale; drop format 'human' for it")
     for teacher in spec.teachers:
-        if isinstance(teacher, OpenAITeacher):
-            try:
-                api_key(teacher)
-            except TeacherError as missing:
-                raise DataError(str(missing)) from None
-
-
-def _check_source(key: CorpusKey) -> None:
-    problems = load_split(key.dataset, "train")
-    if key.format == "human" and any(p.human_rationale is None for p in problems):
-        raise DataError(f"dataset '{key.dataset.name}' has no human rationale; drop format 'human' for it")
-    if isinstance(key.teacher, ProgramTeacher) and not problems[0].steps:
-        raise DataError(f"teacher '{key.teacher.name}' (program) renders structured solutions, which only 'arith' "
-                        f"has; use a released, vllm or openai teacher for '{key.dataset.name}'")
-    if isinstance(key.teacher, ReleasedTeacher):  # read now, so a bad row stops the study before it starts
-        read_release_rows(find_release(key.teacher, key.dataset.name, key.granularity, key.format).path)
+        kind_of(teacher).check(teacher, [key for key in keys if key.teacher_name == teacher.name])
 
 
 def estimate_corpus_tokens(key: CorpusKey) -> int | None:
     """Prompt + rationale tokens of a corpus, estimated offline (words and symbols): label
-    formats and the program teacher are rendered locally, released files read; None for a
-    teacher that must generate."""
-    problems = load_split(key.dataset, "train")
+    formats are rendered from the data set, a teacher's corpus as its kind says (the program
+    teacher renders, released files are read); None for a teacher that must generate."""
     dataset = key.dataset.name
-    if key.teacher is None or isinstance(key.teacher, ProgramTeacher):
-        texts = [training_text(dataset, problem_text(p), render(p, key.granularity, key.format)) for p in problems]
-    elif isinstance(key.teacher, ReleasedTeacher):
-        release = find_release(key.teacher, dataset, key.granularity, key.format)
-        texts = [training_text(dataset, q, r) for q, r in read_release_rows(release.path)]
+    if key.teacher is None:
+        texts: list[str] | None = [training_text(dataset, problem_text(p), label_rationale(p, key.format))
+                                   for p in load_split(key.dataset, "train")]
     else:
+        texts = kind_of(key.teacher).training_texts(key)
+    if texts is None:
         return None
     return sum(len(WORD_OR_SYMBOL.findall(text)) for text in texts)

@@ -210,8 +210,8 @@ def draw_figures(paths: StudyPaths, results: pd.DataFrame) -> list[str]:
 def serve_teacher(spec: StudySpec, teacher_name: str) -> None:
     """Serve one teacher of a spec on Ray Serve until interrupted (Ctrl-C), so several studies
     can use it as an `openai` teacher at the printed URL."""
+    from study.teachers.endpoint import start_serve, stop_teacher
     from study.teachers.generate import reach_teacher
-    from study.teachers.serve import start_serve, stop_teachers
 
     teacher = spec.teacher(teacher_name)
     init_ray()
@@ -226,4 +226,4 @@ def serve_teacher(spec: StudySpec, teacher_name: str) -> None:
     except KeyboardInterrupt:
         print("stopping the teacher", flush=True)
     finally:
-        stop_teachers()
+        stop_teacher(endpoint)  # its own application only: other studies' teachers keep running

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from study.core import storage
 from study.core.cells import Cell, expand_grid
-from study.core.spec import StudySpec, parse_spec_text, spec_to_yaml
+from study.core.spec import StudySpec, TeacherSpec, parse_spec_text, spec_to_yaml
 from study.core.storage import StudyPaths
 
 
@@ -28,19 +28,41 @@ class StudyError(RuntimeError):
 
 
 def prepare_storage(spec: StudySpec) -> tuple[StudyPaths, list[Cell]]:
-    """Freeze the spec in the study folder; refuse a spec whose cells changed. Call it under
-    `study_lock`, which has checked that storage is writable."""
+    """Freeze the spec in the study folder, with the teachers' own prompt libraries (their content
+    is in the ids); refuse a spec whose cells changed. Call it under `study_lock`, which has
+    checked that storage is writable."""
     paths = StudyPaths.of(spec.storage, spec.name)
     cells = expand_grid(spec)
     if storage.exists(paths.spec):
-        stored = parse_spec_text(storage.read_text(paths.spec), paths.spec)
+        stored = read_frozen_spec(paths)
         if {c.cell_id for c in expand_grid(stored)} != {c.cell_id for c in cells}:
             raise StudyError(
                 f"{paths.spec}: study '{spec.name}' already exists with different cells; "
                 "give the study a new name, or resume it with 'cotstudy resume'"
             )
-    storage.write_text_atomic(paths.spec, spec_to_yaml(spec))
+    storage.write_text_atomic(paths.spec, spec_to_yaml(_freeze_prompts(spec, paths)))
     return paths, cells
+
+
+def _freeze_prompts(spec: StudySpec, paths: StudyPaths) -> StudySpec:
+    """The spec with each teacher's own prompt library copied into the study folder and named
+    relative to it, so `status` and `resume` read nothing outside the folder."""
+
+    def freeze(teacher: TeacherSpec) -> TeacherSpec:
+        def copy_in(location: str) -> str:
+            storage.write_text_atomic(paths.prompt_library(teacher.name), storage.read_text(location))
+            return paths.prompt_library_name(teacher.name)
+
+        return teacher.relocate_prompts(copy_in)
+
+    return spec.model_copy(update={"teachers": [freeze(teacher) for teacher in spec.teachers]})
+
+
+def read_frozen_spec(paths: StudyPaths) -> StudySpec:
+    """A study's frozen spec, its prompt libraries read from the study folder."""
+    spec = parse_spec_text(storage.read_text(paths.spec), paths.spec)
+    teachers = [teacher.relocate_prompts(paths.in_study) for teacher in spec.teachers]
+    return spec.model_copy(update={"teachers": teachers})
 
 
 def open_study(study_dir: str) -> tuple[StudySpec, StudyPaths]:
@@ -52,7 +74,7 @@ def open_study(study_dir: str) -> tuple[StudySpec, StudyPaths]:
         raise StudyError(str(error)) from None
     if not found:
         raise StudyError(f"{study_dir}: not a study folder (no spec.yaml)")
-    spec = parse_spec_text(storage.read_text(paths.spec), paths.spec)
+    spec = read_frozen_spec(paths)
     return spec.model_copy(update={"storage": storage.parent(paths.root)}), paths
 
 

@@ -11,31 +11,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
 
-from study.core.spec import OpenAITeacher
-
 RETRY_STATUS = {429, 500, 502, 503, 504}
 
 
 class TeacherError(RuntimeError):
     """A teacher request that failed for good (after retries, or on a non-retryable error)."""
-
-
-def api_key(teacher: OpenAITeacher) -> str | None:
-    """The API key from the environment variable the spec names (never from the spec itself)."""
-    if teacher.api_key_env is None:
-        return None
-    key = os.environ.get(teacher.api_key_env)
-    if not key:
-        raise TeacherError(f"teacher '{teacher.name}': the environment variable {teacher.api_key_env} "
-                           f"(its api_key_env) is not set")
-    return key
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
-"""Building teacher corpora: label corpora from the data set, released corpora imported from
-files, and the rest generated: each needed teacher is served on Ray Serve (program, hf, vllm)
-or reached where it runs (openai) and asked over HTTP with the one OpenAI-compatible client.
-Served teachers run only while their corpora are built.
+"""Building teacher corpora: label corpora from the data set, imported corpora (kind `released`)
+from files, and the rest generated: each needed teacher is served on Ray Serve (program, hf,
+vllm) or reached where it runs (openai) and asked over HTTP with the one OpenAI-compatible
+client. How is each kind's to say (study.teachers.registry). Served teachers run only while their
+corpora are built.
 
 Generation resumes: replies are saved in shards as they arrive (`ReplyCache`), so a re-run asks
 only for the missing rows, and a corpus that exists is never asked for again. With
@@ -22,21 +23,13 @@ from study.core.cells import CorpusKey
 from study.core.corpora import corpus_rows, label_corpus, missing_corpora, save_corpus
 from study.core.datasets import Problem, dataset_info, load_split, problem_text, score
 from study.core.prompts import teacher_messages
-from study.core.spec import (
-    LABEL_FORMATS,
-    GeneratingTeacher,
-    GenerationSettings,
-    OpenAITeacher,
-    ReleasedTeacher,
-    StudySpec,
-    TeacherSpec,
-)
+from study.core.spec import GeneratingTeacher, GenerationSettings, StudySpec, TeacherSpec
 from study.core.storage import StudyPaths
 from study.teachers.cache import ReplyCache
-from study.teachers.client import ChatClient, ChatReply, ChatRequest, api_key
-from study.teachers.program import program_model_id
-from study.teachers.released import released_corpus
-from study.teachers.serve import TeacherEndpoint, deploy_teacher, start_serve, stop_teacher, stop_teachers
+from study.teachers.client import ChatClient, ChatReply, ChatRequest
+from study.teachers.endpoint import TeacherEndpoint, start_serve, stop_teacher
+from study.teachers.program_render import program_model_id
+from study.teachers.registry import kind_of
 
 
 @dataclass(frozen=True)
@@ -61,46 +54,43 @@ def build_corpora(spec: StudySpec, paths: StudyPaths, keys: list[CorpusKey]) -> 
     if not todo:
         print(f"corpora: all {len(keys)} already built", flush=True)
         return
-    for key in [k for k in todo if k.format in LABEL_FORMATS]:
+    for key in [k for k in todo if k.teacher is None]:
         save_corpus(paths, key, label_corpus(key))
-    for key in [k for k in todo if isinstance(k.teacher, ReleasedTeacher)]:
-        save_corpus(paths, key, released_corpus(key))
-    generated = [k for k in todo if k.teacher is not None and not isinstance(k.teacher, ReleasedTeacher)]
-    if not generated:
+    asked: list[CorpusKey] = []
+    for key in [k for k in todo if k.teacher is not None]:
+        kind = kind_of(key.teacher)
+        if kind.source == "imported":
+            corpus = kind.offline_corpus(key)
+            assert corpus is not None, f"{key.name}: an imported kind builds its corpus offline"
+            save_corpus(paths, key, corpus)
+        else:
+            asked.append(key)
+    if not asked:
         return
-    port = start_serve() if any(not isinstance(k.teacher, OpenAITeacher) for k in generated) else 0
-    try:
-        for teacher_name in dict.fromkeys(k.teacher_name for k in generated):
-            teacher = spec.teacher(teacher_name)
-            endpoint = reach_teacher(teacher, spec, port)
-            try:
-                client = teacher_client(teacher, endpoint)
-                for key in [k for k in generated if k.teacher_name == teacher_name]:
-                    generate_corpus(paths, key, client, endpoint)
-            finally:
-                stop_teacher(endpoint)
-    finally:
-        if port:
-            stop_teachers()
+    port = start_serve() if any(kind_of(k.teacher).source == "served" for k in asked) else 0
+    for teacher_name in dict.fromkeys(k.teacher_name for k in asked):
+        teacher = spec.teacher(teacher_name)
+        endpoint = reach_teacher(teacher, spec, port)
+        try:
+            client = kind_of(teacher).client(teacher, endpoint)
+            for key in [k for k in asked if k.teacher_name == teacher_name]:
+                generate_corpus(paths, key, client, endpoint)
+        finally:
+            stop_teacher(endpoint)  # this study's application only: Serve itself stays up for others
 
 
 def reach_teacher(teacher: TeacherSpec, spec: StudySpec, port: int) -> TeacherEndpoint:
-    """Serve the teacher on Ray Serve, or point at the API it is; checked before any row."""
-    if isinstance(teacher, OpenAITeacher):
-        endpoint = TeacherEndpoint(base_url=teacher.base_url.rstrip("/"), app_name=None, model=teacher.model)
-    else:
-        endpoint = deploy_teacher(teacher, spec.datasets, port)
+    """Serve the teacher on Ray Serve, or point at the endpoint where it answers; checked before
+    any row (a served application that fails the check is deleted again)."""
+    kind = kind_of(teacher)
+    endpoint = kind.reach(teacher, spec.datasets, port)
     if endpoint.model is not None:
-        teacher_client(teacher, endpoint).check_model(endpoint.model)
+        try:
+            kind.client(teacher, endpoint).check_model(endpoint.model)
+        except BaseException:
+            stop_teacher(endpoint)
+            raise
     return endpoint
-
-
-def teacher_client(teacher: TeacherSpec, endpoint: TeacherEndpoint) -> ChatClient:
-    if not isinstance(teacher, GeneratingTeacher):
-        return ChatClient(base_url=endpoint.base_url)
-    key = api_key(teacher) if isinstance(teacher, OpenAITeacher) else None
-    return ChatClient(base_url=endpoint.base_url, api_key=key, max_concurrency=teacher.concurrency,
-                      timeout_s=teacher.timeout_s, max_retries=teacher.max_retries)
 
 
 def generate_corpus(paths: StudyPaths, key: CorpusKey, client: ChatClient, endpoint: TeacherEndpoint) -> pd.DataFrame:
@@ -143,9 +133,8 @@ def _request(key: CorpusKey, problem: Problem, endpoint: TeacherEndpoint, settin
              sample: int) -> ChatRequest:
     assert key.teacher is not None and key.granularity is not None
     model = endpoint.model or program_model_id(key.teacher.name, key.granularity, key.format)
-    library = key.teacher.prompts if isinstance(key.teacher, GeneratingTeacher) else None
     messages = teacher_messages(key.granularity, key.format, problem_text(problem),
-                                dataset_info(key.dataset.name).answer_type, library)
+                                dataset_info(key.dataset.name).answer_type, key.teacher.prompt_library)
     return ChatRequest(model=model, messages=messages, max_tokens=settings.max_tokens,
                        temperature=settings.temperature, top_p=settings.top_p, seed=settings.seed + sample)
 

@@ -11,11 +11,9 @@ for the same batch composition only (all rows of a group share one random stream
 """
 
 import asyncio
-import time
 import uuid
 from dataclasses import dataclass
 
-import httpx
 import torch
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -23,13 +21,12 @@ from ray import serve
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from study.core.spec import HfTeacher
-from study.teachers.client import TeacherError
-from study.teachers.serve import (
-    SERVE_HOST,
+from study.teachers.endpoint import (
     ChatCompletionRequest,
     ChatMessage,
     TeacherEndpoint,
     chat_completion,
+    deploy_app,
     openai_error,
 )
 
@@ -160,30 +157,10 @@ class HfTeacherServer:
 
 def deploy_hf_teacher(teacher: HfTeacher, port: int) -> TeacherEndpoint:
     """Deploy a transformers teacher on the running Serve (see `start_serve`) and wait until it answers."""
-    app_name, route = f"teacher-{teacher.name}", f"/teachers/{teacher.name}"
     server = HfTeacherServer.options(
         num_replicas=teacher.replicas,
         ray_actor_options={"num_cpus": teacher.cpus_per_replica, "num_gpus": teacher.gpus_per_replica},
         # Enough queued requests per replica to fill the next batch while one generates.
         max_ongoing_requests=2 * teacher.batch_size,
     )
-    serve.run(server.bind(teacher), name=app_name, route_prefix=route)
-    endpoint = TeacherEndpoint(base_url=f"http://{SERVE_HOST}:{port}{route}/v1", app_name=app_name, model=teacher.name)
-    wait_until_answering(endpoint, READY_TIMEOUT_S)
-    return endpoint
-
-
-def wait_until_answering(endpoint: TeacherEndpoint, timeout_s: float) -> None:
-    """Poll `GET /v1/models` until it lists the endpoint's model (the HTTP proxy can lag the app)."""
-    deadline = time.monotonic() + timeout_s
-    problem = ""
-    while time.monotonic() < deadline:
-        try:
-            response = httpx.get(f"{endpoint.base_url}/models", timeout=10)
-            if response.status_code == 200 and endpoint.model in {m["id"] for m in response.json()["data"]}:
-                return
-            problem = f"HTTP {response.status_code}: {response.text[:200]}"
-        except httpx.TransportError as error:
-            problem = f"{type(error).__name__}: {error}"
-        time.sleep(0.5)
-    raise TeacherError(f"teacher at {endpoint.base_url} did not answer within {timeout_s:.0f} s ({problem})")
+    return deploy_app(server.bind(teacher), teacher.name, port, teacher.name, READY_TIMEOUT_S)

@@ -1,8 +1,9 @@
-"""The program teacher: renders a problem's own structured solution as CoT.
+"""The `program` teacher kind: renders each problem's own structured solution as CoT (arith only;
+the demo's teacher).
 
-Granularity 1 is one terse sentence; each level adds detail, up to 6 where every step is spelled
-out with its reason. The format decides how the reasoning is arranged. Every rendering ends with,
-or (answer_first) starts with, the answer convention "The answer is X."
+Its corpora are generated through its Ray Serve app (program_serve), asked with the same client
+as any served model, so the demo runs the path real teachers take; where no server runs
+(`cotstudy plan`, `corpus-stats`) the same rationales are rendered in process (program_render).
 """
 
 from __future__ import annotations
@@ -10,124 +11,33 @@ from __future__ import annotations
 import pandas as pd
 
 from study.core.cells import CorpusKey
-from study.core.corpora import answer_sentence, label_rationale, rendered_corpus
-from study.core.datasets.problems import OPERATOR_SYMBOLS, Problem, Step
-from study.core.spec import LABEL_FORMATS, Format
-
-OPERATION_VERBS = {"add": "add", "sub": "subtract", "mul": "multiply", "div": "divide"}
-
-
-def program_model_id(teacher_name: str, granularity: int, fmt: Format) -> str:
-    """The program teacher serves one 'model' per rendering style, e.g. 'program/L3/cot'."""
-    return f"{teacher_name}/L{granularity}/{fmt}"
+from study.core.datasets import DataError, load_split, problem_text, training_text
+from study.core.spec import DatasetSpec, ProgramTeacher
+from study.teachers.endpoint import TeacherEndpoint
+from study.teachers.kind import TeacherKind
+from study.teachers.program_render import program_corpus, render
 
 
-def parse_program_model_id(model: str) -> tuple[int, Format]:
-    """Inverse of program_model_id; ValueError for a model id it did not make."""
-    parts = model.split("/")
-    if len(parts) != 3 or not parts[1].startswith("L") or not parts[1][1:].isdigit():
-        raise ValueError(f"not a program-teacher model id: '{model}' (expected NAME/L<level>/<format>)")
-    return int(parts[1][1:]), parts[2]  # type: ignore[return-value]
+class ProgramKind(TeacherKind[ProgramTeacher]):
+    source = "served"
+
+    def check(self, teacher: ProgramTeacher, keys: list[CorpusKey]) -> None:
+        for key in keys:
+            if not load_split(key.dataset, "train")[0].steps:
+                raise DataError(f"teacher '{teacher.name}' (program) renders structured solutions, which only 'arith' "
+                                f"has; use a released, vllm or openai teacher for '{key.dataset.name}'")
+
+    def training_texts(self, key: CorpusKey) -> list[str]:
+        return [training_text(key.dataset.name, problem_text(p), render(p, key.granularity, key.format))
+                for p in load_split(key.dataset, "train")]
+
+    def offline_corpus(self, key: CorpusKey) -> pd.DataFrame:
+        return program_corpus(key)
+
+    def reach(self, teacher: ProgramTeacher, datasets: list[DatasetSpec], port: int) -> TeacherEndpoint:
+        from study.teachers.program_serve import deploy_program_teacher  # Ray loads only to serve
+
+        return deploy_program_teacher(teacher, datasets, port)
 
 
-def _expression(problem: Problem) -> str:
-    """The whole solution as one expression, parenthesised where the order needs it."""
-    expression = str(problem.steps[0].left)
-    for index, step in enumerate(problem.steps):
-        tight = step.op in ("mul", "div") and index > 0 and problem.steps[index - 1].op in ("add", "sub")
-        expression = f"({expression})" if tight else expression
-        expression = f"{expression} {OPERATOR_SYMBOLS[step.op]} {step.right}"
-    return expression
-
-
-def _step_sentence(problem: Problem, step: Step, level: int, number: int) -> str:
-    """One step at granularity 3..6."""
-    who, item = problem.subject, problem.item
-    if level == 3:
-        return f"{who} {step.event}: {step.equation}."
-    holds = f"so {who} has {step.equation} {item}."
-    if level == 4:
-        return f"{who} {step.event}, {holds}"
-    reason = f"{step.reason[0].upper()}{step.reason[1:]}, so we {OPERATION_VERBS[step.op]}: {step.equation}."
-    if level == 5:
-        return f"{who} {step.event}. {reason} Now {who} has {step.result} {item}."
-    return f"Step {number}: {who} {step.event}. {reason} After step {number}, {who} has {step.result} {item}."
-
-
-def reasoning_lines(problem: Problem, level: int) -> list[str]:
-    """The reasoning at a granularity level, as a list of sentences (more at higher levels)."""
-    who, item, steps = problem.subject, problem.item, problem.steps
-    if level == 1:
-        return [f"{_expression(problem)} = {problem.answer}."]
-    if level == 2:
-        return [", ".join(step.equation for step in steps) + "."]
-    lines = [_step_sentence(problem, step, level, number) for number, step in enumerate(steps, 1)]
-    if level >= 4:
-        lines.insert(0, f"{who} starts with {steps[0].left} {item}.")
-    if level == 6:
-        lines.insert(0, f"We need to find how many {item} {who} has at the end.")
-        lines.append(f"After all {len(steps)} steps, {who} has {problem.answer} {item}.")
-    return lines
-
-
-def _sub_questions(problem: Problem, level: int) -> list[str]:
-    """bsm: each step as a sub-question with its sub-answer (one sub-question at levels 1-2)."""
-    who, item = problem.subject, problem.item
-    if level <= 2:
-        body = " ".join(reasoning_lines(problem, level))
-        return [f"Sub-question 1: How many {item} does {who} have at the end? Sub-answer 1: {body}"]
-    return [
-        f"Sub-question {number}: How many {item} does {who} have after {who} {step.event}? "
-        f"Sub-answer {number}: {_step_sentence(problem, step, level, number)}"
-        for number, step in enumerate(problem.steps, 1)
-    ]
-
-
-def _symbolic_lines(problem: Problem, level: int) -> list[str]:
-    steps = problem.steps
-    if level == 1:
-        return [f"x = {_expression(problem)} = {problem.answer}."]
-    lines = []
-    if level >= 3:
-        meaning = f" ({problem.item} {problem.subject} starts with)" if level >= 4 else ""
-        lines.append(f"x0 = {steps[0].left}{meaning}.")
-    for number, step in enumerate(steps, 1):
-        symbol = OPERATOR_SYMBOLS[step.op]
-        source = f"x{number - 1}" if level >= 3 else str(step.left)
-        why = f" because {problem.subject} {step.event}" if level >= 5 else ""
-        lines.append(f"x{number} = {source} {symbol} {step.right} = {step.result}{why}.")
-    if level == 6:
-        lines.append(f"x{len(steps)} is the number of {problem.item} {problem.subject} has at the end.")
-    return lines
-
-
-def _rephrase(problem: Problem) -> str:
-    events = ", then ".join(step.event for step in problem.steps)
-    return (f"{problem.subject} starts with {problem.steps[0].left} {problem.item}, then {events}. "
-            f"How many {problem.item} does {problem.subject} have in the end?")
-
-
-def render(problem: Problem, granularity: int | None, fmt: Format) -> str:
-    """The teacher's rationale for one problem, at a granularity level and in a format."""
-    if fmt in LABEL_FORMATS:
-        return label_rationale(problem, fmt)
-    answer = answer_sentence(problem.answer)
-    if granularity is None:
-        raise ValueError(f"format '{fmt}' needs a granularity level 1-6")
-    if fmt == "cot":
-        return " ".join([*reasoning_lines(problem, granularity), answer])
-    if fmt == "answer_first":
-        return " ".join([answer, *reasoning_lines(problem, granularity)])
-    if fmt == "bsm":
-        return " ".join([*_sub_questions(problem, granularity), answer])
-    if fmt == "rar":
-        reasoning = " ".join(reasoning_lines(problem, granularity))
-        return f"Rephrased question: {_rephrase(problem)} Response: {reasoning} {answer}"
-    if fmt == "symbolic":
-        return " ".join([*_symbolic_lines(problem, granularity), answer])
-    raise ValueError(f"unknown format '{fmt}'")
-
-
-def program_corpus(key: CorpusKey) -> pd.DataFrame:
-    """The program teacher's corpus rendered in process: what its server answers, without the server."""
-    return rendered_corpus(key, lambda problem: render(problem, key.granularity, key.format))
+KIND = ProgramKind()

@@ -1,4 +1,4 @@
-"""Importing the teacher CoT released with a paper (teacher kind `released`).
+"""The `released` teacher kind: the teacher CoT released with a paper, imported from its files.
 
 A released file is a JSON list of alpaca rows `{instruction, output}` (the MATH release:
 `{problem, level, type, solution, output, <teacher>_output}`). Its name says what it holds:
@@ -35,9 +35,11 @@ from study.core.datasets import (
     normalize_text,
     problem_text,
     score,
+    training_text,
 )
 from study.core.datasets.sources import Record, read_records, require_json_list
 from study.core.spec import LABEL_FORMATS, Format, ReleasedFile, ReleasedTeacher
+from study.teachers.kind import TeacherKind
 
 FORMAT_WORDS: dict[str, Format] = {"bsm": "bsm", "rar": "rar", "sym": "symbolic"}
 LEVEL = re.compile(r"level_?(\d)(bsm|rar|sym)?$")
@@ -241,3 +243,23 @@ def released_corpus(key: CorpusKey) -> pd.DataFrame:
     frame, report = import_release(release.path, key.dataset.name, load_split(key.dataset, "train"))
     print(f"corpus {key.name}: imported {report.line()}", flush=True)
     return frame
+
+
+class ReleasedKind(TeacherKind[ReleasedTeacher]):
+    source = "imported"
+
+    def check(self, teacher: ReleasedTeacher, keys: list[CorpusKey]) -> None:
+        """Each corpus's file is found and read now, so a bad row stops the study before it starts."""
+        for key in keys:
+            read_release_rows(find_release(teacher, key.dataset.name, key.granularity, key.format).path)
+
+    def training_texts(self, key: CorpusKey) -> list[str]:
+        assert isinstance(key.teacher, ReleasedTeacher)
+        release = find_release(key.teacher, key.dataset.name, key.granularity, key.format)
+        return [training_text(key.dataset.name, q, r) for q, r in read_release_rows(release.path)]
+
+    def offline_corpus(self, key: CorpusKey) -> pd.DataFrame:
+        return released_corpus(key)
+
+
+KIND = ReleasedKind()

