@@ -11,6 +11,7 @@ and neither needs transformers; only the Train workers import `trainables.train`
 
 from __future__ import annotations
 
+import time
 import traceback
 from collections.abc import Callable
 
@@ -41,21 +42,18 @@ def run_cell(config: dict) -> None:
     if storage.exists(paths.cell_result(cell.cell_id)):
         tune.report({**_metrics(read_cell_result(paths, cell.cell_id)), "skipped": True})
         return
-    clear_error(paths, cell)
+    # While an attempt runs, its marker says so: a cell tried again after a failure is pending,
+    # not failed, though the last attempt's error.txt stays (the traceback of what was retried).
+    storage.write_text_atomic(paths.cell_attempt(cell.cell_id), time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     try:
         result = CellResult.describe(cell, fit_cell(cell, paths, resources), resources)
         write_cell_result(paths, result)  # last: its presence marks the cell done
     except Exception:
         storage.write_text_atomic(paths.cell_error(cell.cell_id), traceback.format_exc())
         raise
+    finally:
+        storage.delete_file(paths.cell_attempt(cell.cell_id))
     tune.report({**_metrics(result), "skipped": False})
-
-
-def clear_error(paths: StudyPaths, cell: Cell) -> None:
-    """A cell being tried again is pending, not failed: its last attempt's error.txt goes (a new
-    failure writes a new one)."""
-    if storage.exists(paths.cell_error(cell.cell_id)):
-        storage.delete_file(paths.cell_error(cell.cell_id))
 
 
 def _metrics(result: CellResult) -> dict:

@@ -1,7 +1,8 @@
 """Cell results: a typed row per finished cell, the state of every cell, and results.parquet.
 
 A cell is done exactly when its result.json exists (written last, atomically, with a checksum)
-and matches its checksum; failed when it has an error.txt and no result; pending otherwise.
+and matches its checksum; failed when it has an error.txt, no result and no attempt running (a
+cell tried again is pending while it runs); pending otherwise.
 Tune's own state never decides what is done.
 """
 
@@ -139,7 +140,7 @@ def cell_states(paths: StudyPaths, cells: list[Cell]) -> list[CellState]:
         if storage.exists(location):
             error = storage.verify_checksum(location)
             states.append(CellState(cell, "done") if error is None else CellState(cell, "pending", str(error)))
-        elif storage.exists(paths.cell_error(cell.cell_id)):
+        elif storage.exists(paths.cell_error(cell.cell_id)) and not storage.exists(paths.cell_attempt(cell.cell_id)):
             states.append(CellState(cell, "failed", storage.read_text(paths.cell_error(cell.cell_id))))
         else:
             states.append(CellState(cell, "pending"))

@@ -297,5 +297,9 @@ class StudyPaths:
     def cell_predictions(self, cell_id: str) -> str:
         return join(self.cell_dir(cell_id), "predictions.parquet")
 
+    def cell_attempt(self, cell_id: str) -> str:
+        """Present while an attempt at the cell runs (its start time)."""
+        return join(self.cell_dir(cell_id), "attempt.txt")
+
     def cell_error(self, cell_id: str) -> str:
         return join(self.cell_dir(cell_id), "error.txt")
