@@ -243,7 +243,7 @@ def test_hf_teacher_on_serve_resumes_after_a_kill_and_an_openai_teacher_reuses_i
         deadline = clock.monotonic() + 120
         while not storage.list_files(shards, ".parquet") and clock.monotonic() < deadline:
             clock.sleep(0.05)
-        serve.delete("teacher-tiny")
+        serve.delete("small-teacher-tiny")  # the study's own app: <study>-teacher-<name>
 
     killer = threading.Thread(target=kill_the_teacher_after_a_shard)
     killer.start()

@@ -55,14 +55,14 @@ def test_unknown_question_is_a_clear_teacher_error_without_retries(endpoint):
 
 
 def test_building_corpora_deletes_only_its_own_serve_applications(endpoint, tmp_path):
-    """`endpoint` stands for another study's `cotstudy serve-teacher` on the same cluster: this
-    study's corpora are built through a Serve app of its own, which is gone afterwards, while the
-    other one still answers."""
-    spec = parse_spec(small_spec(tmp_path / "out", formats=["cot"]))
+    """`endpoint` stands for a `cotstudy serve-teacher` on the same cluster: this study's corpora
+    are built through a Serve app of its own (its teacher even has the same name), which is gone
+    afterwards, while the shared one was neither replaced nor deleted and still answers."""
+    spec = parse_spec(small_spec(tmp_path / "out", formats=["cot"], teachers=[{"kind": "program", "name": "prog"}]))
     paths = StudyPaths.of(spec.storage, spec.name)
     build_corpora(spec, paths, corpus_keys(spec))
     assert storage.exists(paths.corpus(corpus_keys(spec)[0].corpus_id))
-    assert set(serve.status().applications) == {"teacher-prog"}
+    assert set(serve.status().applications) == {"shared-teacher-prog"}
     problem = load_split(DATASET, "train")[0]
     request = ChatRequest(model=program_model_id("prog", 2, "cot"),
                           messages=teacher_messages(2, "cot", problem.question))

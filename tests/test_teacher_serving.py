@@ -59,8 +59,8 @@ def endpoint(ray_local, model_folder):
 
 
 def test_endpoint_answers_to_the_teacher_name(endpoint):
-    assert endpoint.model == "tiny" and endpoint.app_name == "teacher-tiny"
-    assert endpoint.base_url.endswith("/teachers/tiny/v1")
+    assert endpoint.model == "tiny" and endpoint.app_name == "shared-teacher-tiny"
+    assert endpoint.base_url.endswith("/shared/teachers/tiny/v1")
     models = httpx.get(f"{endpoint.base_url}/models", timeout=10).json()
     assert [m["id"] for m in models["data"]] == ["tiny"]
 

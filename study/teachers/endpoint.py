@@ -69,36 +69,65 @@ class TeacherEndpoint:
     model: str | None = None
 
 
+@dataclass(frozen=True)
+class ServeTarget:
+    """The running Serve that teachers are deployed on (its HTTP proxy's port), and who deploys
+    them: a study (its name) or `cotstudy serve-teacher` (SHARED_OWNER). Application names and
+    routes carry the owner, so a study never replaces, nor deletes, an application of another
+    study or a shared teacher of the same name; a study run again replaces its own."""
+
+    port: int
+    owner: str
+
+    def app_name(self, teacher_name: str) -> str:
+        return f"{self.owner}-teacher-{teacher_name}"
+
+    def route(self, teacher_name: str) -> str:
+        return f"/{self.owner}/teachers/{teacher_name}"
+
+
+SHARED_OWNER = "shared"
+
+
+def running(serve: ServeTarget | None) -> ServeTarget:
+    """The Serve a served kind deploys on; the caller starts it first (`start_serve`)."""
+    if serve is None:
+        raise RuntimeError("a served teacher needs a running Serve: call start_serve first")
+    return serve
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind((SERVE_HOST, 0))
         return probe.getsockname()[1]
 
 
-def start_serve() -> int:
-    """The port of Serve's HTTP proxy: a new Serve on a free local port (a fixed 8000 collides
-    between studies), or the Serve already running on the cluster (another study's
+def start_serve(owner: str = SHARED_OWNER) -> ServeTarget:
+    """Serve's HTTP proxy for `owner`'s teachers: a new Serve on a free local port (a fixed 8000
+    collides between studies), or the Serve already running on the cluster (another study's
     `cotstudy serve-teacher`), whose proxy keeps the port it was started with."""
     from ray import serve
     from ray.serve.context import _get_global_client  # the one way to read a running proxy's port
 
     running = _get_global_client(raise_if_no_controller_running=False)
     if running is not None:
-        return running.http_config.port
+        return ServeTarget(running.http_config.port, owner)
     port = _free_port()
     serve.start(http_options={"host": SERVE_HOST, "port": port})
-    return port
+    return ServeTarget(port, owner)
 
 
-def deploy_app(app: object, teacher_name: str, port: int, model: str | None, ready_timeout_s: float) -> TeacherEndpoint:
-    """Run a teacher's Serve application (`teacher-<name>`, route /teachers/<name>) on the running
-    Serve (see `start_serve`) and, when it answers to a `model` name, wait until it lists it. An
+def deploy_app(app: object, teacher_name: str, target: ServeTarget, model: str | None,
+               ready_timeout_s: float) -> TeacherEndpoint:
+    """Run a teacher's Serve application (`<owner>-teacher-<name>`, route /<owner>/teachers/<name>)
+    on the running Serve (see `start_serve`) and, when it answers to a `model` name, wait until it lists it. An
     application that fails to start or to answer is deleted again; the caller deletes the one
     returned when done (`stop_teacher`)."""
     from ray import serve
 
-    app_name, route = f"teacher-{teacher_name}", f"/teachers/{teacher_name}"
-    endpoint = TeacherEndpoint(base_url=f"http://{SERVE_HOST}:{port}{route}/v1", app_name=app_name, model=model)
+    app_name, route = target.app_name(teacher_name), target.route(teacher_name)
+    endpoint = TeacherEndpoint(base_url=f"http://{SERVE_HOST}:{target.port}{route}/v1", app_name=app_name,
+                               model=model)
     try:
         serve.run(app, name=app_name, route_prefix=route)
         if model is not None:

@@ -27,7 +27,7 @@ from study.core.spec import GeneratingTeacher, GenerationSettings, StudySpec, Te
 from study.core.storage import StudyPaths
 from study.teachers.cache import ReplyCache
 from study.teachers.client import ChatClient, ChatReply, ChatRequest
-from study.teachers.endpoint import TeacherEndpoint, start_serve, stop_teacher
+from study.teachers.endpoint import ServeTarget, TeacherEndpoint, start_serve, stop_teacher
 from study.teachers.program_render import program_model_id
 from study.teachers.registry import kind_of
 
@@ -67,10 +67,10 @@ def build_corpora(spec: StudySpec, paths: StudyPaths, keys: list[CorpusKey]) -> 
             asked.append(key)
     if not asked:
         return
-    port = start_serve() if any(kind_of(k.teacher).source == "served" for k in asked) else 0
+    serve = start_serve(spec.name) if any(kind_of(k.teacher).source == "served" for k in asked) else None
     for teacher_name in dict.fromkeys(k.teacher_name for k in asked):
         teacher = spec.teacher(teacher_name)
-        endpoint = reach_teacher(teacher, spec, port)
+        endpoint = reach_teacher(teacher, spec, serve)
         try:
             client = kind_of(teacher).client(teacher, endpoint)
             for key in [k for k in asked if k.teacher_name == teacher_name]:
@@ -79,11 +79,11 @@ def build_corpora(spec: StudySpec, paths: StudyPaths, keys: list[CorpusKey]) -> 
             stop_teacher(endpoint)  # this study's application only: Serve itself stays up for others
 
 
-def reach_teacher(teacher: TeacherSpec, spec: StudySpec, port: int) -> TeacherEndpoint:
+def reach_teacher(teacher: TeacherSpec, spec: StudySpec, serve: ServeTarget | None) -> TeacherEndpoint:
     """Serve the teacher on Ray Serve, or point at the endpoint where it answers; checked before
     any row (a served application that fails the check is deleted again)."""
     kind = kind_of(teacher)
-    endpoint = kind.reach(teacher, spec.datasets, port)
+    endpoint = kind.reach(teacher, spec.datasets, serve)
     if endpoint.model is not None:
         try:
             kind.client(teacher, endpoint).check_model(endpoint.model)

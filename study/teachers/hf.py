@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from study.core.cells import CorpusKey
 from study.core.spec import DatasetSpec, HfTeacher
-from study.teachers.endpoint import TeacherEndpoint
+from study.teachers.endpoint import ServeTarget, TeacherEndpoint, running
 from study.teachers.kind import GeneratingKind
 
 
@@ -15,10 +15,10 @@ class HfKind(GeneratingKind[HfTeacher]):
     def check(self, teacher: HfTeacher, keys: list[CorpusKey]) -> None:
         """Nothing to check offline: the model loads when it is served (a bad model id fails there)."""
 
-    def reach(self, teacher: HfTeacher, datasets: list[DatasetSpec], port: int) -> TeacherEndpoint:
+    def reach(self, teacher: HfTeacher, datasets: list[DatasetSpec], serve: ServeTarget | None) -> TeacherEndpoint:
         from study.teachers.hf_serve import deploy_hf_teacher  # torch and Ray load only to serve
 
-        return deploy_hf_teacher(teacher, port)
+        return deploy_hf_teacher(teacher, running(serve))
 
 
 KIND = HfKind()

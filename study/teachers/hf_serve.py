@@ -24,6 +24,7 @@ from study.core.spec import HfTeacher
 from study.teachers.endpoint import (
     ChatCompletionRequest,
     ChatMessage,
+    ServeTarget,
     TeacherEndpoint,
     chat_completion,
     deploy_app,
@@ -155,7 +156,7 @@ class HfTeacherServer:
         return GenerationOutput(tokens, "length")
 
 
-def deploy_hf_teacher(teacher: HfTeacher, port: int) -> TeacherEndpoint:
+def deploy_hf_teacher(teacher: HfTeacher, target: ServeTarget) -> TeacherEndpoint:
     """Deploy a transformers teacher on the running Serve (see `start_serve`) and wait until it answers."""
     server = HfTeacherServer.options(
         num_replicas=teacher.replicas,
@@ -163,4 +164,4 @@ def deploy_hf_teacher(teacher: HfTeacher, port: int) -> TeacherEndpoint:
         # Enough queued requests per replica to fill the next batch while one generates.
         max_ongoing_requests=2 * teacher.batch_size,
     )
-    return deploy_app(server.bind(teacher), teacher.name, port, teacher.name, READY_TIMEOUT_S)
+    return deploy_app(server.bind(teacher), teacher.name, target, teacher.name, READY_TIMEOUT_S)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, ClassVar, Generic, Literal, TypeVar
 from study.core.cells import CorpusKey
 from study.core.spec import DatasetSpec, GeneratingTeacher, TeacherBase
 from study.teachers.client import ChatClient
-from study.teachers.endpoint import TeacherEndpoint
+from study.teachers.endpoint import ServeTarget, TeacherEndpoint
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -54,9 +54,9 @@ class TeacherKind(ABC, Generic[T]):
         be generated."""
         return None
 
-    def reach(self, teacher: T, datasets: list[DatasetSpec], port: int) -> TeacherEndpoint:
+    def reach(self, teacher: T, datasets: list[DatasetSpec], serve: ServeTarget | None) -> TeacherEndpoint:
         """Where the teacher answers while its corpora are generated: deployed on the running
-        Serve at `port` (served kinds), or its own endpoint."""
+        Serve (`serve`: its port and owner; served kinds), or its own endpoint."""
         raise TypeError(f"teacher '{teacher.name}' ({teacher.kind}) is {self.source}, never asked over HTTP")
 
     def client(self, teacher: T, endpoint: TeacherEndpoint) -> ChatClient:

@@ -13,7 +13,7 @@ import pandas as pd
 from study.core.cells import CorpusKey
 from study.core.datasets import DataError, load_split, problem_text, training_text
 from study.core.spec import DatasetSpec, ProgramTeacher
-from study.teachers.endpoint import TeacherEndpoint
+from study.teachers.endpoint import ServeTarget, TeacherEndpoint, running
 from study.teachers.kind import TeacherKind
 from study.teachers.program_render import program_corpus, render
 
@@ -34,10 +34,10 @@ class ProgramKind(TeacherKind[ProgramTeacher]):
     def offline_corpus(self, key: CorpusKey) -> pd.DataFrame:
         return program_corpus(key)
 
-    def reach(self, teacher: ProgramTeacher, datasets: list[DatasetSpec], port: int) -> TeacherEndpoint:
+    def reach(self, teacher: ProgramTeacher, datasets: list[DatasetSpec], serve: ServeTarget | None) -> TeacherEndpoint:
         from study.teachers.program_serve import deploy_program_teacher  # Ray loads only to serve
 
-        return deploy_program_teacher(teacher, datasets, port)
+        return deploy_program_teacher(teacher, datasets, running(serve))
 
 
 KIND = ProgramKind()

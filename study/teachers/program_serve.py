@@ -15,7 +15,14 @@ from ray import serve
 
 from study.core.datasets import Problem, load_split, problem_text
 from study.core.spec import DatasetSpec, ProgramTeacher
-from study.teachers.endpoint import ChatCompletionRequest, TeacherEndpoint, chat_completion, deploy_app, openai_error
+from study.teachers.endpoint import (
+    ChatCompletionRequest,
+    ServeTarget,
+    TeacherEndpoint,
+    chat_completion,
+    deploy_app,
+    openai_error,
+)
 from study.teachers.program_render import parse_program_model_id, program_model_id, render
 
 program_api = FastAPI(title="cotstudy program teacher")
@@ -54,7 +61,7 @@ class ProgramTeacherServer:
         return chat_completion(problem.uid, request.model, text, "stop", prompt_tokens, len(text.split()))
 
 
-def deploy_program_teacher(teacher: ProgramTeacher, datasets: list[DatasetSpec], port: int) -> TeacherEndpoint:
+def deploy_program_teacher(teacher: ProgramTeacher, datasets: list[DatasetSpec], target: ServeTarget) -> TeacherEndpoint:
     """Deploy the program teacher on the running Serve (see `start_serve`). Its model names the
     style asked for, so there is no one model to wait for: `serve.run` returns once it is running."""
-    return deploy_app(ProgramTeacherServer.bind(teacher.name, list(datasets)), teacher.name, port, None, 0.0)
+    return deploy_app(ProgramTeacherServer.bind(teacher.name, list(datasets)), teacher.name, target, None, 0.0)

@@ -16,7 +16,7 @@ from types import ModuleType
 
 from study.core.spec import VllmTeacher
 from study.teachers.client import TeacherError
-from study.teachers.endpoint import TeacherEndpoint, deploy_app
+from study.teachers.endpoint import ServeTarget, TeacherEndpoint, deploy_app
 
 READY_TIMEOUT_S = 300.0
 # vLLM-CPU sizes its KV cache from this variable (GiB); its own default takes a large share of memory.
@@ -57,8 +57,8 @@ def vllm_llm_config(teacher: VllmTeacher, llm: ModuleType) -> object:
     )
 
 
-def deploy_vllm_teacher(teacher: VllmTeacher, port: int) -> TeacherEndpoint:
+def deploy_vllm_teacher(teacher: VllmTeacher, target: ServeTarget) -> TeacherEndpoint:
     """Deploy a vLLM teacher on the running Serve (see `start_serve`) and wait until it answers."""
     llm = import_serve_llm(teacher.accelerator)
     app = llm.build_openai_app({"llm_configs": [vllm_llm_config(teacher, llm)]})
-    return deploy_app(app, teacher.name, port, teacher.name, READY_TIMEOUT_S)
+    return deploy_app(app, teacher.name, target, teacher.name, READY_TIMEOUT_S)
