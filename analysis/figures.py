@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from analysis.stats import accuracy_intervals, reasoning_rows, student_gains  # noqa: E402
+from analysis.stats import accuracy_intervals, interval_note, reasoning_rows, student_gains  # noqa: E402
 
 FIGURE_FORMATS = ("png", "pdf")
 PANEL_SIZE_IN = (3.2, 2.6)
@@ -256,7 +256,9 @@ def plot_all(results: pd.DataFrame, out_dir: Path) -> list[Path]:
     written: list[Path] = []
     for stem, draw in FIGURES.items():
         try:
-            written += _save(draw(results), out_dir, stem)
+            figure = draw(results)
+            figure.text(0.0, -0.02, interval_note(results), fontsize="x-small", ha="left", va="top")
+            written += _save(figure, out_dir, stem)
         except ValueError as error:
             print(f"figure {stem}: skipped: {error}", flush=True)
     return written

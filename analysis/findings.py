@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from analysis.stats import LEVEL, N_BOOT, bootstrap_means, reasoning_rows, student_gains
+from analysis.stats import LEVEL, N_BOOT, bootstrap_means, fewest_seeds, reasoning_rows, student_gains
 
 MIN_LEVELS_FOR_SHAPE = 3
 MIN_TEACHERS_FOR_CORRELATION = 3
@@ -28,7 +28,12 @@ class Finding:
     student: str
     holds: bool
     statement: str
+    n_seeds: int  # the fewest seeds behind any accuracy compared; one seed is not a finding
     numbers: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def one_seed(self) -> bool:
+        return self.n_seeds < 2
 
 
 
@@ -48,7 +53,7 @@ def granularity_findings(results: pd.DataFrame, n_boot: int = N_BOOT, seed: int 
         shape = "non-monotonic (best level interior)" if interior else "monotonic at its best end"
         statement = (f"{student} on {dataset} ({teacher}, {fmt}): best at level {int(levels[best])} "
                      f"({means[best]:.3f}); {shape}; bootstrap P(interior optimum) = {p_interior:.2f}")
-        findings.append(Finding("granularity", dataset, student, interior, statement,
+        findings.append(Finding("granularity", dataset, student, interior, statement, fewest_seeds(rows),
                                 {"best_level": float(levels[best]), "best_accuracy": float(means[best]),
                                  "p_interior": p_interior}))
     return findings
@@ -71,7 +76,7 @@ def format_findings(results: pd.DataFrame, n_boot: int = N_BOOT, seed: int = 0) 
         statement = (f"{student} on {dataset}: format {'matters' if matters else 'does not clearly matter'}; "
                      f"{best} {means[best]:.3f} vs {worst} {means[worst]:.3f}, difference "
                      f"{means[best] - means[worst]:+.3f} (95% interval {low:+.3f} to {high:+.3f})")
-        findings.append(Finding("format", dataset, student, matters, statement,
+        findings.append(Finding("format", dataset, student, matters, statement, fewest_seeds(rows),
                                 {"difference": float(means[best] - means[worst]), "low": float(low),
                                  "high": float(high)}))
     return findings
@@ -103,7 +108,8 @@ def teacher_findings(results: pd.DataFrame) -> list[Finding]:
                      f"(Spearman rho = {rho:+.2f} between teacher accuracy and gain over answer-only, "
                      f"{len(per_teacher)} teachers; the strongest, {strongest}, gives gain "
                      f"{per_teacher.loc[strongest, 'gain']:+.3f})")
-        findings.append(Finding("teacher", dataset, student, rho > 0, statement, {"spearman_rho": rho}))
+        findings.append(Finding("teacher", dataset, student, rho > 0, statement, fewest_seeds(rows),
+                                {"spearman_rho": rho}))
     return findings
 
 

@@ -14,7 +14,8 @@ import pandas as pd
 
 from analysis.cli import run_on_studies
 from analysis.figures import plot_all
-from analysis.findings import findings
+from analysis.stats import interval_note
+from analysis.findings import Finding, findings
 from analysis.tables import paper_tables, to_latex, to_markdown
 
 
@@ -22,7 +23,7 @@ def write_report(results: pd.DataFrame, out_dir: Path) -> list[Path]:
     """Write figures/, report.md, report.html and tables.tex under out_dir; returns the files."""
     figures = plot_all(results, out_dir / "figures")
     tables = paper_tables(results)
-    sentences = [f.statement for f in findings(results)]
+    sentences = [_marked(f) for f in findings(results)]
     markdown = _markdown(results, figures, tables, sentences, out_dir)
     (out_dir / "report.md").write_text(markdown)
     (out_dir / "report.html").write_text(_html(results, figures, tables, sentences))
@@ -30,9 +31,18 @@ def write_report(results: pd.DataFrame, out_dir: Path) -> list[Path]:
     return [out_dir / "report.md", out_dir / "report.html", out_dir / "tables.tex", *figures]
 
 
+ONE_SEED_MARK = "[one seed]"
+
+
+def _marked(finding: Finding) -> str:
+    """A finding's statement, marked when it rests on one seed (not a finding until repeated)."""
+    return f"{ONE_SEED_MARK} {finding.statement}" if finding.one_seed else finding.statement
+
+
 def _summary(results: pd.DataFrame) -> str:
     return (f"{len(results)} finished cells; {results['student'].nunique()} students, "
-            f"{results['dataset'].nunique()} data sets, seeds {sorted(int(s) for s in results['seed'].unique())}.")
+            f"{results['dataset'].nunique()} data sets, seeds {sorted(int(s) for s in results['seed'].unique())}. "
+            f"{interval_note(results)}; a finding marked {ONE_SEED_MARK} rests on one seed.")
 
 
 def _markdown(results: pd.DataFrame, figures: list[Path], tables: dict[str, pd.DataFrame],

@@ -37,6 +37,23 @@ def accuracy_intervals(results: pd.DataFrame, by: list[str], n_boot: int = N_BOO
     return pd.DataFrame(rows)
 
 
+GRID_POINT = ["dataset", "teacher", "granularity", "format", "student"]  # a cell but for its seed
+
+
+def fewest_seeds(results: pd.DataFrame) -> int:
+    """The fewest seeds behind any grid point of the results (0 for no results)."""
+    return int(results.groupby(GRID_POINT, dropna=False).size().min()) if len(results) else 0
+
+
+def interval_note(results: pd.DataFrame) -> str:
+    """What the 95% intervals of these results cover, for a figure or a report to say."""
+    seeds = fewest_seeds(results)
+    if seeds >= 2:
+        return f"95% intervals: bootstrap over seeds ({seeds}+ per point) and test items"
+    return ("95% intervals: test items only (one seed per point; seed-to-seed variation, ~0.1 on the "
+            "demo, is not covered)")
+
+
 def reasoning_rows(results: pd.DataFrame) -> pd.DataFrame:
     """Cells with teacher reasoning (a granularity level); label formats left out."""
     return results[~results["format"].isin(sorted(LABEL_FORMATS))]

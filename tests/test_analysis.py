@@ -239,3 +239,26 @@ def test_load_types_every_column_by_the_result_schema(tmp_path):
     assert str(loaded["eval_engine"].dtype) == "string"
     from analysis.load import REQUIRED_COLUMNS
     assert set(REQUIRED_COLUMNS) <= set(CellResult.model_fields)
+
+
+def test_the_report_marks_every_finding_that_rests_on_one_seed(tmp_path):
+    write_report(synthetic_results(seeds=(0,), formats={"bsm": -0.15}), tmp_path / "one")
+    one = (tmp_path / "one" / "report.md").read_text()
+    marked = [line for line in one.splitlines() if line.startswith("- [one seed] ")]
+    assert len(marked) == len(findings(synthetic_results(seeds=(0,), formats={"bsm": -0.15}))) > 0
+    assert "test items only" in one
+    write_report(synthetic_results(seeds=(0, 1, 2), formats={"bsm": -0.15}), tmp_path / "three")
+    three = (tmp_path / "three" / "report.md").read_text()
+    assert "[one seed] " not in three.replace("a finding marked [one seed] rests", "")
+    assert "bootstrap over seeds (3+ per point) and test items" in three
+
+
+def test_every_figure_says_what_its_intervals_cover(tmp_path, monkeypatch):
+    import analysis.figures as figures
+
+    notes = []
+    real_save = figures._save
+    monkeypatch.setattr(figures, "_save", lambda figure, out, stem: notes.append(
+        [t.get_text() for t in figure.texts]) or real_save(figure, out, stem))
+    figures.plot_all(synthetic_results(seeds=(0,)), tmp_path)
+    assert notes and all(any("test items only (one seed" in text for text in texts) for texts in notes)
