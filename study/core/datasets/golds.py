@@ -27,8 +27,8 @@ DEFAULT_LABELS = ("A", "B", "C", "D", "E")
 # among the labels only "A" is also an English word: "A train leaves ..." is prose, not option A
 ARTICLE_LABELS = frozenset({"A"})
 KEYWORD = r"(?:the\s+)?(?:correct\s+)?(?:answer|ans|option|choice|is)"
-CONCLUDING_WORDS = frozenset({"therefore", "hence", "thus", "so", "or", "is", "i.e", "i.e.", "ie", "imo", "answer", "ans",
-                              "option", "choice"})
+CONCLUDING_WORDS = frozenset({"therefore", "hence", "thus", "so", "or", "is", "i.e", "i.e.", "ie", "imo", "answer",
+                              "ans", "option", "choice"})
 INLINE_CHOICES = re.compile(r"answer\s+choices\s*:", re.IGNORECASE)
 INLINE_SHAPES = (re.compile(r"\(\s*([A-E])\s*\)"), re.compile(r"(?:^|,)\s*([A-E])\s*:\s"),
                  re.compile(r"(?:^|\n)\s*([A-E])\.\s"))
@@ -127,4 +127,5 @@ def read_math_gold(text: str, choices: tuple[Choice, ...] = ()) -> str | None:
 def unreadable_golds_line(path: Path | str, unreadable: int, rows: int, examples: list[str]) -> str:
     """The counted warning for golds that cannot be read, with a few of them as they are written."""
     shown = ", ".join(repr(e if len(e) <= 40 else f"{e[:37]}...") for e in examples[:3])
-    return f"warning: {path}: {unreadable} of {rows} gold answers cannot be read (e.g. {shown}); those rows are left out"
+    return (f"warning: {path}: {unreadable} of {rows} gold answers cannot be read (e.g. {shown}); "
+            f"those rows are left out")

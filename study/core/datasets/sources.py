@@ -151,7 +151,8 @@ def alpaca_problems(path: Path, records: list[Record], read_gold: GoldReader) ->
     problems, unreadable = [], []
     for index, record in enumerate(records):
         if "instruction" not in record or ("label" not in record and "output" not in record):
-            raise DataError(f"{path}: row {index}: missing field 'instruction' and 'output' or 'label'; has {sorted(record)}")
+            raise DataError(f"{path}: row {index}: missing field 'instruction' and 'output' or 'label'; "
+                            f"has {sorted(record)}")
         question = " ".join(p for p in (str(record["instruction"]).strip(), str(record.get("input", "")).strip()) if p)
         raw = record["label"] if record.get("label") is not None else record.get("output")
         answer = read_gold(str(raw if raw is not None else ""), inline_choices(question))
