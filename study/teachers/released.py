@@ -10,9 +10,12 @@ A released file is a JSON list of alpaca rows `{instruction, output}` (the MATH 
     svamp_human_annotation.json           the data set's own rationale (human)
 
 A file named otherwise is given in the spec as `{path, dataset, format, granularity}`.
-Each row is matched to its problem by normalised question text, scored against the problem's
-gold answer, and kept (matched or not) with a report: rows, matched, unmatched, duplicate
-questions, correct rate, unextractable rate.
+The rationale is the column the release's `dataset_info.json` names, else the teacher's own
+`<teacher>_output` (in the MATH release `output` is the gold), else alpaca's `output`; a file
+where that cannot be told is refused. Each row is matched to its problem by normalised question
+text, scored against the problem's gold answer, and kept (matched or not) with a report: rows,
+matched, unmatched, duplicate questions, correct rate, unextractable rate, and the golds the
+rows write that cannot be read or differ from the data set's.
 """
 
 from __future__ import annotations
