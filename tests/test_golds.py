@@ -79,3 +79,14 @@ def test_the_papers_aqua_answer_file_leaves_few_golds_unread(shared_data, capsys
     assert len(problems) == 6940 - 18
     assert {p.answer for p in problems} == {"A", "B", "C", "D", "E"}
     assert "train_paper.json: 18 of 6940 gold answers cannot be read" in capsys.readouterr().out
+
+
+def test_a_data_sets_own_parser_reads_its_gold_the_same_way():
+    from study.core.datasets.sources import parse_qa_choices
+
+    record = {"id": "q1", "question": {"stem": "Where?", "choices": [{"label": "A", "text": "bank"},
+                                                                     {"label": "B", "text": "river"}]}}
+    assert parse_qa_choices({**record, "answerKey": "(b)"}, "x").answer == "B"
+    assert parse_qa_choices({**record, "answerKey": "river"}, "x").answer == "B"
+    with pytest.raises(ValueError, match=r"field 'answerKey' is 'C', not one of the choices \['A', 'B'\]"):
+        parse_qa_choices({**record, "answerKey": "C"}, "x")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from study.core.datasets.answers import canonical_number
-from study.core.datasets.golds import GoldReader, inline_choices, unreadable_golds_line
+from study.core.datasets.golds import GoldReader, inline_choices, read_choice_gold, unreadable_golds_line
 from study.core.datasets.problems import Choice, Problem
 
 Record = dict[str, Any]
@@ -111,9 +111,10 @@ def number_field(raw: Any, field: str) -> str:
 
 
 def choice_label(raw: Any, choices: list[Choice], field: str) -> str:
-    """A record's gold label, upper-case, checked against its choices."""
-    label = str(raw).strip().upper()
-    if label not in {choice.label for choice in choices}:
+    """A record's gold label, upper-case, read like every choice gold (`golds.read_choice_gold`:
+    `b`, `(B)`, `Option B`) and checked against its choices."""
+    label = read_choice_gold(str(raw), tuple(choices))
+    if label is None:
         raise ValueError(f"field '{field}' is {raw!r}, not one of the choices {[c.label for c in choices]}")
     return label
 
