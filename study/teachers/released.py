@@ -387,11 +387,17 @@ def released_corpus(key: CorpusKey) -> pd.DataFrame:
     frame, report = import_release(release, key.dataset.name, load_split(key.dataset, "train"),
                                    _teacher_names(key.teacher), _info_path(key.teacher))
     if report.rows and not report.matched:
-        raise DataError(f"{release.path}: none of its {report.rows} rows matches a training question of "
-                        f"'{key.dataset.name}' (first: {frame.loc[0, 'question'][:80]!r}); is it this data set's "
-                        f"release, and are the data set's files (and split) the ones the release was made from?")
+        _refuse_unmatched(release, key.dataset.name, report.rows, str(frame.loc[0, "question"]))
     print(f"corpus {key.name}: imported {report.line()}", flush=True)
     return frame
+
+
+def _refuse_unmatched(release: ReleaseFile, dataset: str, rows: int, first_question: str) -> None:
+    """Some unmatched rows are counted in the import line; a file of which no row matches is
+    the wrong file (or the wrong data set files or split), so it is refused."""
+    raise DataError(f"{release.path}: none of its {rows} rows matches a training question of '{dataset}' "
+                    f"(first: {first_question[:80]!r}); is it this data set's release, and are the data set's "
+                    f"files (and split) the ones the release was made from?")
 
 
 def _teacher_names(teacher: ReleasedTeacher) -> tuple[str, ...]:
@@ -406,10 +412,14 @@ class ReleasedKind(TeacherKind[ReleasedTeacher]):
     source = "imported"
 
     def check(self, teacher: ReleasedTeacher, keys: list[CorpusKey]) -> None:
-        """Each corpus's file is found and read now, so a bad row stops the study before it starts."""
+        """Each corpus's file is found, read and matched now, so a bad row, an ambiguous column or a
+        file of another data set stops the study before it starts."""
         for key in keys:
             release = find_release(teacher, key.dataset.name, key.granularity, key.format)
-            read_release_rows(release, _teacher_names(teacher), _info_path(teacher))
+            rows = read_release_rows(release, _teacher_names(teacher), _info_path(teacher))
+            index, _ = _question_index(load_split(key.dataset, "train"))
+            if rows and not any(normalize_text(row.question) in index for row in rows):
+                _refuse_unmatched(release, key.dataset.name, len(rows), rows[0].question)
 
     def training_texts(self, key: CorpusKey) -> list[str]:
         assert isinstance(key.teacher, ReleasedTeacher)
