@@ -194,6 +194,7 @@ def test_math_release_reads_the_cot_from_the_teachers_column_and_the_gold_from_o
     assert frame["answer"].tolist() == ["52", "124", "6"] and frame["correct"].tolist() == [True, False, True]
     assert (report.correct, report.unreadable_golds, report.disagreeing_golds) == (2, 0, 1)
     assert "1 golds in the file differ from the data set" in report.line()
+    assert "3 rows (rationale 'gemini_output' (conventions))" in report.line()
 
 
 def test_math_mix_files_name_the_teacher_by_its_column(tmp_path):
@@ -232,6 +233,7 @@ def test_a_datasets_info_file_names_the_columns(tmp_path):
     (tmp_path / "dataset_info.json").write_text(json.dumps(info))  # found beside the file
     frame, report = import_release(release, "svamp", [Problem("p", "Tom has 2 apples. How many?", "2")])
     assert report.matched == 1 and report.correct == 1 and frame.loc[0, "rationale"] == "He has 2. The answer is 2"
+    assert "(rationale 'why' (dataset_info.json entry 'svamp_tutor'))" in report.line()
     elsewhere = tmp_path / "info" / "mine.json"  # or named by the teacher's `dataset_info:`
     elsewhere.parent.mkdir()
     elsewhere.write_text(json.dumps({**info, "again": {"file_name": release.name, "columns": {"prompt": "q", "response": "ask"}}}))

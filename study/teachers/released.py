@@ -78,19 +78,22 @@ class ImportReport:
     ambiguous: int
     correct: int
     unextractable: int
-    unreadable_golds: int = 0  # golds the rows write themselves (MATH's `output`) that cannot be read
-    disagreeing_golds: int = 0  # ... that differ from the data set's gold for the matched problem
+    unreadable_golds: int  # golds the rows write themselves (MATH's `output`) that cannot be read
+    disagreeing_golds: int  # ... that differ from the data set's gold for the matched problem
+    rationale_column: str  # which column was read as the rationale, and why
 
     @property
     def unmatched(self) -> int:
         return self.rows - self.matched
 
     def line(self) -> str:
-        return (f"{self.file}: {self.rows} rows, {self.matched} matched, {self.unmatched} unmatched"
-                f"{f' ({self.ambiguous} ambiguous)' if self.ambiguous else ''}, {self.duplicates} duplicate questions, "
+        ambiguous = f" ({self.ambiguous} ambiguous)" if self.ambiguous else ""
+        warnings = [f"{self.unreadable_golds} golds in the file cannot be read"] if self.unreadable_golds else []
+        warnings += [f"{self.disagreeing_golds} golds in the file differ from the data set"] if self.disagreeing_golds else []
+        return (f"{self.file}: {self.rows} rows (rationale {self.rationale_column}), {self.matched} matched, "
+                f"{self.unmatched} unmatched{ambiguous}, {self.duplicates} duplicate questions, "
                 f"{self.correct / max(self.rows, 1):.1%} correct, {self.unextractable} without an answer"
-                f"{f'; warning: {self.unreadable_golds} golds in the file cannot be read' if self.unreadable_golds else ''}"
-                f"{f'; warning: {self.disagreeing_golds} golds in the file differ from the data set' if self.disagreeing_golds else ''}")
+                + "".join(f"; warning: {w}" for w in warnings))
 
 
 def parse_release_name(path: str | Path) -> ReleaseFile:
@@ -188,6 +191,12 @@ def read_release_rows(release: ReleaseFile, teacher_names: tuple[str, ...] = (),
     Which column is the rationale: the one `dataset_info` (or a dataset_info.json beside the file)
     names, else the teacher's own `<teacher>_output` (the MATH release, whose `output` is the
     gold), else alpaca's `output`. A file where that cannot be told is refused, naming its columns."""
+    return read_release(release, teacher_names, dataset_info)[1]
+
+
+def read_release(release: ReleaseFile, teacher_names: tuple[str, ...] = (),
+                 dataset_info: Path | None = None) -> tuple[Columns, list[ReleaseRow]]:
+    """The columns chosen for a released file (`read_release_rows`), and its rows."""
     path = release.path
     require_json_list(path, "a released file")
     records = read_records(path)
@@ -198,7 +207,7 @@ def read_release_rows(release: ReleaseFile, teacher_names: tuple[str, ...] = (),
             rows.append(_release_row(record, columns))
         except (KeyError, ValueError) as error:
             raise DataError(f"{path}: row {index}: {error}; has fields {sorted(record)}") from None
-    return rows
+    return columns, rows
 
 
 def release_columns(release: ReleaseFile, records: list[Record], teacher_names: tuple[str, ...],
@@ -218,17 +227,18 @@ def release_columns(release: ReleaseFile, records: list[Record], teacher_names: 
     teacher_columns = [f for f in fields if f.endswith("_output") and f != "_output"]
     own = [f for f in teacher_columns if f.removesuffix("_output").lower() in names]
     gold = "label" if "label" in fields else None
+    query = "input" if prompt == "instruction" and "input" in fields else None
     if len(own) == 1 or (len(teacher_columns) == 1 and prompt == "problem"):
         # the MATH release: `output` holds the gold answer, the teacher's column its CoT
         response = own[0] if own else teacher_columns[0]
-        return Columns(prompt, None, response, gold or ("output" if "output" in fields else None), "conventions")
+        return Columns(prompt, query, response, gold or ("output" if "output" in fields else None), "conventions")
     if teacher_columns:
         raise DataError(f"{release.path}: cannot tell which column is the teacher's rationale: it has {fields}, "
                         f"and no '<teacher>_output' column for {sorted(names)}; name the teacher after its column "
                         f"(or `release_name`), or give the release's dataset_info.json (`dataset_info:`)")
     if prompt == "problem":
         return _math_label_columns(release, fields, gold)
-    return Columns(prompt, "input" if "input" in fields else None, "output", gold, "conventions")
+    return Columns(prompt, query, "output", gold, "conventions")
 
 
 def _math_label_columns(release: ReleaseFile, fields: list[str], gold: str | None) -> Columns:
@@ -298,7 +308,8 @@ def import_release(release: ReleaseFile | Path, dataset: str, problems: list[Pro
     records: list[dict] = []
     seen: set[str] = set()
     duplicates = ambiguous = unreadable = disagreeing = 0
-    for row in read_release_rows(release, teacher_names, dataset_info):
+    columns, rows = read_release(release, teacher_names, dataset_info)
+    for row in rows:
         key = normalize_text(row.question)
         problem = index.get(key)
         ambiguous += key in ambiguous_keys
@@ -312,7 +323,8 @@ def import_release(release: ReleaseFile | Path, dataset: str, problems: list[Pro
         records.append(_row(dataset, release.format, row, problem, choices))
     frame = pd.DataFrame(records, columns=CORPUS_COLUMNS)
     report = ImportReport(str(release.path), len(frame), int(frame["matched"].sum()), duplicates, ambiguous,
-                          int(frame["correct"].sum()), int(frame["answer"].isna().sum()), unreadable, disagreeing)
+                          int(frame["correct"].sum()), int(frame["answer"].isna().sum()), unreadable, disagreeing,
+                          f"'{columns.response}' ({columns.source})")
     return frame, report
 
 
