@@ -275,3 +275,16 @@ def test_choice_golds_of_an_answer_only_release_are_read_and_the_unreadable_coun
     frame, report = import_release(answers, "aqua", problems)
     assert frame["answer"].tolist()[:3] == ["B", "C", "D"] and pd.isna(frame.loc[3, "answer"])
     assert (report.correct, report.matched, report.unextractable) == (3, 3, 1)
+
+
+def test_the_papers_math_file_gives_golds_and_its_questions_match_a_teacher_file(tmp_path, shared_data):
+    """paper/math/train_paper.json is the MATH release's own file: `output` is the gold."""
+    problems = problems_from_answer_file("math", shared_data / "paper/math/train_paper.json")
+    assert len(problems) == 1297 and problems[0].answer == "52"
+    real = json.loads((shared_data / "paper/math/train_paper.json").read_text())[:2]
+    release = tmp_path / "math_llama_level3_ranked.json"
+    release.write_text(json.dumps([{**real[0], "llama_output": "9 + 11 + 11 + 11 + 10 = 52. The answer is 52"},
+                                   {**real[1], "llama_output": "100 - 24 = 74. The answer is 74"}]))
+    frame, report = import_release(release, "math", problems)
+    assert (report.matched, report.correct, report.disagreeing_golds) == (2, 1, 0)
+    assert frame["gold"].tolist() == ["52", "76"] and frame["answer"].tolist() == ["52", "74"]
