@@ -166,6 +166,21 @@ def test_released_file_whose_name_says_nothing(tmp_path, capsys, shared_data, no
            "{path: ..., dataset: ..., format: ..., granularity: N}")
 
 
+def test_released_file_whose_rationale_column_is_ambiguous(tmp_path, capsys, shared_data, nothing_written):
+    spec = _svamp_release_spec(tmp_path, shared_data, ["svamp/cot/SVAMP_chatgpt_level1_ranked.json"])
+    rows = [{"instruction": "Q?", "gemini_output": "The answer is 1", "llama_output": "The answer is 2"}]
+    (tmp_path / "data/svamp/cot/SVAMP_chatgpt_level1_ranked.json").write_text(json.dumps(rows))
+    _fails(capsys, ["run", spec], "SVAMP_chatgpt_level1_ranked.json: cannot tell which column is the teacher's rationale",
+           "['gemini_output', 'instruction', 'llama_output']")
+
+
+def test_released_file_that_matches_no_training_question(tmp_path, capsys, shared_data, nothing_written):
+    spec = _svamp_release_spec(tmp_path, shared_data, ["svamp/cot/SVAMP_chatgpt_level1_ranked.json"])
+    rows = [{"instruction": "How many moons has Mars?", "output": "The answer is 2"}]
+    (tmp_path / "data/svamp/cot/SVAMP_chatgpt_level1_ranked.json").write_text(json.dumps(rows))
+    _fails(capsys, ["run", spec], "none of its 1 rows matches a training question of 'svamp'")
+
+
 def test_openai_teacher_whose_key_variable_is_unset(tmp_path, capsys, monkeypatch, nothing_written):
     monkeypatch.delenv("COTSTUDY_ABSENT_KEY", raising=False)
     teacher = {"kind": "openai", "name": "gpt", "base_url": "http://127.0.0.1:9/v1", "model": "m",

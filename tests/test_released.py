@@ -170,3 +170,121 @@ def test_released_corpus_and_the_filter(shared_data):
     keep_all = key.model_copy(update={"teacher": keep_correct.model_copy(update={"filter": "all"})})
     assert len(training_rows(keep_all, corpus)) == 700
     assert keep_all.corpus_id == key.corpus_id  # a corpus keeps every row: the filter is the cell's
+
+
+def _math_row(problem: str, gold: str, **outputs: str) -> dict:
+    """A row shaped like the paper's MATH release files (math_gemini_level1_ranked.json)."""
+    return {"problem": problem, "level": "Level 2", "type": "Prealgebra",
+            "solution": f"Counting gives $\\boxed{{{gold}}}$.", "output": gold, **outputs}
+
+
+def test_math_release_reads_the_cot_from_the_teachers_column_and_the_gold_from_output(tmp_path):
+    from study.core.datasets import Problem
+
+    release = tmp_path / "math_gemini_level1_ranked.json"
+    release.write_text(json.dumps([
+        _math_row("How many prime dates?", "52", gemini_output="9 + 11 + 11 + 11 + 10 = 52. The answer is 52"),
+        _math_row("Area of the pentagon?", "76", gemini_output="24 + 100 = 124. The answer is 124"),
+        _math_row("Green paint?", "7", gemini_output="2 * 3 = 6. The answer is 6"),
+    ]))
+    problems = [Problem("m1", "How many prime dates?", "52"), Problem("m2", "Area of the pentagon?", "76"),
+                Problem("m3", "Green paint?", "6")]
+    frame, report = import_release(release, "math", problems)
+    assert frame["rationale"].str.contains("The answer is").all()  # never the bare gold "52"
+    assert frame["answer"].tolist() == ["52", "124", "6"] and frame["correct"].tolist() == [True, False, True]
+    assert (report.correct, report.unreadable_golds, report.disagreeing_golds) == (2, 0, 1)
+    assert "1 golds in the file differ from the data set" in report.line()
+    assert "3 rows (rationale 'gemini_output' (conventions))" in report.line()
+
+
+def test_math_mix_files_name_the_teacher_by_its_column(tmp_path):
+    from study.core.datasets import Problem
+
+    release = tmp_path / "math_mix_level2.json"
+    release.write_text(json.dumps([_math_row("Half of one?", "\\frac{1}{2}", chatgpt_output="1/2. The answer is 0.5",
+                                             gemini_output="The answer is 2")]))
+    frame, _ = import_release(release, "math", [Problem("m", "Half of one?", "\\frac{1}{2}")], ("chatgpt", "mix"))
+    assert frame.loc[0, "rationale"] == "1/2. The answer is 0.5" and frame.loc[0, "correct"]
+    with pytest.raises(DataError, match=r"math_mix_level2.json: cannot tell which column is the teacher's rationale: "
+                                        r"it has \[.*'chatgpt_output', 'gemini_output', .*'output'"):
+        import_release(release, "math", [], ("llama",))
+
+
+def test_an_output_beside_a_column_of_another_teacher_is_refused(tmp_path):
+    release = tmp_path / "svamp_gemini_level1_ranked.json"
+    release.write_text(json.dumps([{"instruction": "Q?", "output": "The answer is 1", "chatgpt_output": "The answer is 2"}]))
+    with pytest.raises(DataError, match=r"cannot tell which column .* \['chatgpt_output', 'instruction', 'output'\]"):
+        import_release(release, "svamp", [])
+
+
+def test_a_math_file_without_a_teacher_column_is_no_cot_corpus(tmp_path):
+    release = tmp_path / "math_gemini_level1_ranked.json"
+    release.write_text(json.dumps([_math_row("Half of one?", "\\frac{1}{2}")]))
+    with pytest.raises(DataError, match=r"its 'output' is the gold answer and it has no '<teacher>_output' column"):
+        import_release(release, "math", [])
+
+
+def test_a_datasets_info_file_names_the_columns(tmp_path):
+    from study.core.datasets import Problem
+
+    release = tmp_path / "svamp_tutor_level2_ranked.json"
+    release.write_text(json.dumps([{"q": "Tom has 2 apples.", "ask": "How many?", "why": "He has 2. The answer is 2"}]))
+    info = {"svamp_tutor": {"file_name": release.name, "columns": {"prompt": "q", "query": "ask", "response": "why"}}}
+    (tmp_path / "dataset_info.json").write_text(json.dumps(info))  # found beside the file
+    frame, report = import_release(release, "svamp", [Problem("p", "Tom has 2 apples. How many?", "2")])
+    assert report.matched == 1 and report.correct == 1 and frame.loc[0, "rationale"] == "He has 2. The answer is 2"
+    assert "(rationale 'why' (dataset_info.json entry 'svamp_tutor'))" in report.line()
+    elsewhere = tmp_path / "info" / "mine.json"  # or named by the teacher's `dataset_info:`
+    elsewhere.parent.mkdir()
+    elsewhere.write_text(json.dumps({**info, "again": {"file_name": release.name, "columns": {"prompt": "q", "response": "ask"}}}))
+    with pytest.raises(DataError, match=r"mine.json: entries \['again', 'svamp_tutor'\] give svamp_tutor_level2_ranked.json "
+                                        r"different columns"):
+        import_release(release, "svamp", [], dataset_info=elsewhere)
+    elsewhere.write_text(json.dumps({"x": {"file_name": release.name, "formatting": "sharegpt", "columns": {"messages": "m"}}}))
+    with pytest.raises(DataError, match=r"mine.json: entry 'x': expected alpaca columns with 'prompt' and 'response'"):
+        import_release(release, "svamp", [], dataset_info=elsewhere)
+
+
+def test_the_teachers_dataset_info_is_found_under_data_dir(tmp_path):
+    teacher = _teacher(Path("cot"), dataset_info="cot/dataset_info.json").resolve_locations(tmp_path)
+    assert teacher.dataset_info == str(tmp_path / "cot/dataset_info.json")
+    key = CorpusKey(dataset=DatasetSpec(name="svamp"), teacher=_teacher(Path("cot")), granularity=2, format="cot")
+    moved = key.model_copy(update={"teacher": teacher})
+    assert moved.corpus_id == key.corpus_id  # where the columns are described is no part of the corpus
+
+
+def test_a_release_that_matches_no_training_question_is_refused(tmp_path, shared_data):
+    release = tmp_path / "svamp_tutor_level2_ranked.json"
+    release.write_text(json.dumps([{"instruction": "A question of another data set?", "output": "The answer is 3"}]))
+    teacher = ReleasedTeacher(kind="released", name="tutor", files=[str(release)])
+    key = CorpusKey(dataset=DatasetSpec(name="svamp", path=str(shared_data / "svamp")), teacher=teacher, granularity=2,
+                    format="cot")
+    with pytest.raises(DataError, match=r"svamp_tutor_level2_ranked.json: none of its 1 rows matches a training "
+                                        r"question of 'svamp'"):
+        released_corpus(key)
+
+
+def test_choice_golds_of_an_answer_only_release_are_read_and_the_unreadable_counted(tmp_path, capsys):
+    answers = tmp_path / "aqua_only_ans.json"
+    answers.write_text(json.dumps([{"instruction": f"Trip {i}: how far? Answer Choices: (A) 3 (B) 2.5 (C) 2.25 (D) 1.5 "
+                                                   f"(E) 4", "output": out}
+                                   for i, out in enumerate(["Option B", "2.25", "x = 1.5 so the answer is D", "5 km"])]))
+    problems = problems_from_answer_file("aqua", answers)
+    assert [p.answer for p in problems] == ["B", "C", "D"]
+    assert "aqua_only_ans.json: 1 of 4 gold answers cannot be read (e.g. '5 km')" in capsys.readouterr().out
+    frame, report = import_release(answers, "aqua", problems)
+    assert frame["answer"].tolist()[:3] == ["B", "C", "D"] and pd.isna(frame.loc[3, "answer"])
+    assert (report.correct, report.matched, report.unextractable) == (3, 3, 1)
+
+
+def test_the_papers_math_file_gives_golds_and_its_questions_match_a_teacher_file(tmp_path, shared_data):
+    """paper/math/train_paper.json is the MATH release's own file: `output` is the gold."""
+    problems = problems_from_answer_file("math", shared_data / "paper/math/train_paper.json")
+    assert len(problems) == 1297 and problems[0].answer == "52"
+    real = json.loads((shared_data / "paper/math/train_paper.json").read_text())[:2]
+    release = tmp_path / "math_llama_level3_ranked.json"
+    release.write_text(json.dumps([{**real[0], "llama_output": "9 + 11 + 11 + 11 + 10 = 52. The answer is 52"},
+                                   {**real[1], "llama_output": "100 - 24 = 74. The answer is 74"}]))
+    frame, report = import_release(release, "math", problems)
+    assert (report.matched, report.correct, report.disagreeing_golds) == (2, 1, 0)
+    assert frame["gold"].tolist() == ["52", "76"] and frame["answer"].tolist() == ["52", "74"]

@@ -111,7 +111,7 @@ class ReleasedTeacher(TeacherBase):
     the data set, teacher, level and format; a file named otherwise is given as a mapping.
     """
 
-    operational_fields: ClassVar[frozenset[str]] = frozenset({"files"})
+    operational_fields: ClassVar[frozenset[str]] = frozenset({"files", "dataset_info"})
 
     kind: Literal["released"]
     files: list[str | ReleasedFile] = Field(
@@ -120,11 +120,17 @@ class ReleasedTeacher(TeacherBase):
     release_name: str | None = Field(
         None, description="The teacher's name in the file names (case-insensitive); default: `name`."
     )
+    dataset_info: str | None = Field(
+        None, description="The release's LLaMA-Factory `dataset_info.json` (relative to data_dir): which columns of "
+                          "each file are the prompt and the response; default: a dataset_info.json beside the file, "
+                          "else the column conventions.",
+    )
 
     def resolve_locations(self, data_dir: Path) -> Self:
         files = [str(data_dir / entry) if isinstance(entry, str) else
                  entry.model_copy(update={"path": str(data_dir / entry.path)}) for entry in self.files]
-        return self.model_copy(update={"files": files})
+        info = str(data_dir / self.dataset_info) if self.dataset_info is not None else None
+        return self.model_copy(update={"files": files, "dataset_info": info})
 
 
 class GenerationSettings(Frozen):

@@ -110,7 +110,7 @@ def file_corpora(patterns: list[str], data_dir: Path) -> list[CorpusSource]:
     for release in files:
         if release.dataset not in gold:
             gold[release.dataset] = _gold_problems(release.dataset, files, data_dir)
-        rows, report = import_release(release.path, release.dataset, gold[release.dataset])
+        rows, report = import_release(release, release.dataset, gold[release.dataset])
         print(report.line())
         found.append(CorpusSource(release.dataset, release.teacher, release.granularity, release.format,
                                   str(release.path), rows))

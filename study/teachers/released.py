@@ -10,14 +10,18 @@ A released file is a JSON list of alpaca rows `{instruction, output}` (the MATH 
     svamp_human_annotation.json           the data set's own rationale (human)
 
 A file named otherwise is given in the spec as `{path, dataset, format, granularity}`.
-Each row is matched to its problem by normalised question text, scored against the problem's
-gold answer, and kept (matched or not) with a report: rows, matched, unmatched, duplicate
-questions, correct rate, unextractable rate.
+The rationale is the column the release's `dataset_info.json` names, else the teacher's own
+`<teacher>_output` (in the MATH release `output` is the gold), else alpaca's `output`; a file
+where that cannot be told is refused. Each row is matched to its problem by normalised question
+text, scored against the problem's gold answer, and kept (matched or not) with a report: rows,
+matched, unmatched, duplicate questions, correct rate, unextractable rate, and the golds the
+rows write that cannot be read or differ from the data set's.
 """
 
 from __future__ import annotations
 
 import glob
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,15 +32,19 @@ from study.core.cells import CorpusKey
 from study.core.corpora import CORPUS_COLUMNS
 from study.core.datasets import (
     RELEASE_ALIASES,
+    Choice,
     DataError,
     Problem,
     extract_answer,
+    inline_choices,
     load_split,
     normalize_text,
     problem_text,
-    score,
+    read_gold,
     training_text,
 )
+from study.core.datasets import dataset_info as dataset_info_of
+from study.core.datasets.golds import unreadable_golds_line
 from study.core.datasets.sources import Record, read_records, require_json_list
 from study.core.spec import LABEL_FORMATS, Format, ReleasedFile, ReleasedTeacher
 from study.teachers.kind import TeacherKind
@@ -44,6 +52,7 @@ from study.teachers.kind import TeacherKind
 FORMAT_WORDS: dict[str, Format] = {"bsm": "bsm", "rar": "rar", "sym": "symbolic"}
 LEVEL = re.compile(r"level_?(\d)(bsm|rar|sym)?$")
 NOT_A_TEACHER = {"level", "ranked", "only", "ans", "onlyans", "human", "annotation", "train", "test", *FORMAT_WORDS}
+DATASET_INFO = "dataset_info.json"
 NAMING_HELP = ("name it like '{dataset}_{teacher}_level{N}_ranked.json' (cot), '0_{dataset}_{teacher}_level{N}BSM.json' "
                "(BSM, RaR, SYM), '{dataset}_only_ans.json' or '{dataset}_human.json', or list it in the teacher's "
                "`files:` as {path: ..., dataset: ..., format: ..., granularity: N}")
@@ -69,15 +78,22 @@ class ImportReport:
     ambiguous: int
     correct: int
     unextractable: int
+    unreadable_golds: int  # golds the rows write themselves (MATH's `output`) that cannot be read
+    disagreeing_golds: int  # ... that differ from the data set's gold for the matched problem
+    rationale_column: str  # which column was read as the rationale, and why
 
     @property
     def unmatched(self) -> int:
         return self.rows - self.matched
 
     def line(self) -> str:
-        return (f"{self.file}: {self.rows} rows, {self.matched} matched, {self.unmatched} unmatched"
-                f"{f' ({self.ambiguous} ambiguous)' if self.ambiguous else ''}, {self.duplicates} duplicate questions, "
-                f"{self.correct / max(self.rows, 1):.1%} correct, {self.unextractable} without an answer")
+        ambiguous = f" ({self.ambiguous} ambiguous)" if self.ambiguous else ""
+        warnings = [f"{self.unreadable_golds} golds in the file cannot be read"] if self.unreadable_golds else []
+        warnings += [f"{self.disagreeing_golds} golds in the file differ from the data set"] if self.disagreeing_golds else []
+        return (f"{self.file}: {self.rows} rows (rationale {self.rationale_column}), {self.matched} matched, "
+                f"{self.unmatched} unmatched{ambiguous}, {self.duplicates} duplicate questions, "
+                f"{self.correct / max(self.rows, 1):.1%} correct, {self.unextractable} without an answer"
+                + "".join(f"; warning: {w}" for w in warnings))
 
 
 def parse_release_name(path: str | Path) -> ReleaseFile:
@@ -146,54 +162,184 @@ def find_release(teacher: ReleasedTeacher, dataset: str, granularity: int | None
     return candidates[0]
 
 
-def read_release_rows(path: Path) -> list[tuple[str, str]]:
-    """(question, rationale) per row; a malformed row names the file and the row index."""
+@dataclass(frozen=True)
+class ReleaseRow:
+    """One released row: the question, the teacher's rationale, and the gold the row itself
+    writes (the MATH release's `output`, an alpaca `label`), as written; None when it writes none."""
+
+    question: str
+    rationale: str
+    gold: str | None
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Which columns of a released file are the question (`prompt`, plus `query` when given),
+    the rationale (`response`) and the row's own gold; `source` says how they were chosen."""
+
+    prompt: str
+    query: str | None
+    response: str
+    gold: str | None
+    source: str
+
+
+def read_release_rows(release: ReleaseFile, teacher_names: tuple[str, ...] = (),
+                      dataset_info: Path | None = None) -> list[ReleaseRow]:
+    """Every row of a released file; a malformed row names the file and the row index.
+
+    Which column is the rationale: the one `dataset_info` (or a dataset_info.json beside the file)
+    names, else the teacher's own `<teacher>_output` (the MATH release, whose `output` is the
+    gold), else alpaca's `output`. A file where that cannot be told is refused, naming its columns."""
+    return read_release(release, teacher_names, dataset_info)[1]
+
+
+def read_release(release: ReleaseFile, teacher_names: tuple[str, ...] = (),
+                 dataset_info: Path | None = None) -> tuple[Columns, list[ReleaseRow]]:
+    """The columns chosen for a released file (`read_release_rows`), and its rows."""
+    path = release.path
     require_json_list(path, "a released file")
+    records = read_records(path)
+    columns = release_columns(release, records, teacher_names, dataset_info)
     rows = []
-    for index, record in enumerate(read_records(path)):
+    for index, record in enumerate(records):
         try:
-            rows.append(_question_and_rationale(record))
+            rows.append(_release_row(record, columns))
         except (KeyError, ValueError) as error:
             raise DataError(f"{path}: row {index}: {error}; has fields {sorted(record)}") from None
-    return rows
+    return columns, rows
 
 
-def _question_and_rationale(record: Record) -> tuple[str, str]:
-    if "instruction" in record:
-        question = " ".join(str(record[k]).strip() for k in ("instruction", "input") if str(record.get(k, "")).strip())
-        rationale = record.get("output")
-    elif "problem" in record:  # the MATH release: `output`, or `<teacher>_output`
-        question = str(record["problem"])
-        rationale = record.get("output") or next((v for k, v in record.items() if k.endswith("_output") and v), None)
-    else:
-        raise ValueError("expected 'instruction' and 'output' (alpaca) or 'problem' and 'output' (MATH release)")
+def release_columns(release: ReleaseFile, records: list[Record], teacher_names: tuple[str, ...],
+                    dataset_info: Path | None) -> Columns:
+    """The file's columns, from its dataset_info entry or from the conventions (see `read_release_rows`)."""
+    beside = release.path.parent / DATASET_INFO
+    info = dataset_info or (beside if beside.is_file() else None)
+    listed = dataset_info_columns(info, release.path) if info is not None else None
+    if listed is not None:
+        return listed
+    fields = sorted({key for record in records for key in record})
+    prompt = "instruction" if "instruction" in fields else "problem" if "problem" in fields else None
+    if prompt is None:
+        raise DataError(f"{release.path}: row 0: expected 'instruction' and 'output' (alpaca) or 'problem' and "
+                        f"'<teacher>_output' (the MATH release); has fields {fields}")
+    names = {name.lower() for name in (*teacher_names, release.teacher or "") if name}
+    teacher_columns = [f for f in fields if f.endswith("_output") and f != "_output"]
+    own = [f for f in teacher_columns if f.removesuffix("_output").lower() in names]
+    gold = "label" if "label" in fields else None
+    query = "input" if prompt == "instruction" and "input" in fields else None
+    if len(own) == 1 or (len(teacher_columns) == 1 and prompt == "problem"):
+        # the MATH release: `output` holds the gold answer, the teacher's column its CoT
+        response = own[0] if own else teacher_columns[0]
+        return Columns(prompt, query, response, gold or ("output" if "output" in fields else None), "conventions")
+    if teacher_columns:
+        raise DataError(f"{release.path}: cannot tell which column is the teacher's rationale: it has {fields}, "
+                        f"and no '<teacher>_output' column for {sorted(names)}; name the teacher after its column "
+                        f"(or `release_name`), or give the release's dataset_info.json (`dataset_info:`)")
+    if prompt == "problem":
+        return _math_label_columns(release, fields, gold)
+    return Columns(prompt, query, "output", gold, "conventions")
+
+
+def _math_label_columns(release: ReleaseFile, fields: list[str], gold: str | None) -> Columns:
+    # the MATH release's own file: `output` is the gold, `solution` the human rationale
+    if release.format == "answer_only" and "output" in fields:
+        return Columns("problem", None, "output", gold or "output", "conventions")
+    if release.format == "human" and "solution" in fields:
+        return Columns("problem", None, "solution", gold or ("output" if "output" in fields else None), "conventions")
+    raise DataError(f"{release.path}: a MATH-release file ({fields}) holds no teacher rationale for format "
+                    f"{release.format}: its 'output' is the gold answer and it has no '<teacher>_output' column; "
+                    f"give the release's dataset_info.json (`dataset_info:`) if another column is the rationale")
+
+
+def _release_row(record: Record, columns: Columns) -> ReleaseRow:
+    question = " ".join(str(record[c]).strip() for c in (columns.prompt, columns.query)
+                        if c is not None and str(record.get(c, "")).strip())
+    if not question:
+        raise ValueError(f"no question ('{columns.prompt}' is missing or empty)")
+    rationale = record.get(columns.response)
     if not isinstance(rationale, str) or not rationale.strip():
-        raise ValueError("no teacher output ('output' is missing or empty)")
-    return question, rationale.strip()
+        raise ValueError(f"no teacher output ('{columns.response}' is missing or empty)")
+    gold = record.get(columns.gold) if columns.gold is not None else None
+    return ReleaseRow(question, rationale.strip(), None if gold is None else str(gold))
 
 
-def import_release(path: Path, dataset: str, problems: list[Problem]) -> tuple[pd.DataFrame, ImportReport]:
+def dataset_info_columns(info: Path, file: Path) -> Columns | None:
+    """The columns a LLaMA-Factory `dataset_info.json` gives for `file` (None when it lists the
+    file nowhere): `{"name": {"file_name": ..., "columns": {"prompt": ..., "query": ..., "response": ...}}}`."""
+    try:
+        table = json.loads(info.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise DataError(f"{info}: cannot read the dataset_info file: {error}") from None
+    if not isinstance(table, dict):
+        raise DataError(f"{info}: expected an object of {{name: {{file_name, columns}}}}, got {type(table).__name__}")
+    found: dict[str, Columns] = {}
+    for name, entry in table.items():
+        if isinstance(entry, dict) and entry.get("file_name") == file.name:
+            found[name] = _info_entry_columns(info, name, entry)
+    if len({(c.prompt, c.query, c.response) for c in found.values()}) > 1:
+        raise DataError(f"{info}: entries {sorted(found)} give {file.name} different columns; list the file "
+                        f"explicitly or give a dataset_info with one entry for it")
+    return next(iter(found.values()), None)
+
+
+def _info_entry_columns(info: Path, name: str, entry: dict) -> Columns:
+    columns = entry.get("columns", {})
+    if entry.get("formatting", "alpaca") != "alpaca" or not isinstance(columns, dict) \
+            or not isinstance(columns.get("prompt"), str) or not isinstance(columns.get("response"), str):
+        raise DataError(f"{info}: entry '{name}': expected alpaca columns with 'prompt' and 'response', got {entry}")
+    response = columns["response"]
+    gold = "output" if response != "output" else None  # the MATH release: `output` holds the gold
+    return Columns(columns["prompt"], columns.get("query"), response, gold, f"{info.name} entry '{name}'")
+
+
+def import_release(release: ReleaseFile | Path, dataset: str, problems: list[Problem],
+                   teacher_names: tuple[str, ...] = (), dataset_info: Path | None = None
+                   ) -> tuple[pd.DataFrame, ImportReport]:
     """Match each released row to a problem, score it against gold, and report the join.
 
     Rows are never dropped: an unmatched row is kept with `matched` False (and never counted
     correct), a question repeated in the file is kept and counted, and a question that matches
-    problems with different gold answers is left unmatched rather than joined to either."""
+    problems with different gold answers is left unmatched rather than joined to either. A gold
+    the row writes itself (MATH's `output`) is read and counted when unreadable or when it
+    disagrees with the data set's."""
+    release = _release_of(release, dataset)
     index, ambiguous_keys = _question_index(problems)
     records: list[dict] = []
     seen: set[str] = set()
-    duplicates = ambiguous = 0
-    for question, rationale in read_release_rows(path):
-        key = normalize_text(question)
+    duplicates = ambiguous = unreadable = disagreeing = 0
+    columns, rows = read_release(release, teacher_names, dataset_info)
+    for row in rows:
+        key = normalize_text(row.question)
         problem = index.get(key)
         ambiguous += key in ambiguous_keys
         if problem is not None:
             duplicates += problem.uid in seen
             seen.add(problem.uid)
-        records.append(_row(dataset, question, rationale, problem))
+        choices = problem.choices if problem and problem.choices else inline_choices(row.question)
+        own_gold = read_gold(dataset, row.gold, choices) if row.gold is not None else None
+        unreadable += row.gold is not None and own_gold is None
+        disagreeing += own_gold is not None and problem is not None and not _same_gold(dataset, own_gold, problem)
+        records.append(_row(dataset, release.format, row, problem, choices))
     frame = pd.DataFrame(records, columns=CORPUS_COLUMNS)
-    report = ImportReport(str(path), len(frame), int(frame["matched"].sum()), duplicates, ambiguous,
-                          int(frame["correct"].sum()), int(frame["answer"].isna().sum()))
+    report = ImportReport(str(release.path), len(frame), int(frame["matched"].sum()), duplicates, ambiguous,
+                          int(frame["correct"].sum()), int(frame["answer"].isna().sum()), unreadable, disagreeing,
+                          f"'{columns.response}' ({columns.source})")
     return frame, report
+
+
+def _release_of(release: ReleaseFile | Path, dataset: str) -> ReleaseFile:
+    """A path whose name says nothing of what it holds is read as a CoT file of `dataset`."""
+    if isinstance(release, ReleaseFile):
+        return release
+    try:
+        return parse_release_name(release)
+    except DataError:
+        return ReleaseFile(Path(release), dataset, None, None, "cot")
+
+
+def _same_gold(dataset: str, gold: str, problem: Problem) -> bool:
+    return dataset_info_of(dataset).answers.equal(gold, problem.answer)
 
 
 def _question_index(problems: list[Problem]) -> tuple[dict[str, Problem], set[str]]:
@@ -209,30 +355,40 @@ def _question_index(problems: list[Problem]) -> tuple[dict[str, Problem], set[st
     return {k: p for k, p in index.items() if k not in ambiguous}, ambiguous
 
 
-def _row(dataset: str, question: str, rationale: str, problem: Problem | None) -> dict:
-    choices = problem.choices if problem else ()
+def _row(dataset: str, fmt: Format, row: ReleaseRow, problem: Problem | None, choices: tuple[Choice, ...]) -> dict:
+    # a label format's text is the data set's own gold or rationale: read as a gold ("Option B")
+    read = read_gold if fmt in LABEL_FORMATS else extract_answer
+    answer = read(dataset, row.rationale, choices)
     return {
         "uid": problem.uid if problem else None,
-        "question": problem_text(problem) if problem else question,
-        "rationale": rationale,
-        "answer": extract_answer(dataset, rationale, choices),
+        "question": problem_text(problem) if problem else row.question,
+        "rationale": row.rationale,
+        "answer": answer,
         "gold": problem.answer if problem else None,
-        "correct": score(dataset, rationale, problem.answer, choices) if problem else False,
+        "correct": _same_gold(dataset, answer, problem) if problem and answer is not None else False,
         "matched": problem is not None,
         "prompt_tokens": 0,
         "completion_tokens": 0,
     }
 
 
-def problems_from_answer_file(dataset: str, path: Path) -> list[Problem]:
+def problems_from_answer_file(dataset: str, path: Path, dataset_info: Path | None = None) -> list[Problem]:
     """Gold answers from the paper's answer-only release, for when the data set's own files are
-    absent: each row's question with the answer its output gives."""
-    problems = []
-    for index, (question, output) in enumerate(read_release_rows(path)):
-        answer = extract_answer(dataset, output)
+    absent: each row's question with the gold it writes (its gold column, else its output). A
+    gold that cannot be read leaves its row out, counted in one warning line."""
+    release = _release_of(path, dataset)
+    release = ReleaseFile(release.path, release.dataset, release.teacher, None, "answer_only")
+    problems, unreadable = [], []
+    rows = read_release_rows(release, (), dataset_info)
+    for index, row in enumerate(rows):
+        written = row.gold if row.gold is not None else row.rationale
+        answer = read_gold(dataset, written, inline_choices(row.question))
         if answer is None:
-            raise DataError(f"{path}: row {index}: the answer-only output {output!r} gives no answer")
-        problems.append(Problem(uid=f"{path.stem}-{index}", question=question, answer=answer))
+            unreadable.append(written)
+            continue
+        problems.append(Problem(uid=f"{path.stem}-{index}", question=row.question, answer=answer))
+    if unreadable:
+        print(unreadable_golds_line(path, len(unreadable), len(rows), unreadable), flush=True)
     return problems
 
 
@@ -240,23 +396,48 @@ def released_corpus(key: CorpusKey) -> pd.DataFrame:
     """A released teacher's file for this key, matched to the training split, with its report."""
     assert isinstance(key.teacher, ReleasedTeacher)
     release = find_release(key.teacher, key.dataset.name, key.granularity, key.format)
-    frame, report = import_release(release.path, key.dataset.name, load_split(key.dataset, "train"))
+    frame, report = import_release(release, key.dataset.name, load_split(key.dataset, "train"),
+                                   _teacher_names(key.teacher), _info_path(key.teacher))
+    if report.rows and not report.matched:
+        _refuse_unmatched(release, key.dataset.name, report.rows, str(frame.loc[0, "question"]))
     print(f"corpus {key.name}: imported {report.line()}", flush=True)
     return frame
+
+
+def _refuse_unmatched(release: ReleaseFile, dataset: str, rows: int, first_question: str) -> None:
+    """Some unmatched rows are counted in the import line; a file of which no row matches is
+    the wrong file (or the wrong data set files or split), so it is refused."""
+    raise DataError(f"{release.path}: none of its {rows} rows matches a training question of '{dataset}' "
+                    f"(first: {first_question[:80]!r}); is it this data set's release, and are the data set's "
+                    f"files (and split) the ones the release was made from?")
+
+
+def _teacher_names(teacher: ReleasedTeacher) -> tuple[str, ...]:
+    return tuple(name for name in (teacher.name, teacher.release_name) if name)
+
+
+def _info_path(teacher: ReleasedTeacher) -> Path | None:
+    return Path(teacher.dataset_info) if teacher.dataset_info is not None else None
 
 
 class ReleasedKind(TeacherKind[ReleasedTeacher]):
     source = "imported"
 
     def check(self, teacher: ReleasedTeacher, keys: list[CorpusKey]) -> None:
-        """Each corpus's file is found and read now, so a bad row stops the study before it starts."""
+        """Each corpus's file is found, read and matched now, so a bad row, an ambiguous column or a
+        file of another data set stops the study before it starts."""
         for key in keys:
-            read_release_rows(find_release(teacher, key.dataset.name, key.granularity, key.format).path)
+            release = find_release(teacher, key.dataset.name, key.granularity, key.format)
+            rows = read_release_rows(release, _teacher_names(teacher), _info_path(teacher))
+            index, _ = _question_index(load_split(key.dataset, "train"))
+            if rows and not any(normalize_text(row.question) in index for row in rows):
+                _refuse_unmatched(release, key.dataset.name, len(rows), rows[0].question)
 
     def training_texts(self, key: CorpusKey) -> list[str]:
         assert isinstance(key.teacher, ReleasedTeacher)
         release = find_release(key.teacher, key.dataset.name, key.granularity, key.format)
-        return [training_text(key.dataset.name, q, r) for q, r in read_release_rows(release.path)]
+        rows = read_release_rows(release, _teacher_names(key.teacher), _info_path(key.teacher))
+        return [training_text(key.dataset.name, row.question, row.rationale) for row in rows]
 
     def offline_corpus(self, key: CorpusKey) -> pd.DataFrame:
         return released_corpus(key)

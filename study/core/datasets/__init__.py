@@ -3,15 +3,17 @@
 Public API:
     load_split(spec, split) -> list[Problem]                  a data set's train or test problems
     extract_answer(dataset, text, choices=()) -> str | None   the answer a text gives, canonical
+    read_gold(dataset, text, choices=()) -> str | None        the gold a file writes (`Option B` -> B)
     score(dataset, text, gold, choices=()) -> bool            whether that answer equals gold
     problem_text / question_prompt / training_text            what the student and teacher read
     dataset_info(dataset) -> DatasetInfo                      a data set's descriptor
 
 Layout: `registry.py` lists the data sets; each is one module (`arith`, `svamp`, `gsm8k`, `aqua`,
 `math`, `csqa`, `obqa`, `strategyqa`) declaring its `DatasetInfo` (`descriptor.py`): record
-parser, files and split rule, hub mapping, answer kind (extractor and scorer), released-file
-names. Shared parts: `problems` (the record), `answers` / `math_answers` (extractors and
-scorers), `sources` (file formats, shared parsers), `splits` (files to train / test).
+parser, files and split rule, hub mapping, answer kind (extractor, scorer, gold reader),
+released-file names. Shared parts: `problems` (the record), `answers` / `math_answers`
+(extractors and scorers), `golds` (choice golds as files write them), `sources` (file formats,
+shared parsers), `splits` (files to train / test).
 Per-dataset differences live in the descriptors, not in branches.
 """
 
@@ -22,6 +24,7 @@ from functools import lru_cache
 
 from study.core.datasets.arith import ArithSettings, generate_splits
 from study.core.datasets.descriptor import AnswerType, DatasetInfo
+from study.core.datasets.golds import inline_choices
 from study.core.datasets.problems import Choice, Problem, Step
 from study.core.datasets.registry import (
     DATASET_NAMES,
@@ -38,7 +41,7 @@ from study.core.datasets.splits import load_source_splits
 
 __all__ = ["DatasetSpec", "DatasetName", "ArithSettings", "Frozen", "Problem", "Step", "Choice", "DataError",
            "DatasetInfo", "AnswerType", "DATASETS", "DATASET_NAMES", "REGISTRY", "RELEASE_ALIASES", "dataset_info",
-           "extract_answer", "score", "load_split", "question_prompt", "problem_text", "training_text",
+           "extract_answer", "read_gold", "inline_choices", "score", "load_split", "question_prompt", "problem_text", "training_text",
            "normalize_text", "RATIONALE_SEPARATOR"]
 
 
@@ -46,6 +49,13 @@ def extract_answer(dataset: str, text: str, choices: Sequence[Choice] = ()) -> s
     """The answer `text` gives, in the data set's canonical form (None when it gives none).
     `choices` lets a multiple-choice answer be recognised by its option text."""
     return dataset_info(dataset).answers.extract(text, tuple(choices))
+
+
+def read_gold(dataset: str, text: str, choices: Sequence[Choice] = ()) -> str | None:
+    """The gold answer a file writes, canonical (None when it cannot be read: the caller counts
+    and reports it). A choice gold may be `B.`, `(B)`, `Option B`, a rationale ending `Answer C`,
+    or an option's text (mapped to its label through `choices`)."""
+    return dataset_info(dataset).answers.read_gold(text, tuple(choices))
 
 
 def score(dataset: str, text: str, gold: str, choices: Sequence[Choice] = ()) -> bool:
@@ -82,7 +92,7 @@ def _splits(spec: DatasetSpec) -> dict[str, list[Problem]]:
     info = dataset_info(spec.name)
     if info.source is None:  # generated: the one data set with settings of its own in the spec
         return generate_splits(spec.arith)
-    return load_source_splits(spec, info.source, lambda text: info.answers.extract(text, ()))
+    return load_source_splits(spec, info.source, info.answers.read_gold)
 
 
 def load_split(spec: DatasetSpec, split: str) -> list[Problem]:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from study.core.datasets import answers, math_answers
+from study.core.datasets import answers, golds, math_answers
 from study.core.datasets.problems import Choice, Problem
 from study.core.datasets.sources import Record, RecordParser
 
@@ -27,17 +27,20 @@ Splits = dict[str, list[Problem]]
 
 @dataclass(frozen=True)
 class AnswerKind:
-    """How answers of one type are read from a text (`extract`) and compared with gold (`equal`)."""
+    """How answers of one type are read from a text (`extract`), compared with gold (`equal`), and
+    how a gold written in a file is read (`read_gold`: a choice gold may be `Option B` or the
+    option's text, see `golds.py`; other kinds read a file's gold as their extractor does)."""
 
     type: AnswerType
     extract: Extractor
     equal: Scorer
+    read_gold: Extractor
 
 
-NUMBER = AnswerKind("number", answers.extract_number, answers.numbers_equal)
-CHOICE = AnswerKind("choice", answers.extract_choice, answers.choices_equal)
-YES_NO = AnswerKind("yes_no", answers.extract_yes_no, answers.yes_no_equal)
-MATH = AnswerKind("math", math_answers.extract_math, math_answers.math_equal)
+NUMBER = AnswerKind("number", answers.extract_number, answers.numbers_equal, answers.extract_number)
+CHOICE = AnswerKind("choice", answers.extract_choice, answers.choices_equal, golds.read_choice_gold)
+YES_NO = AnswerKind("yes_no", answers.extract_yes_no, answers.yes_no_equal, answers.extract_yes_no)
+MATH = AnswerKind("math", math_answers.extract_math, math_answers.math_equal, golds.read_math_gold)
 
 QUESTION_TEMPLATE = "Question: {question}\nAnswer:"
 

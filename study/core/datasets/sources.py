@@ -4,7 +4,7 @@ A source file is a JSON list, JSON lines (whatever its extension), or a folder o
 files (MATH's layout). Each data set's own record parser lives in its module (`svamp.py`, ...);
 the shapes several data sets share live here: the question / choices / answerKey shape of
 CommonsenseQA and OpenBookQA, and alpaca lists ({instruction, output} or {instruction, label}),
-which work for any data set's files.
+which work for any data set's files (their golds read by `golds.py`).
 
 A bad row raises `DataError` naming the file and the row index.
 """
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from study.core.datasets.answers import canonical_number
+from study.core.datasets.golds import GoldReader, inline_choices, read_choice_gold, unreadable_golds_line
 from study.core.datasets.problems import Choice, Problem
 
 Record = dict[str, Any]
@@ -110,9 +111,10 @@ def number_field(raw: Any, field: str) -> str:
 
 
 def choice_label(raw: Any, choices: list[Choice], field: str) -> str:
-    """A record's gold label, upper-case, checked against its choices."""
-    label = str(raw).strip().upper()
-    if label not in {choice.label for choice in choices}:
+    """A record's gold label, upper-case, read like every choice gold (`golds.read_choice_gold`:
+    `b`, `(B)`, `Option B`) and checked against its choices."""
+    label = read_choice_gold(str(raw), tuple(choices))
+    if label is None:
         raise ValueError(f"field '{field}' is {raw!r}, not one of the choices {[c.label for c in choices]}")
     return label
 
@@ -142,16 +144,23 @@ def is_alpaca(record: Record) -> bool:
     return "instruction" in record and ("output" in record or "label" in record)
 
 
-def alpaca_parser(extract: Callable[[str], str | None]) -> RecordParser:
-    """Alpaca rows: the question is `instruction` (+ `input`); gold is `label`, else the answer
-    that `output` gives (extracted with the data set's own extractor)."""
-
-    def parse(record: Record, fallback_uid: str) -> Problem:
+def alpaca_problems(path: Path, records: list[Record], read_gold: GoldReader) -> list[Problem]:
+    """Alpaca rows: the question is `instruction` (+ `input`); gold is `label`, else `output`,
+    read with the data set's gold reader (options written in the question map an option's text
+    to its label). A row whose gold cannot be read is left out and counted in one warning line:
+    never scored against a gold it does not have."""
+    problems, unreadable = [], []
+    for index, record in enumerate(records):
+        if "instruction" not in record or ("label" not in record and "output" not in record):
+            raise DataError(f"{path}: row {index}: missing field 'instruction' and 'output' or 'label'; "
+                            f"has {sorted(record)}")
         question = " ".join(p for p in (str(record["instruction"]).strip(), str(record.get("input", "")).strip()) if p)
-        gold = record.get("label")
-        answer = str(gold).strip() if gold is not None else extract(str(record["output"]))
-        if not answer:
-            raise ValueError("no gold answer: 'label' is empty and 'output' has no extractable answer")
-        return Problem(uid=str(record.get("id", fallback_uid)), question=question, answer=answer)
-
-    return parse
+        raw = record["label"] if record.get("label") is not None else record.get("output")
+        answer = read_gold(str(raw if raw is not None else ""), inline_choices(question))
+        if answer is None:
+            unreadable.append(str(raw))
+            continue
+        problems.append(Problem(uid=str(record.get("id", f"{path.stem}-{index}")), question=question, answer=answer))
+    if unreadable:
+        print(unreadable_golds_line(path, len(unreadable), len(records), unreadable), flush=True)
+    return problems

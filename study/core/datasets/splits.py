@@ -8,17 +8,17 @@ Each data set's sizes and split are documented in its own module (`svamp.py`, ..
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 from study.core.datasets.descriptor import Source, Splits
+from study.core.datasets.golds import GoldReader
 from study.core.datasets.problems import Problem
 from study.core.datasets.registry import DatasetSpec
 from study.core.datasets.sources import (
     DataError,
     Record,
     RecordParser,
-    alpaca_parser,
+    alpaca_problems,
     is_alpaca,
     parse_records,
     read_records,
@@ -26,7 +26,7 @@ from study.core.datasets.sources import (
 )
 
 
-def load_source_splits(spec: DatasetSpec, source: Source, extract: Callable[[str], str | None]) -> Splits:
+def load_source_splits(spec: DatasetSpec, source: Source, read_gold: GoldReader) -> Splits:
     """Train and test problems of a data set from its files (or the hub when `hub:` is set)."""
     if spec.hub is not None:
         return _hub_splits(spec, source)
@@ -36,11 +36,11 @@ def load_source_splits(spec: DatasetSpec, source: Source, extract: Callable[[str
                         f"`data_dir:`, or --data-dir")
     train_file = _find(folder, spec.train_file, source.train_names, spec.name, "train")
     test_file = _find(folder, spec.test_file, source.test_names, spec.name, "test", required=source.divide is None)
-    problems = _read_problems(train_file, source.parse, extract)
+    problems = _read_problems(train_file, source.parse, read_gold)
     if test_file is None or (test_file == train_file and source.divide is not None):
         assert source.divide is not None
         return source.divide(problems)
-    return {"train": problems, "test": _read_problems(test_file, source.parse, extract)}
+    return {"train": problems, "test": _read_problems(test_file, source.parse, read_gold)}
 
 
 def _find(folder: Path, given: str | None, names: tuple[str, ...], dataset: str, split: str,
@@ -56,14 +56,14 @@ def _find(folder: Path, given: str | None, names: tuple[str, ...], dataset: str,
     return found
 
 
-def _read_problems(path: Path, parse: RecordParser, extract: Callable[[str], str | None]) -> list[Problem]:
+def _read_problems(path: Path, parse: RecordParser, read_gold: GoldReader) -> list[Problem]:
     records = read_records(path)
     if not records:
         raise DataError(f"{path}: holds no rows")
     if is_alpaca(records[0]):
         require_json_list(path, "an alpaca file")
-    parser = alpaca_parser(extract) if is_alpaca(records[0]) else parse
-    return parse_records(path, records, parser)
+        return alpaca_problems(path, records, read_gold)
+    return parse_records(path, records, parse)
 
 
 def _hub_splits(spec: DatasetSpec, source: Source) -> Splits:
