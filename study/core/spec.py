@@ -430,10 +430,11 @@ def load_spec(path: str | Path, storage: str | None = None, data_dir: str | None
 
 
 def resolve_locations(spec: StudySpec, data_dir: Path) -> StudySpec:
-    """The spec with every data location absolute: data set folders (default <data_dir>/<name>),
+    """The spec with every data location absolute: data set folders (default <data_dir>/<name>, or
+    <data_dir>/paper/<name> for a paper split of its own),
     released-file globs and prompt files, relative ones taken from `data_dir`. Locations are in no id."""
     datasets = [d if d.hub is not None or dataset_info(d.name).generated else
-                d.model_copy(update={"path": str(data_dir / (d.path or d.name))}) for d in spec.datasets]
+                d.model_copy(update={"path": str(data_dir / (d.path or d.folder()))}) for d in spec.datasets]
     teachers = [teacher.resolve_locations(data_dir) for teacher in spec.teachers]
     return spec.model_copy(update={"data_dir": str(data_dir), "datasets": datasets, "teachers": teachers})
 

@@ -82,7 +82,7 @@ def _splits(spec: DatasetSpec) -> dict[str, list[Problem]]:
     info = dataset_info(spec.name)
     if info.source is None:  # generated: the one data set with settings of its own in the spec
         return generate_splits(spec.arith)
-    return load_source_splits(spec, info.source, lambda text: info.answers.extract(text, ()))
+    return load_source_splits(spec, info.split_source(spec.split), lambda text: info.answers.extract(text, ()))
 
 
 def load_split(spec: DatasetSpec, split: str) -> list[Problem]:

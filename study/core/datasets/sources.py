@@ -142,16 +142,22 @@ def is_alpaca(record: Record) -> bool:
     return "instruction" in record and ("output" in record or "label" in record)
 
 
-def alpaca_parser(extract: Callable[[str], str | None]) -> RecordParser:
-    """Alpaca rows: the question is `instruction` (+ `input`); gold is `label`, else the answer
-    that `output` gives (extracted with the data set's own extractor)."""
+def alpaca_parser(read_gold: Callable[[str], str | None]) -> RecordParser:
+    """Alpaca rows: the question is `instruction` (+ `input`) as it is; gold is what `read_gold`
+    (the data set's extractor, unless its source says otherwise) reads from `label`, else from
+    `output` (the paper's answer-only files: `B`, `True`, `52`)."""
 
     def parse(record: Record, fallback_uid: str) -> Problem:
         question = " ".join(p for p in (str(record["instruction"]).strip(), str(record.get("input", "")).strip()) if p)
-        gold = record.get("label")
-        answer = str(gold).strip() if gold is not None else extract(str(record["output"]))
+        field = "label" if record.get("label") is not None else "output"
+        answer = read_gold(str(record[field]).strip())
         if not answer:
-            raise ValueError("no gold answer: 'label' is empty and 'output' has no extractable answer")
+            raise ValueError(f"no gold answer: '{field}' is {record[field]!r}, which gives no answer")
         return Problem(uid=str(record.get("id", fallback_uid)), question=question, answer=answer)
 
     return parse
+
+
+def as_written(text: str) -> str | None:
+    """A gold read as the file writes it (stripped; None when empty)."""
+    return text.strip() or None
