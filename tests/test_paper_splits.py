@@ -4,6 +4,7 @@ the real files of ../shared/data; the official splits stay one `split: official`
 import json
 import shutil
 
+import pandas as pd
 import pytest
 from conftest import small_spec, write_spec
 
@@ -138,3 +139,15 @@ def test_the_split_is_part_of_every_id(tmp_path):
     paper = expand_grid(parse_spec(raw))
     official = expand_grid(parse_spec({**raw, "datasets": [{"name": "csqa", "split": "official"}]}))
     assert {c.cell_id for c in paper}.isdisjoint({c.cell_id for c in official})
+
+
+def test_corpus_stats_reads_golds_from_the_paper_split_where_its_files_are(shared_data, tmp_path, capsys):
+    rows = json.loads((shared_data / "paper/csqa/train_paper.json").read_text())[:3]
+    release = tmp_path / "csqa_gemini_level1_ranked.json"
+    release.write_text(json.dumps([{"instruction": r["instruction"], "output": f"So. The answer is {r['output']}"}
+                                   for r in rows]))
+    out = tmp_path / "stats"
+    assert main(["corpus-stats", "--files", str(release), "--data-dir", str(shared_data), "--out", str(out)]) == 0
+    assert "gold answers from" not in capsys.readouterr().out  # from <data_dir>/paper/csqa, not a release file
+    table = pd.read_csv(out / "corpus_stats.csv")
+    assert table["unmatched"].tolist() == [0] and table["correct_rate"].tolist() == [1.0]
