@@ -151,3 +151,13 @@ def test_corpus_stats_reads_golds_from_the_paper_split_where_its_files_are(share
     assert "gold answers from" not in capsys.readouterr().out  # from <data_dir>/paper/csqa, not a release file
     table = pd.read_csv(out / "corpus_stats.csv")
     assert table["unmatched"].tolist() == [0] and table["correct_rate"].tolist() == [1.0]
+
+
+@pytest.mark.parametrize("dataset", [d for d in REGISTRY.values() if not d.generated], ids=lambda d: d.name)
+def test_every_data_set_declares_its_paper_split_as_data(dataset):
+    paper = dataset.split_source("paper")
+    assert paper.sizes is not None and paper.train_names
+    assert paper.test_names or paper.divide is not None
+    if dataset.paper is not None:  # a paper split of its own: its files under paper/<name>, no hub copy
+        assert paper.folder == f"paper/{dataset.name}" and paper.hub_id is None and paper is not dataset.source
+    assert ("official" in dataset.split_names()) == dataset.official

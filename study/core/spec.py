@@ -368,7 +368,7 @@ class StudySpec(Frozen):
     name: str = Field(pattern=NAME_PATTERN, description="Study name; its folder under storage.")
     storage: str = Field(description="Local folder or URI (s3://...) that holds every study.")
     data_dir: str | None = Field(
-        None, description="Folder of source data sets (<data_dir>/<dataset>); relative to the spec file."
+        None, description="Folder of source data sets (<data_dir>/<dataset>, <data_dir>/paper/<dataset>); relative to the spec file."
     )
     datasets: list[DatasetSpec] = Field(min_length=1)
     teachers: list[TeacherSpec] = Field(default_factory=list)

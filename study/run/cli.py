@@ -58,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=help_text)
         command.add_argument("spec", help="study spec (YAML)")
         command.add_argument("--storage", help="override the spec's storage (local folder or URI)")
-        command.add_argument("--data-dir", help="folder of source data sets (<dir>/<dataset>); overrides the spec's")
+        command.add_argument("--data-dir", help="folder of source data sets (<dir>/<dataset>, <dir>/paper/<dataset>); overrides the spec's")
         if name == "run":
             command.add_argument("--break-lock", action="store_true", help=BREAK_LOCK_HELP)
     stats = commands.add_parser("corpus-stats", help="rows, rationale length, steps, correct rate per corpus")
