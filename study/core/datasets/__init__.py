@@ -9,8 +9,8 @@ Public API:
 
 Layout: `registry.py` lists the data sets; each is one module (`arith`, `svamp`, `gsm8k`, `aqua`,
 `math`, `csqa`, `obqa`, `strategyqa`) declaring its `DatasetInfo` (`descriptor.py`): record
-parser, files and split rule, hub mapping, answer kind (extractor and scorer), released-file
-names. Shared parts: `problems` (the record), `answers` / `math_answers` (extractors and
+parser, files and split rule of its official split and of the paper's (`DatasetSpec.split`),
+hub mapping, answer kind (extractor and scorer), released-file names. Shared parts: `problems` (the record), `answers` / `math_answers` (extractors and
 scorers), `sources` (file formats, shared parsers), `splits` (files to train / test).
 Per-dataset differences live in the descriptors, not in branches.
 """
