@@ -81,7 +81,7 @@ def test_human_format_needs_a_human_rationale(tmp_path):
     (tmp_path / "csqa").mkdir()
     for name in ("train_rand_split.jsonl", "dev_rand_split.jsonl"):
         (tmp_path / "csqa" / name).write_text(json.dumps(rows) + "\n")
-    path = write_spec(tmp_path / "spec.yaml", small_spec(tmp_path / "out", datasets=[{"name": "csqa"}], teachers=[],
+    path = write_spec(tmp_path / "spec.yaml", small_spec(tmp_path / "out", datasets=[{"name": "csqa", "split": "official"}], teachers=[],
                                                          formats=["human"]))
     with pytest.raises(DataError, match=r"dataset 'csqa' has no human rationale; drop format 'human'"):
         check_inputs(load_spec(path, data_dir=str(tmp_path)))

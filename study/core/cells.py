@@ -111,12 +111,12 @@ def corpus_keys(spec: StudySpec) -> list[CorpusKey]:
     """Every corpus the spec needs, each once, in a deterministic order."""
     keys: list[CorpusKey] = []
     for dataset in spec.datasets:
-        for fmt in spec.formats:
+        for fmt in spec.formats_of(dataset.name):
             if fmt in LABEL_FORMATS:
                 keys.append(CorpusKey(dataset=dataset, teacher=None, granularity=None, format=fmt))
                 continue
             for teacher in spec.teachers:
-                for level in [lv for lv in spec.granularities if teacher.provides(fmt, lv)]:
+                for level in [lv for lv in spec.granularities if teacher.provides(fmt, lv, dataset.name)]:
                     keys.append(CorpusKey(dataset=dataset, teacher=teacher, granularity=level, format=fmt,
                                           prompt_hash=_prompt_hash(teacher, dataset, level, fmt)))
     return keys

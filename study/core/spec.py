@@ -57,6 +57,10 @@ class TeacherBase(Frozen):
     levels_by_format: dict[Format, list[int]] | None = Field(
         None, description="Restrict this teacher to these levels per format (e.g. bsm: [3, 5]); None: the study's grid."
     )
+    levels_by_dataset: dict[DatasetName, dict[Format, list[int]]] | None = Field(
+        None, description="For these data sets, these levels per format instead of levels_by_format (the paper's "
+                          "LLaMA teacher: SVAMP levels 1-4)."
+    )
     filter: CorpusFilter = Field(
         "correct_only", description="Train on rationales whose answer matches gold (correct_only) or on all."
     )
@@ -70,8 +74,19 @@ class TeacherBase(Frozen):
                 raise ValueError(f"{fmt}: granularity {outside} is outside 1-6")
         return table
 
-    def provides(self, fmt: str, level: int) -> bool:
-        return self.levels_by_format is None or level in self.levels_by_format.get(fmt, [])  # type: ignore[call-overload]
+    @field_validator("levels_by_dataset")
+    @classmethod
+    def _dataset_levels_in_range(cls, tables: dict[str, dict[str, list[int]]] | None) -> dict | None:
+        for dataset, table in (tables or {}).items():
+            try:
+                cls._levels_in_range(table)
+            except ValueError as error:
+                raise ValueError(f"{dataset}: {error}") from None
+        return tables
+
+    def provides(self, fmt: str, level: int, dataset: str) -> bool:
+        table = (self.levels_by_dataset or {}).get(dataset, self.levels_by_format)  # type: ignore[call-overload]
+        return table is None or level in table.get(fmt, [])
 
     @property
     def prompt_library(self) -> str | None:
@@ -359,12 +374,16 @@ class StudySpec(Frozen):
     name: str = Field(pattern=NAME_PATTERN, description="Study name; its folder under storage.")
     storage: str = Field(description="Local folder or URI (s3://...) that holds every study.")
     data_dir: str | None = Field(
-        None, description="Folder of source data sets (<data_dir>/<dataset>); relative to the spec file."
+        None, description="Folder of source data sets (<data_dir>/<dataset>, <data_dir>/paper/<dataset>); relative to the spec file."
     )
     datasets: list[DatasetSpec] = Field(min_length=1)
     teachers: list[TeacherSpec] = Field(default_factory=list)
     granularities: list[int] = Field(default_factory=list, description="Levels 1 (terse) .. 6 (detailed).")
     formats: list[Format] = Field(min_length=1)
+    formats_by_dataset: dict[DatasetName, list[Format]] | None = Field(
+        None, description="For these data sets, only these of `formats` (e.g. no `human` where a data set has no "
+                          "human rationale); other data sets: all of them."
+    )
     students: list[StudentSpec] = Field(min_length=1)
     method: MethodSpec = Field(default_factory=SftMethod, description="Training method; `sft` is short for {kind: sft}.")
     training: TrainSpec = Field(default_factory=TrainSpec)
@@ -401,7 +420,18 @@ class StudySpec(Frozen):
             raise ValueError(f"formats {reasoning_formats} need at least one entry in 'granularities'")
         if reasoning_formats and not self.teachers:
             raise ValueError(f"formats {reasoning_formats} need at least one entry in 'teachers'")
+        for dataset, formats in (self.formats_by_dataset or {}).items():
+            if dataset not in [d.name for d in self.datasets]:
+                raise ValueError(f"formats_by_dataset: '{dataset}' is not among the study's datasets")
+            if not set(formats) <= set(self.formats):
+                raise ValueError(f"formats_by_dataset.{dataset}: {sorted(set(formats) - set(self.formats))} "
+                                 "not among the study's formats")
         return self
+
+    def formats_of(self, dataset: str) -> list[Format]:
+        """The study's formats this data set is trained on, in the order of `formats`."""
+        wanted = (self.formats_by_dataset or {}).get(dataset)
+        return [fmt for fmt in self.formats if wanted is None or fmt in wanted]
 
     def teacher(self, name: str) -> TeacherSpec:
         return next(t for t in self.teachers if t.name == name)
@@ -436,10 +466,11 @@ def load_spec(path: str | Path, storage: str | None = None, data_dir: str | None
 
 
 def resolve_locations(spec: StudySpec, data_dir: Path) -> StudySpec:
-    """The spec with every data location absolute: data set folders (default <data_dir>/<name>),
+    """The spec with every data location absolute: data set folders (default <data_dir>/<name>, or
+    <data_dir>/paper/<name> for a paper split of its own),
     released-file globs and prompt files, relative ones taken from `data_dir`. Locations are in no id."""
     datasets = [d if d.hub is not None or dataset_info(d.name).generated else
-                d.model_copy(update={"path": str(data_dir / (d.path or d.name))}) for d in spec.datasets]
+                d.model_copy(update={"path": str(data_dir / (d.path or d.folder()))}) for d in spec.datasets]
     teachers = [teacher.resolve_locations(data_dir) for teacher in spec.teachers]
     return spec.model_copy(update={"data_dir": str(data_dir), "datasets": datasets, "teachers": teachers})
 

@@ -30,7 +30,7 @@ from analysis.report import main as report_main
 from analysis.tables import accuracy_table
 from study.core import storage
 from study.core.cells import corpus_keys, expand_grid
-from study.core.datasets import DataError
+from study.core.datasets import DataError, DatasetSpec, dataset_info, load_split
 from study.run.inputs import check_inputs, estimate_corpus_tokens
 from study.core.results import cell_states
 from study.core.spec import DATA_DIR_VARIABLE, SpecError, StudySpec, load_spec
@@ -58,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=help_text)
         command.add_argument("spec", help="study spec (YAML)")
         command.add_argument("--storage", help="override the spec's storage (local folder or URI)")
-        command.add_argument("--data-dir", help="folder of source data sets (<dir>/<dataset>); overrides the spec's")
+        command.add_argument("--data-dir", help="folder of source data sets (<dir>/<dataset>, <dir>/paper/<dataset>); overrides the spec's")
         if name == "run":
             command.add_argument("--break-lock", action="store_true", help=BREAK_LOCK_HELP)
     stats = commands.add_parser("corpus-stats", help="rows, rationale length, steps, correct rate per corpus")
@@ -184,7 +184,10 @@ def plan(spec: StudySpec) -> int:
     except OSError as error:  # the storage location itself cannot be opened
         print(f"error: storage: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    print(f"study {spec.name}: {len(cells)} cells, {len(keys)} corpora, storage {spec.storage}\n\ncorpora:")
+    print(f"study {spec.name}: {len(cells)} cells, {len(keys)} corpora, storage {spec.storage}\n\ndata sets:")
+    for dataset in spec.datasets:
+        print(f"  {_split_line(dataset)}")
+    print("\ncorpora:")
     for key in keys:
         state = "built" if built[key.corpus_id] else "to build"
         print(f"  {key.corpus_id:<48} {_approx(corpus_tokens[key.corpus_id]):>10} tokens  ({state})")
@@ -197,6 +200,19 @@ def plan(spec: StudySpec) -> int:
         print(f"  {cell.cell_id}  {cell.name:<56} {_approx(tokens):>12} train tokens")
     print(f"\nestimated train tokens, all cells: ~{total:,} (corpora a teacher must generate not counted)")
     return EXIT_OK
+
+
+def _split_line(dataset: DatasetSpec) -> str:
+    """A data set's split and its train / test sizes, with the sizes its source documents where
+    the files found hold others (a user's copy of the data that is not the paper's)."""
+    train, test = (len(load_split(dataset, split)) for split in ("train", "test"))
+    info = dataset_info(dataset.name)
+    split = "generated" if info.generated else f"{dataset.split} split"
+    line = f"{dataset.name:<12} {split:<15} train {train:>7,}  test {test:>6,}"
+    documented = None if info.generated else info.split_source(dataset.split).sizes
+    if documented is not None and (train, test) != documented:
+        line += f"  (documented: {documented[0]:,} / {documented[1]:,})"
+    return line
 
 
 def _approx(tokens: int | None) -> str:

@@ -126,7 +126,8 @@ def _glob(pattern: str) -> list[str]:
 
 def _gold_problems(dataset: str, files: list[ReleaseFile], data_dir: Path) -> list[Problem]:
     try:
-        return load_split(DatasetSpec(name=dataset, path=str(data_dir / dataset)), "train")  # type: ignore[arg-type]
+        spec = DatasetSpec(name=dataset)  # type: ignore[arg-type]  # its paper split, where its files are by default
+        return load_split(spec.model_copy(update={"path": str(data_dir / spec.folder())}), "train")
     except DataError as missing:
         answer_files = [f for f in files if f.dataset == dataset and f.format == "answer_only"]
         if not answer_files:

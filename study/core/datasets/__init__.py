@@ -10,10 +10,11 @@ Public API:
 
 Layout: `registry.py` lists the data sets; each is one module (`arith`, `svamp`, `gsm8k`, `aqua`,
 `math`, `csqa`, `obqa`, `strategyqa`) declaring its `DatasetInfo` (`descriptor.py`): record
-parser, files and split rule, hub mapping, answer kind (extractor, scorer, gold reader),
-released-file names. Shared parts: `problems` (the record), `answers` / `math_answers`
-(extractors and scorers), `golds` (choice golds as files write them), `sources` (file formats,
-shared parsers), `splits` (files to train / test).
+parser, files and split rule of its official split and of the paper's (`DatasetSpec.split`),
+hub mapping, answer kind (extractor, scorer, gold reader), released-file names. Shared parts:
+`problems` (the record), `answers` / `math_answers` (extractors and scorers), `golds` (choice
+golds as files write them), `sources` (file formats, shared parsers), `splits` (files to train /
+test).
 Per-dataset differences live in the descriptors, not in branches.
 """
 
@@ -92,7 +93,7 @@ def _splits(spec: DatasetSpec) -> dict[str, list[Problem]]:
     info = dataset_info(spec.name)
     if info.source is None:  # generated: the one data set with settings of its own in the spec
         return generate_splits(spec.arith)
-    return load_source_splits(spec, info.source, info.answers.read_gold)
+    return load_source_splits(spec, info.split_source(spec.split), info.answers.read_gold)
 
 
 def load_split(spec: DatasetSpec, split: str) -> list[Problem]:

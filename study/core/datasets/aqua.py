@@ -1,8 +1,16 @@
 """`aqua`: AQuA-RAT, algebra word problems with five options (github.com/google-deepmind/AQuA).
 
-Source: `train.json` / `test.json`, JSON lines despite the extension (question, options like
-`"A)21"`, rationale, correct); the human rationale is the rationale. Split (97,467 / 254): the
-official one.
+Official split (97,467 / 254): `train.json` / `test.json` in `<data_dir>/aqua`, JSON lines
+despite the extension (question, options like `"A)21"`, rationale, correct); the human rationale
+is the rationale.
+
+Paper split (6,940 / 254; the paper's README says 6.1k), in `<data_dir>/paper/aqua`: train is the
+paper's answer-only file (`train_paper.json`, the release's `aqua_only_ans.json`: alpaca rows,
+the options inside the question as `Answer Choices: (A) ... (E) ...`), test AQuA-RAT's official
+`test.json`, its options written into the question the same way. About 2,000 of the paper's golds
+are not a bare letter (`(B)`, `Option B`, the option's text, a rationale ending `Answer C`): the
+choice gold reader (golds.py) reads a letter from them; the 18 it cannot read unambiguously are left
+out and counted in a warning line, so the train split has 6,922 rows.
 """
 
 from __future__ import annotations
@@ -32,10 +40,21 @@ def parse_aqua(record: Record, fallback_uid: str) -> Problem:
     )
 
 
+def parse_aqua_paper(record: Record, fallback_uid: str) -> Problem:
+    """An official AQuA row as the paper's training rows read: options inside the question."""
+    problem = parse_aqua(record, fallback_uid)
+    options = " ".join(f"({choice.label}) {choice.text}" for choice in problem.choices)
+    return Problem(uid=problem.uid, question=f"{problem.question} Answer Choices: {options}", answer=problem.answer,
+                   human_rationale=problem.human_rationale)
+
+
 DATASET = DatasetInfo(
     name="aqua",
     answers=CHOICE,
     source=Source(parse_aqua, train_names=("train.json", "train.jsonl"), test_names=("test.json", "test.jsonl"),
-                  hub_id="deepmind/aqua_rat", hub_configs=("raw",)),
+                  hub_id="deepmind/aqua_rat", hub_configs=("raw",), sizes=(97467, 254)),
     release_names=("aqua", "auqa"),
+    paper=Source(parse_aqua_paper, train_names=("train_paper.json", "aqua_only_ans.json"),
+                 test_names=("test_paper.json", "test.json"), folder="paper/aqua", sizes=(6940, 254),
+                 missing_help="train is the paper's aqua_only_ans.json, test AQuA-RAT's official test.json"),
 )

@@ -20,6 +20,7 @@ from study.core.datasets.problems import Choice, Problem
 from study.core.datasets.sources import Record, RecordParser
 
 AnswerType = Literal["number", "choice", "yes_no", "math"]
+SplitName = Literal["paper", "official"]
 Extractor = Callable[[str, tuple[Choice, ...]], str | None]
 Scorer = Callable[[str | None, str], bool]
 Splits = dict[str, list[Problem]]
@@ -47,28 +48,41 @@ QUESTION_TEMPLATE = "Question: {question}\nAnswer:"
 
 @dataclass(frozen=True)
 class Source:
-    """A data set's source files: candidate names (the first that exists is read), the record
-    parser, how one file divides into both splits where the source has no test file, and the
+    """The files of one split of a data set: candidate names (the first that exists is read), the
+    record parser, how one file divides into both splits where the source has no test file, and the
     Hugging Face hub copy (its id, configs and split names, and how a hub row maps back to the
-    source's own record shape)."""
+    source's own record shape).
+
+    `folder` is where the files are by default, relative to the data folder (None: the data set's
+    name). `sizes` are the (train, test) rows the source is documented to have (`cotstudy plan`
+    shows them beside the rows found; None where a rule divides one file). Golds are read by the
+    data set's answer kind (`AnswerKind.read_gold`). `missing_help` is added to the error when a file is not found (where to get it).
+    """
 
     parse: RecordParser
     train_names: tuple[str, ...]
     test_names: tuple[str, ...]
-    hub_id: str
+    hub_id: str | None = None
     hub_configs: tuple[str | None, ...] = (None,)
     hub_splits: tuple[str, str] = ("train", "test")
     hub_row: Callable[[Record], Record] | None = None
     divide: Callable[[list[Problem]], Splits] | None = None
+    folder: str | None = None
+    sizes: tuple[int, int] | None = None
+    missing_help: str = ""
 
 
 @dataclass(frozen=True)
 class DatasetInfo:
     """One data set, declared in one place.
 
-    `source` is None for a data set generated from the spec's own settings (`arith`, from
-    `DatasetSpec.arith`); such a data set reads no files. `release_names` are the lower-case
-    names released CoT files use for it as their first word (`SVAMP_ChatGPT_level3_ranked.json`).
+    `source` is the data set's official split (its own files and hub copy); it is None for a
+    data set generated from the spec's own settings (`arith`, from `DatasetSpec.arith`), which
+    reads no files and has no `split:`. `paper` is the split the paper (arXiv 2502.18001) trained
+    and tested on, where it is not the official one; None: the paper used `source`'s split.
+    `official` is False for a data set with no official split (SVAMP: `source` is its one split,
+    the paper's). `release_names` are the lower-case names released CoT files use for it as their
+    first word (`SVAMP_ChatGPT_level3_ranked.json`).
     """
 
     name: str
@@ -76,6 +90,19 @@ class DatasetInfo:
     source: Source | None
     release_names: tuple[str, ...] = ()
     prompt_template: str = QUESTION_TEMPLATE
+    paper: Source | None = None
+    official: bool = True
+
+    def split_source(self, split: SplitName) -> Source:
+        """The files of the paper's or the official split (a data set read from files only)."""
+        assert self.source is not None, f"{self.name} is generated: it has no files"
+        return self.paper if split == "paper" and self.paper is not None else self.source
+
+    def split_names(self) -> tuple[SplitName, ...]:
+        """The `split:` values this data set accepts (none for a generated one)."""
+        if self.source is None:
+            return ()
+        return ("paper", "official") if self.official else ("paper",)
 
     @property
     def answer_type(self) -> AnswerType:

@@ -2,7 +2,7 @@
 
 Source: `train.jsonl` / `test.jsonl` (question, answer: the worked solution ending `#### N`);
 the human rationale is the solution without its `<<...>>` calculator annotations.
-Split (7,473 / 1,319): the official one.
+Split (7,473 / 1,319): the official one, which is also the paper's.
 """
 
 from __future__ import annotations
@@ -33,6 +33,6 @@ DATASET = DatasetInfo(
     name="gsm8k",
     answers=NUMBER,
     source=Source(parse_gsm8k, train_names=("train.jsonl",), test_names=("test.jsonl",), hub_id="openai/gsm8k",
-                  hub_configs=("main",)),
+                  hub_configs=("main",), sizes=(7473, 1319)),
     release_names=("gsm8k", "gsm"),
 )

@@ -1,7 +1,11 @@
 """`obqa`: OpenBookQA, four-option science questions.
 
-Source: the Main `train.jsonl` / `test.jsonl` (question.stem, question.choices, answerKey; the
-additional files add `fact1`, the human rationale). Split (4,957 / 500): the official one.
+Official split (4,957 / 500): the Main `train.jsonl` / `test.jsonl` in `<data_dir>/obqa`
+(question.stem, question.choices, answerKey; the additional files add `fact1`, the human rationale).
+
+Paper split (4,957 / 500; 5 training questions repeat), in `<data_dir>/paper/obqa`:
+`train_paper.json` (the release's `openbookQA_onlyans.json`) and `test_paper.json` (its
+`openbookQA_test.json`), alpaca rows `Q: ... Answer choices: A: ..., B: ...`, read as written.
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ DATASET = DatasetInfo(
     answers=CHOICE,
     source=Source(parse_qa_choices, train_names=("train.jsonl", "train_complete.jsonl"),
                   test_names=("test.jsonl", "test_complete.jsonl"), hub_id="allenai/openbookqa",
-                  hub_configs=("additional",), hub_row=hub_openbookqa),
+                  hub_configs=("additional",), hub_row=hub_openbookqa, sizes=(4957, 500)),
     release_names=("obqa", "openbookqa"),
+    paper=Source(parse_qa_choices, train_names=("train_paper.json", "openbookQA_onlyans.json"),
+                 test_names=("test_paper.json", "openbookQA_test.json"), folder="paper/obqa", sizes=(4957, 500),
+                 missing_help="train is the paper's openbookQA_onlyans.json, test its openbookQA_test.json"),
 )

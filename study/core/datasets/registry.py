@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from study.core.datasets import aqua, arith, csqa, gsm8k, math, obqa, strategyqa, svamp
 from study.core.datasets.arith import ArithSettings
-from study.core.datasets.descriptor import DatasetInfo
+from study.core.datasets.descriptor import DatasetInfo, SplitName
 from study.core.datasets.settings import Frozen
 
 DATASETS: tuple[DatasetInfo, ...] = (
@@ -48,16 +48,38 @@ def dataset_info(dataset: str) -> DatasetInfo:
 
 
 class DatasetSpec(Frozen):
-    """A registered data set and where its files are.
+    """A registered data set, which of its splits, and where its files are.
 
-    The files are found at `path` when given, else at `<data_dir>/<name>`; relative paths are
-    relative to `data_dir`. `hub` loads the Hugging Face hub copy instead (needs the hub).
-    Locations are not part of any cell or corpus id: moving the data keeps every result.
+    `split` is the paper's train / test split (arXiv 2502.18001) or the data set's official one;
+    it is part of every cell id. The split's files are found at `path` when given, else in the
+    folder its descriptor names: `<data_dir>/paper/<name>` for a paper split of its own (AQuA,
+    MATH, CSQA, OBQA, StrategyQA), `<data_dir>/<name>` otherwise; relative paths are relative to
+    `data_dir`. `hub` loads the Hugging Face hub copy of the official split instead (needs the
+    hub). Locations are not part of any cell or corpus id: moving the data keeps every result.
     """
 
     name: DatasetName = Field(description="Registered data set.")
-    path: str | None = Field(None, description="Folder (or file) holding the source files; default <data_dir>/<name>.")
+    split: SplitName = Field("paper", description="The paper's train / test split, or the data set's official one.")
+    path: str | None = Field(
+        None, description="Folder (or file) holding the split's files; default <data_dir>/paper/<name> for a paper "
+                          "split of its own, else <data_dir>/<name>.")
     train_file: str | None = Field(None, description="Training file inside `path`, when not the source's own name.")
     test_file: str | None = Field(None, description="Test file inside `path` (an alpaca list works too).")
     hub: str | None = Field(None, description="Hugging Face hub dataset id to load instead of files.")
     arith: ArithSettings = Field(default_factory=ArithSettings, description="Generator settings (arith only).")
+
+    @model_validator(mode="after")
+    def _split_exists(self) -> DatasetSpec:
+        accepted = dataset_info(self.name).split_names()
+        if not accepted and self.split != "paper":  # the default stands for a generated data set's one split
+            raise ValueError(f"split: dataset '{self.name}' is generated from its settings; it has no official "
+                             "split (leave `split` out)")
+        if accepted and self.split not in accepted:
+            raise ValueError(f"split: dataset '{self.name}' has no {self.split} split; it has {list(accepted)}")
+        if self.hub is not None and self.split == "paper" and dataset_info(self.name).paper is not None:
+            raise ValueError(f"hub: the hub copy of '{self.name}' is its official split; set `split: official`")
+        return self
+
+    def folder(self) -> str:
+        """Where this split's files are by default, relative to the data folder."""
+        return dataset_info(self.name).split_source(self.split).folder or self.name

@@ -1,9 +1,12 @@
 """How a data set's files become its train and test problems.
 
-The files are the ones its `Source` names (the first candidate that exists, unless the spec
-names one), read with its record parser, or an alpaca list read with its extractor; a source
+The files are the ones the `Source` of the spec's split (paper or official) names (the first
+candidate that exists, unless the spec names one), read with its record parser, or an alpaca
+list whose gold is read with the source's `gold` reader (else the data set's extractor); a source
 with no test file is divided by its `divide` rule. `hub:` reads the Hugging Face copy instead.
-Each data set's sizes and split are documented in its own module (`svamp.py`, ...).
+A missing file is one `DataError` naming the file, the folder looked in and the split; a paper
+split is never replaced by another. Each data set's sizes and splits are documented in its own
+module (`svamp.py`, ...).
 """
 
 from __future__ import annotations
@@ -29,13 +32,13 @@ from study.core.datasets.sources import (
 def load_source_splits(spec: DatasetSpec, source: Source, read_gold: GoldReader) -> Splits:
     """Train and test problems of a data set from its files (or the hub when `hub:` is set)."""
     if spec.hub is not None:
-        return _hub_splits(spec, source)
-    folder = Path(spec.path if spec.path is not None else spec.name)
+        return _hub_splits(spec, source)  # the official split's hub copy (the spec refuses hub: with a paper split)
+    folder = Path(spec.path if spec.path is not None else spec.folder())
     if not folder.is_dir():
-        raise DataError(f"dataset '{spec.name}': no folder {folder}; set the dataset's `path:`, the spec's "
-                        f"`data_dir:`, or --data-dir")
-    train_file = _find(folder, spec.train_file, source.train_names, spec.name, "train")
-    test_file = _find(folder, spec.test_file, source.test_names, spec.name, "test", required=source.divide is None)
+        raise DataError(f"dataset '{spec.name}': no folder {folder} for its {spec.split} split; set the dataset's "
+                        f"`path:`, the spec's `data_dir:`, or --data-dir{_help(source)}")
+    train_file = _find(folder, spec.train_file, source, spec, "train")
+    test_file = _find(folder, spec.test_file, source, spec, "test", required=source.divide is None)
     problems = _read_problems(train_file, source.parse, read_gold)
     if test_file is None or (test_file == train_file and source.divide is not None):
         assert source.divide is not None
@@ -43,17 +46,23 @@ def load_source_splits(spec: DatasetSpec, source: Source, read_gold: GoldReader)
     return {"train": problems, "test": _read_problems(test_file, source.parse, read_gold)}
 
 
-def _find(folder: Path, given: str | None, names: tuple[str, ...], dataset: str, split: str,
+def _find(folder: Path, given: str | None, source: Source, spec: DatasetSpec, split: str,
           required: bool = True) -> Path | None:
     if given is not None:
         if not (folder / given).exists():
-            raise DataError(f"dataset '{dataset}': {split} file {folder / given} does not exist")
+            raise DataError(f"dataset '{spec.name}': {split} file {folder / given} does not exist")
         return folder / given
+    names = source.train_names if split == "train" else source.test_names
     found = next((folder / name for name in names if (folder / name).exists()), None)
     if found is None and required:
-        raise DataError(f"dataset '{dataset}': no {split} file in {folder} (looked for {', '.join(names)}); "
-                        f"name it with `{split}_file:`")
+        raise DataError(f"dataset '{spec.name}': no {split} file of its {spec.split} split in {folder} "
+                        f"(looked for {', '.join(names)}); "
+                        f"name it with `{split}_file:`{_help(source)}")
     return found
+
+
+def _help(source: Source) -> str:
+    return f"; {source.missing_help}" if source.missing_help else ""
 
 
 def _read_problems(path: Path, parse: RecordParser, read_gold: GoldReader) -> list[Problem]:

@@ -1,8 +1,13 @@
 """`strategyqa`: StrategyQA, yes / no questions that need implicit reasoning.
 
-Source: `strategyqa_train.json`, a JSON list (qid, question, answer true/false, facts); the
-human rationale is the facts. The official test labels are hidden, so the 2,290 labelled
-questions are divided 1,603 / 687 (70 / 30) by a hash of each qid, unless a test file is given.
+Official split: `strategyqa_train.json` in `<data_dir>/strategyqa`, a JSON list (qid, question,
+answer true/false, facts); the human rationale is the facts. The official test labels are
+hidden, so the 2,290 labelled questions are divided 1,603 / 687 (70 / 30) by a hash of each qid,
+unless a test file is given.
+
+Paper split (2,000 / 290, disjoint), in `<data_dir>/paper/strategyqa`: `train_paper.json` (the
+release's `strategyQA_onlyans.json`, gold `True` / `False` in `output`) and `test_paper.json`
+(its `strategyQA_test.json`, gold in `label`), alpaca rows.
 """
 
 from __future__ import annotations
@@ -31,4 +36,8 @@ DATASET = DatasetInfo(
     source=Source(parse_strategyqa, train_names=("strategyqa_train.json", "train.json"), test_names=("test.json",),
                   hub_id="ChilleD/StrategyQA", divide=hashed_split(0.3)),
     release_names=("strategyqa", "stqa"),
+    paper=Source(parse_strategyqa, train_names=("train_paper.json", "strategyQA_onlyans.json"),
+                 test_names=("test_paper.json", "strategyQA_test.json"), folder="paper/strategyqa",
+                 sizes=(2000, 290),
+                 missing_help="train is the paper's strategyQA_onlyans.json, test its strategyQA_test.json"),
 )

@@ -1,9 +1,9 @@
 """`svamp`: SVAMP, 1,000 arithmetic word problems (github.com/arkilpatel/SVAMP).
 
 Source: `SVAMP.json`, a JSON list of {ID, Body, Question, Equation, Answer, Type}; the human
-rationale is the equation. Split (700 / 300), the paper's: train = the 700 problems whose
-questions the paper released teacher CoT for (their SVAMP.json IDs ship in
-`split_ids/svamp_train_ids.txt`), test = the other 300.
+rationale is the equation. SVAMP has no official split; its one split is the paper's (700 /
+300): train = the 700 problems whose questions the paper released teacher CoT for (their
+SVAMP.json IDs ship in `split_ids/svamp_train_ids.txt`), test = the other 300.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ DATASET = DatasetInfo(
     name="svamp",
     answers=NUMBER,
     source=Source(parse_svamp, train_names=("SVAMP.json",), test_names=(), hub_id="ChilleD/SVAMP",
-                  divide=svamp_paper_split),
+                  divide=svamp_paper_split, sizes=(700, 300)),
     release_names=("svamp",),
+    official=False,
 )
