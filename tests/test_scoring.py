@@ -18,6 +18,7 @@ from study.core.datasets.answers import (
     numbers_equal,
     yes_no_equal,
 )
+from study.core.datasets.math_answers import boxed_answer
 from study.core.datasets.problems import Choice
 
 SVAMP_COT = Path("/work/shared/data/svamp/cot")
@@ -394,3 +395,66 @@ def test_every_extractor_takes_text_and_choices(extract):
 @pytest.mark.parametrize("equal", EQUALS)
 def test_no_prediction_is_never_right(equal):
     assert equal(None, "1") is False
+
+
+# ---------------------------------------------------------------- MATH: kinds of text in real teacher outputs
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # a plain word after the value is no part of it
+        ("So she walks 3 * 60 = 180 minutes. The answer is 180 minutes.", "180"),
+        ("The answer is 7 crates", "7"),
+        ("The answer is 12 hrs", "12"),
+        ("The answer is 4 square feet.", "4"),
+        ("The answer is 2 pi", "2pi"),  # ... unless it is a function name
+        ("The answer is x = 9 inches.", "9"),
+        # doubled backslashes, escaped twice on the way
+        (r"The answer is \\frac{2}{3}", r"\frac{2}{3}"),
+        (r"So the angle is \\boxed{45^{\\circ}}.", "45"),
+        # a markup tag after the answer ends it
+        ("The answer is 517 </Answer>", "517"),
+        ("The answer is 88</final solution>\n<next>", "88"),
+        # an equation after the phrase: its final value
+        ("The answer is 4 * 125 = 5,000", "5000"),
+        (r"The answer is $2 \cdot 17 = 34$.", "34"),
+        ("The answer is 4! = 24", "24"),
+        # no phrase and no box: the last value the text states
+        ("Each box holds 6 eggs and there are 9 boxes, so 6 * 9 = 54 eggs in all.", "54"),
+        ("Adding them up gives 15.\nSo there are 15 ways.", "15"),
+        (r"The side is $s = 8$, so the area is $s^2 = 64$ square units.", "64"),
+        (r"We need \[\frac{4}{2} = 2\] buckets.", "2"),
+        (r"Hence $n \equiv 4 \pmod{9}$.", "4"),
+        ("So the sum is $31$.\n[asy]\nlabel(\"5\",(1,2));\n[/asy]", "31"),  # a diagram's code states nothing
+        ("Checking the answer is a good habit. The total is 41.", "41"),  # a claim in prose states no value
+    ],
+)
+def test_extract_math_from_teacher_outputs(text, expected):
+    assert extract_math(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("predicted", "gold"),
+    [
+        ("0", "02"),  # a leading zero is no product 0*2
+        ("2", "02"),
+        ("9y", "9y1"),  # a digit after a letter is no product y*1
+        ("x", "x1"),
+        ("3a", "3a2"),
+    ],
+)
+def test_juxtaposed_digits_are_not_multiplied(predicted, gold):
+    assert not math_equal(predicted, gold)
+    assert not math_equal(gold, predicted)
+
+
+def test_doubled_backslashes_in_gold_are_single():
+    assert math_equal(r"\frac{1}{4}", r"\\frac{1}{4}")
+    assert math_equal("90", r"90^{\\circ}")
+
+
+def test_math_gold_is_the_boxed_answer_only():
+    # a solution without \boxed{} has no gold answer, whatever numbers it mentions
+    assert boxed_answer(r"so $x = \boxed{\dfrac12}$ and 3 more") == r"\frac{1}{2}"
+    assert boxed_answer(r"\\boxed{7}") == "7"
+    assert boxed_answer("There are $5$ ways.") is None
