@@ -458,3 +458,41 @@ def test_math_gold_is_the_boxed_answer_only():
     assert boxed_answer(r"so $x = \boxed{\dfrac12}$ and 3 more") == r"\frac{1}{2}"
     assert boxed_answer(r"\\boxed{7}") == "7"
     assert boxed_answer("There are $5$ ways.") is None
+
+
+# ---------------------------------------------------------------- fallbacks never take a stray word
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Spreading false rumors about a neighbour hurts everyone involved.", None),  # "false" qualifies a noun
+        ("There is no evidence that owls can read", None),
+        ("Owls cannot read. So, false.", "no"),  # a word standing as the answer still counts
+        ("Penguins are birds, true", "yes"),
+        ("No, penguins cannot fly; false rumors say otherwise.", "no"),
+    ],
+)
+def test_extract_yes_no_fallback_takes_only_a_standing_word(text, expected):
+    assert extract_yes_no(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # a line listing the options chooses none of them; the conclusion does
+        ("Options: A: 12, B: 15, C: 18, D: 21.\nFrom 3 * 6 = 18, the right option is C.", "C"),
+        ("We compare A) red, B) blue, C) green, D) pink and E) gray.\nGrass is green, so I choose C.", "C"),
+        ("A: 12\nB: 15\nC: 18\nD: 21\nSince 3 * 6 = 18, the value is C.", "C"),
+        ("B: 10 is small, C: 20 fits, D: 30 is big, E: 40 is bigger. C", "C"),  # a label as the last sentence
+        # an answer phrase naming no option leaves an earlier label unchosen
+        ("Choice E says 40, but that is too big. The answer is none of the above.", None),
+        ("(B) fails the check. The answer is: None of these.", None),
+    ],
+)
+def test_extract_choice_fallback_takes_no_stray_label(text, expected):
+    assert extract_choice(text) == expected
+
+
+def test_a_none_of_the_above_option_is_still_chosen():
+    options = (Choice("A", "4"), Choice("B", "5"), Choice("C", "None of the above"))
+    assert extract_choice("Choice A is wrong. The answer is None of the above.", options) == "C"

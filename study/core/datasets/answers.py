@@ -4,7 +4,10 @@ Every extractor has the signature `extract_X(text, choices=()) -> str | None` an
 canonical answer (None when the text gives none); every scorer is `X_equal(predicted, gold) -> bool`
 and canonicalises the gold answer the same way. Both shapes are fixed so that an answer kind
 (`descriptor.AnswerKind`, which a data set picks) can hold any pair. An answer phrase ("The answer is X", "Answer: X") beats every other
-mention, the last phrase winning; without one the last mention in the text counts.
+mention, the last phrase winning; without one the last mention in the text counts, where a mention
+is only what stands as an answer: a yes/no word before a stop or comma ("false rumors" is none), a
+label outside a line listing the options, or after "is"/"choose" at a conclusion's end. A phrase that
+names no option ("none of the above") leaves every earlier label unchosen.
 MATH expressions are handled in `study.core.datasets.math_answers` and re-exported here.
 """
 
@@ -36,9 +39,17 @@ NUMBER = re.compile(
 NUMBER_TOLERANCE = Fraction(1, 10**6)
 
 YES_NO = re.compile(r"\b(yes|no|true|false)\b", re.IGNORECASE)
+# without an answer phrase a word counts only where it stands as an answer, before a stop or a
+# comma ("No, ...", "... so yes."); "false rumors" or "no evidence" is no answer
+YES_NO_STANDING = re.compile(r"\b(yes|no|true|false)\b(?=\s*(?:[.!,;:)\]*\"']|$))", re.IGNORECASE | re.MULTILINE)
 YES_NO_CANONICAL = {"yes": "yes", "true": "yes", "no": "no", "false": "no"}
 
 DEFAULT_LABELS = ("A", "B", "C", "D", "E")
+# a line naming this many labels lists the options
+LIST_LABELS = 3
+# an answer phrase saying no option is right
+NO_CHOICE = re.compile(r"^\W*(?:none of (?:the|these|them)\b|no (?:correct|right|valid) (?:option|answer|choice)"
+                       r"|not (?:among|listed|given)|cannot be determined)", re.IGNORECASE)
 
 
 # ---------------------------------------------------------------- numbers
@@ -116,8 +127,10 @@ def extract_choice(text: str, choices: tuple[Choice, ...] = ()) -> str | None:
         mentions += _claim_start_mentions(claim, alternatives)
         if mentions:
             return min(_outermost(mentions), key=lambda mention: mention[0])[2]
-    mentions = _formatted_mentions(text, alternatives) + _option_mentions(text, choices)
-    mentions += _own_line_mentions(text, alternatives)
+        if NO_CHOICE.search(claim):  # "The answer is none of the above": no label said earlier counts
+            return None
+    mentions = _unlisted(_formatted_mentions(text, alternatives), text) + _option_mentions(text, choices)
+    mentions += _own_line_mentions(text, alternatives) + _conclusion_mentions(text, alternatives)
     return max(_outermost(mentions), key=lambda mention: mention[0])[2] if mentions else None
 
 
@@ -135,6 +148,21 @@ def _formatted_mentions(text: str, alternatives: str) -> list[Mention]:
             + _label_mentions(rf"\b(?:option|choice)\s+(?P<label>{alternatives})\b", text, re.IGNORECASE))
 
 
+def _unlisted(mentions: list[Mention], text: str) -> list[Mention]:
+    """The mentions outside a list of options: a line naming three or more labels ("A: 3, B: 5, D: 7")
+    lists them, it chooses none."""
+    line_labels: dict[int, set[str]] = {}
+    for start, _, label in mentions:
+        line_labels.setdefault(text.count("\n", 0, start), set()).add(label)
+    return [m for m in mentions if len(line_labels[text.count("\n", 0, m[0])]) < LIST_LABELS]
+
+
+def _conclusion_mentions(text: str, alternatives: str) -> list[Mention]:
+    # "so the correct option is C." / "I would choose (B)": a capital label that ends a conclusion
+    pattern = rf"\b(?:is|be|choose|select|pick)\s*:?\s*\(?(?P<label>{alternatives})\)?(?=\s*(?:[.!,;]|$))"
+    return _label_mentions(pattern, text, re.MULTILINE)
+
+
 def _claim_start_mentions(claim: str, alternatives: str) -> list[Mention]:
     # right after "The answer is": a capital label, or a small one only when nothing follows it,
     # so that "The answer is a river bank" is not choice A
@@ -144,8 +172,11 @@ def _claim_start_mentions(claim: str, alternatives: str) -> list[Mention]:
 
 
 def _own_line_mentions(text: str, alternatives: str) -> list[Mention]:
+    # a label on a line of its own, or a capital one as the last sentence of a line ("... ELIMINATE E. B")
     pattern = rf"^[ \t*\"']*\(?(?P<label>{alternatives})\)?[.:]?[ \t*\"']*$"
-    return _label_mentions(pattern, text, re.IGNORECASE | re.MULTILINE)
+    last_sentence = rf"(?<=[.!?] )[ \t*\"']*\(?(?P<label>{alternatives})\)?\.?[ \t*\"']*$"
+    return (_label_mentions(pattern, text, re.IGNORECASE | re.MULTILINE)
+            + _label_mentions(last_sentence, text, re.MULTILINE))
 
 
 def _option_mentions(text: str, choices: tuple[Choice, ...]) -> list[Mention]:
@@ -185,7 +216,7 @@ def extract_yes_no(text: str, choices: tuple[Choice, ...] = ()) -> str | None:
         found = YES_NO.search(claim)
         if found:
             return YES_NO_CANONICAL[found.group(1).lower()]
-    words = YES_NO.findall(text)
+    words = YES_NO_STANDING.findall(text)
     return YES_NO_CANONICAL[words[-1].lower()] if words else None
 
 
