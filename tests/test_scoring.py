@@ -496,3 +496,20 @@ def test_extract_choice_fallback_takes_no_stray_label(text, expected):
 def test_a_none_of_the_above_option_is_still_chosen():
     options = (Choice("A", "4"), Choice("B", "5"), Choice("C", "None of the above"))
     assert extract_choice("Choice A is wrong. The answer is None of the above.", options) == "C"
+
+
+@pytest.mark.parametrize(
+    ("predicted", "gold"),
+    [
+        ("63", r"63\text{ tiles"),  # a gold cut at its first closing brace, as some released golds are
+        (r"3\sqrt{5}", r"3\sqrt{5"),
+        ("2.40", r"2.4\ \text{EUR"),
+        ("12", r"12\;\text{kg}"),
+    ],
+)
+def test_math_equal_on_cut_golds_and_spaced_units(predicted, gold):
+    assert math_equal(predicted, gold)
+
+
+def test_a_cut_gold_that_lost_a_value_stays_unequal():
+    assert not math_equal(r"\frac{5}{7}", r"\frac{5}")

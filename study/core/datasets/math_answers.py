@@ -37,7 +37,7 @@ FRAC_OR_SQRT = re.compile(r"\\(frac|sqrt)(?![a-zA-Z])")
 
 TEXT_COMMAND = r"\\(?:text|textrm|textbf|textit|textnormal|mbox|mathrm|mathbf)\s*\{"
 # a trailing word in \text{} after a value is a unit: "5\text{ cm}", "6\text{ square units}^2"
-UNIT_SUFFIX = re.compile(rf"(?<=\S)\s*{TEXT_COMMAND}\s*[a-zA-Z][a-zA-Z\s.]*\}}(?:\^\{{?\d\}}?)?\s*\.?\s*$")
+UNIT_SUFFIX = re.compile(rf"(?<=[^\s\\])(?:\s|\\[ ,;:!])*{TEXT_COMMAND}\s*[a-zA-Z][a-zA-Z\s.]*\}}(?:\^\{{?\d\}}?)?\s*\.?\s*$")
 TEXT_WRAPPER = re.compile(rf"{TEXT_COMMAND}([^{{}}]*)\}}")
 PRESENTATION = [
     (re.compile(r"\\\$|\$"), ""),
@@ -189,7 +189,7 @@ def _braced(text: str, start: int) -> tuple[str, int] | None:
 
 def normalize_math(answer: str) -> str:
     """The answer without what only changes its look: `\\dfrac12\\text{ cm}` -> `\\frac{1}{2}`."""
-    text = UNIT_SUFFIX.sub("", DOUBLED_BACKSLASH.sub(r"\\", answer.strip()))
+    text = UNIT_SUFFIX.sub("", _closed(DOUBLED_BACKSLASH.sub(r"\\", answer.strip())))
     text = TEXT_WRAPPER.sub(lambda match: match.group(1), text)
     for pattern, replacement in PRESENTATION:
         text = pattern.sub(replacement, text)
@@ -204,6 +204,14 @@ def normalize_math(answer: str) -> str:
         text = text.replace(",", "")
     letter = CHOICE_LETTER.fullmatch(text)
     return letter.group(1) if letter else text
+
+
+def _closed(text: str) -> str:
+    """The text with its unclosed braces closed at the end: a gold cut at its first closing brace
+    (`441\\text{ pounds`, as the paper's MATH files hold some) reads as meant."""
+    unescaped = re.sub(r"\\.", "", text)
+    missing = unescaped.count("{") - unescaped.count("}")
+    return text + "}" * missing if missing > 0 else text
 
 
 def _space(match: re.Match[str], text: str) -> str:
