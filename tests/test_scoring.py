@@ -425,6 +425,8 @@ def test_no_prediction_is_never_right(equal):
         (r"The side is $s = 8$, so the area is $s^2 = 64$ square units.", "64"),
         (r"We need \[\frac{4}{2} = 2\] buckets.", "2"),
         (r"Hence $n \equiv 4 \pmod{9}$.", "4"),
+        (r"Adding, $17 + 25 = 42,$ which we wanted.", "42"),
+        (r"In all, $3 \cdot 4 = 12 \Longrightarrow 12$.", "12"),
         ("So the sum is $31$.\n[asy]\nlabel(\"5\",(1,2));\n[/asy]", "31"),  # a diagram's code states nothing
         ("Checking the answer is a good habit. The total is 41.", "41"),  # a claim in prose states no value
     ],

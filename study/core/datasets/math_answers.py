@@ -64,6 +64,8 @@ TRAILING_WORDS = re.compile(r"(?<=[\d})%])\s+(?P<words>[A-Za-z]{2,}[A-Za-z']*(?:
 PROSE = re.compile(r"\s*[A-Za-z']+(?:[\s,]+[A-Za-z']+){2,}[\s.,;:!]*")
 # "N \equiv 10 \pmod{180}": a congruence states its residue
 MODULUS = re.compile(r"\s*(?:\\pmod\s*\{[^{}]*\}|\(\s*\\?mod\s*[^()]*\))\s*\.?\s*$")
+# "\\equiv 7", "\\to 16", "\\Longrightarrow 840": read like "=", the value follows
+ARROW = re.compile(r"\\(?:equiv|to|rightarrow|Rightarrow|longrightarrow|Longrightarrow|implies)(?![a-zA-Z])")
 # the last "=" of an equation; not one of "<=", ">=", "=="; "3!=6" is a factorial in LaTeX
 LAST_EQUALS = re.compile(r"(?<![<>=])=(?!=)(?!.*(?<![<>=])=(?!=))", re.DOTALL)
 # what a text states without an answer phrase: a formula, or a bare number outside formulas
@@ -153,7 +155,7 @@ def _without_trailing_words(claim: str) -> str:
 
 def _after_last_equals(value: str) -> str:
     # the last "=" outside brackets: "f(x=1)" keeps its "="; nothing after it keeps the whole
-    value = MODULUS.sub("", value).replace("\\equiv", "=")
+    value = ARROW.sub("=", MODULUS.sub("", value).rstrip(" ,"))
     equals = LAST_EQUALS.search(value)
     if equals is None or not value[equals.end():].strip(" .$") or _top_level_split(value[:equals.start()], "") is None:
         return value
