@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from study.core.datasets import score
 from study.core.datasets.answers import (
     canonical_number,
     choices_equal,
@@ -426,6 +427,7 @@ def test_no_prediction_is_never_right(equal):
         (r"We need \[\frac{4}{2} = 2\] buckets.", "2"),
         (r"Hence $n \equiv 4 \pmod{9}$.", "4"),
         (r"Adding, $17 + 25 = 42,$ which we wanted.", "42"),
+        ("Reducing mod 5,\n\\begin{align*}\n36 &\\equiv 1 + 0 \\\\\n&\\equiv 1 \\pmod{5}.\n\\end{align*}", "1"),
         (r"In all, $3 \cdot 4 = 12 \Longrightarrow 12$.", "12"),
         ("So the sum is $31$.\n[asy]\nlabel(\"5\",(1,2));\n[/asy]", "31"),  # a diagram's code states nothing
         ("Checking the answer is a good habit. The total is 41.", "41"),  # a claim in prose states no value
@@ -515,3 +517,19 @@ def test_math_equal_on_cut_golds_and_spaced_units(predicted, gold):
 
 def test_a_cut_gold_that_lost_a_value_stays_unequal():
     assert not math_equal(r"\frac{5}{7}", r"\frac{5}")
+
+
+@pytest.mark.parametrize(
+    ("dataset", "text", "gold", "expected"),
+    [
+        ("math", "Driving 3 hours at 60 mph covers 180 miles. The answer is 180 miles.", "180", True),
+        ("math", r"The answer is \\frac{3}{8} </Solution>", r"\frac{3}{8}", True),
+        ("math", "The answer is 8 * 90 = 720", "720", True),
+        ("math", "So x = 0.", "02", False),
+        ("strategyqa", "Some people spread false rumors about bats.", "False", False),
+        ("csqa", "Options A: cat, B: dog, C: owl, D: bat.\nOwls hunt at night, so the answer choice is C.", "D", False),
+        ("csqa", "Choice E fits least. The answer is none of the above.", "E", False),
+    ],
+)
+def test_public_score_on_each_kind_of_text(dataset, text, gold, expected):
+    assert score(dataset, text, gold) is expected

@@ -70,7 +70,9 @@ ARROW = re.compile(r"\\(?:equiv|to|rightarrow|Rightarrow|longrightarrow|Longrigh
 LAST_EQUALS = re.compile(r"(?<![<>=])=(?!=)(?!.*(?<![<>=])=(?!=))", re.DOTALL)
 # what a text states without an answer phrase: a formula, or a bare number outside formulas
 ASY_BLOCK = re.compile(r"\[asy\].*?\[/asy\]", re.DOTALL)
-FORMULA = re.compile(r"\$\$(?P<a>.+?)\$\$|\$(?P<b>[^$]+)\$|\\\[(?P<c>.+?)\\\]|\\\((?P<d>.+?)\\\)", re.DOTALL)
+FORMULA = re.compile(r"\$\$(?P<a>.+?)\$\$|\$(?P<b>[^$]+)\$|\\\[(?P<c>.+?)\\\]|\\\((?P<d>.+?)\\\)"
+                     r"|\\begin\{(?P<env>align|equation|eqnarray|gather)\*?\}(?P<e>.+?)\\end\{(?P=env)\*?\}", re.DOTALL)
+FORMULA_CONTENT = ("a", "b", "c", "d", "e")
 NUMBER_TEXT = r"-?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?"
 # "10 + 11 = 21": a chain of numbers and operators outside formulas is one statement
 BARE_CHAIN = re.compile(rf"(?<![\w.\\]){NUMBER_TEXT}(?:\s*[-+*/×÷=x]\s*{NUMBER_TEXT})*(?!\w)")
@@ -163,11 +165,12 @@ def _after_last_equals(value: str) -> str:
 
 
 def _last_stated_value(text: str) -> str | None:
-    """The last value the text states: a formula ($...$, \\[...\\]), a bare number or a chain of
+    """The last value the text states: a formula ($...$, \\[...\\], an align block), a bare number or a chain of
     numbers and operators ("10 + 11 = 21"), of an equation the value after its last "="; a diagram's
     [asy] code states nothing. None when the text states no value."""
     text = ASY_BLOCK.sub(" ", text)
-    values = [(m.start(), next(group for group in m.groups() if group is not None)) for m in FORMULA.finditer(text)]
+    values = [(m.start(), next(m.group(name) for name in FORMULA_CONTENT if m.group(name) is not None))
+              for m in FORMULA.finditer(text)]
     outside = FORMULA.sub(lambda m: " " * len(m.group(0)), text)  # numbers inside formulas are theirs
     values += [(m.start(), m.group(0)) for m in BARE_CHAIN.finditer(outside)]
     values = [value for value in sorted(values) if value[1].strip(" .,")]
