@@ -385,6 +385,17 @@ def test_math_scoring_stays_fast_on_hostile_answers():
     assert time.perf_counter() - start < 5
 
 
+def test_extraction_stays_fast_on_hostile_texts():
+    # unclosed delimiters, long word runs and thousands of labels: each extractor stays near-linear
+    hostile = ["The answer is 5 " + "a" * 20000 + "!", "\\[" * 5000 + "1", "\\begin{align}" * 3000, "[asy]" * 5000,
+               "$" * 20001, "A: 1, " * 5000 + " is C.", "(A) " * 5000, "no, " * 10000, "1 + " * 5000 + "x"]
+    start = time.perf_counter()
+    for text in hostile:
+        for extract in EXTRACTORS:
+            extract(text, ())
+    assert time.perf_counter() - start < 5
+
+
 # ---------------------------------------------------------------- one shape for the registry
 
 @pytest.mark.parametrize("extract", EXTRACTORS)

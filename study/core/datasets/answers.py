@@ -13,6 +13,7 @@ MATH expressions are handled in `study.core.datasets.math_answers` and re-export
 
 from __future__ import annotations
 
+import bisect
 import re
 from decimal import Decimal, localcontext
 from fractions import Fraction
@@ -151,10 +152,12 @@ def _formatted_mentions(text: str, alternatives: str) -> list[Mention]:
 def _unlisted(mentions: list[Mention], text: str) -> list[Mention]:
     """The mentions outside a list of options: a line naming three or more labels ("A: 3, B: 5, D: 7")
     lists them, it chooses none."""
+    breaks = [i for i, char in enumerate(text) if char == "\n"]
+    lines = [bisect.bisect(breaks, start) for start, _, _ in mentions]
     line_labels: dict[int, set[str]] = {}
-    for start, _, label in mentions:
-        line_labels.setdefault(text.count("\n", 0, start), set()).add(label)
-    return [m for m in mentions if len(line_labels[text.count("\n", 0, m[0])]) < LIST_LABELS]
+    for line, (_, _, label) in zip(lines, mentions):
+        line_labels.setdefault(line, set()).add(label)
+    return [m for m, line in zip(mentions, lines) if len(line_labels[line]) < LIST_LABELS]
 
 
 def _conclusion_mentions(text: str, alternatives: str) -> list[Mention]:
@@ -191,9 +194,17 @@ def _option_mentions(text: str, choices: tuple[Choice, ...]) -> list[Mention]:
 
 
 def _outermost(mentions: list[Mention]) -> list[Mention]:
-    # "bank" inside "a river bank", or "B" inside option text, is part of the longer mention
-    return [m for m in mentions
-            if not any(o != m and o[0] <= m[0] and m[1] <= o[1] and o[1] - o[0] > m[1] - m[0] for o in mentions)]
+    """The mentions inside no longer one: "bank" inside "a river bank", or "B" inside option text, is
+    part of the longer mention. One sweep in order of start (longest first), not a pairwise test."""
+    inner: set[int] = set()
+    reach, reach_span = -1, (-1, -1)  # the furthest end so far, and the span that reaches it
+    for index in sorted(range(len(mentions)), key=lambda i: (mentions[i][0], -mentions[i][1])):
+        start, end, _ = mentions[index]
+        if end <= reach and reach_span != (start, end):
+            inner.add(index)
+        elif end > reach:
+            reach, reach_span = end, (start, end)
+    return [m for i, m in enumerate(mentions) if i not in inner]
 
 
 def choices_equal(predicted: str | None, gold: str) -> bool:

@@ -59,7 +59,7 @@ DOUBLED_BACKSLASH = re.compile(r"\\\\(?=[a-zA-Z{}])")
 # "336 </Solution Path>": a markup tag ends the claim
 TAG = re.compile(r"</?[A-Za-z][\w \-]*>")
 # "180 miles", "3 boxes." after a value: words, not part of the answer; "2 pi" keeps its pi
-TRAILING_WORDS = re.compile(r"(?<=[\d})%])\s+(?P<words>[A-Za-z]{2,}[A-Za-z']*(?:\s+[A-Za-z']+)*)\s*\.?\s*$")
+TRAILING_WORDS = re.compile(r"(?<=[\d})%])\s+(?P<words>[A-Za-z][A-Za-z']+(?:\s+[A-Za-z']+)*)\s*\.?\s*$")
 # "the final answer is a common mistake": a claim of three or more plain words states no value
 PROSE = re.compile(r"\s*[A-Za-z']+(?:[\s,]+[A-Za-z']+){2,}[\s.,;:!]*")
 # "N \equiv 10 \pmod{180}": a congruence states its residue
@@ -68,11 +68,11 @@ MODULUS = re.compile(r"\s*(?:\\pmod\s*\{[^{}]*\}|\(\s*\\?mod\s*[^()]*\))\s*\.?\s
 ARROW = re.compile(r"\\(?:equiv|to|rightarrow|Rightarrow|longrightarrow|Longrightarrow|implies)(?![a-zA-Z])")
 # the last "=" of an equation; not one of "<=", ">=", "=="; "3!=6" is a factorial in LaTeX
 LAST_EQUALS = re.compile(r"(?<![<>=])=(?!=)(?!.*(?<![<>=])=(?!=))", re.DOTALL)
-# what a text states without an answer phrase: a formula, or a bare number outside formulas
-ASY_BLOCK = re.compile(r"\[asy\].*?\[/asy\]", re.DOTALL)
-FORMULA = re.compile(r"\$\$(?P<a>.+?)\$\$|\$(?P<b>[^$]+)\$|\\\[(?P<c>.+?)\\\]|\\\((?P<d>.+?)\\\)"
-                     r"|\\begin\{(?P<env>align|equation|eqnarray|gather)\*?\}(?P<e>.+?)\\end\{(?P=env)\*?\}", re.DOTALL)
-FORMULA_CONTENT = ("a", "b", "c", "d", "e")
+# the delimiters of formulas and of a diagram's [asy] code (which states nothing), paired in one
+# linear pass: a regex with lazy bodies is quadratic on unclosed delimiters
+DELIMITER = re.compile(r"\\\$|\$\$|\$|\\\[|\\\]|\\\(|\\\)|\[/?asy\]"
+                       r"|\\(?:begin|end)\{(?:align|equation|eqnarray|gather)\*?\}")
+CLOSER = {"$$": "$$", "$": "$", "\\[": "\\]", "\\(": "\\)", "[asy]": "[/asy]"}
 NUMBER_TEXT = r"-?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?"
 # "10 + 11 = 21": a chain of numbers and operators outside formulas is one statement
 BARE_CHAIN = re.compile(rf"(?<![\w.\\]){NUMBER_TEXT}(?:\s*[-+*/×÷=x]\s*{NUMBER_TEXT})*(?!\w)")
@@ -165,16 +165,41 @@ def _after_last_equals(value: str) -> str:
 
 
 def _last_stated_value(text: str) -> str | None:
-    """The last value the text states: a formula ($...$, \\[...\\], an align block), a bare number or a chain of
-    numbers and operators ("10 + 11 = 21"), of an equation the value after its last "="; a diagram's
-    [asy] code states nothing. None when the text states no value."""
-    text = ASY_BLOCK.sub(" ", text)
-    values = [(m.start(), next(m.group(name) for name in FORMULA_CONTENT if m.group(name) is not None))
-              for m in FORMULA.finditer(text)]
-    outside = FORMULA.sub(lambda m: " " * len(m.group(0)), text)  # numbers inside formulas are theirs
+    """The last value the text states: a formula ($...$, \\[...\\], an align block), a bare number or a
+    chain of numbers and operators ("10 + 11 = 21"), of an equation the value after its last "=";
+    a diagram's [asy] code states nothing. None when the text states no value."""
+    spans = _formula_spans(text)
+    values = [(start, content) for start, _, content in spans if content is not None]
+    pieces, last = [], 0
+    for start, end, _ in spans:  # numbers inside formulas and diagrams are theirs
+        pieces += [text[last:start], " " * (end - start)]
+        last = end
+    outside = "".join(pieces) + text[last:]
     values += [(m.start(), m.group(0)) for m in BARE_CHAIN.finditer(outside)]
     values = [value for value in sorted(values) if value[1].strip(" .,")]
     return _after_last_equals(values[-1][1]) if values else None
+
+
+def _formula_spans(text: str) -> list[tuple[int, int, str | None]]:
+    """(start, end, content) of each formula in order, content None for [asy] code; an escaped \\$ is
+    no delimiter, and an unclosed one takes the rest of the text."""
+    spans: list[tuple[int, int, str | None]] = []
+    opening: re.Match[str] | None = None
+    for token in DELIMITER.finditer(text):
+        delimiter = token.group(0)
+        if opening is None and delimiter != "\\$":
+            opening = token if _closer(delimiter) else None
+        elif opening is not None and delimiter == _closer(opening.group(0)):
+            content = None if opening.group(0) == "[asy]" else text[opening.end():token.start()]
+            spans.append((opening.start(), token.end(), content))
+            opening = None
+    return spans
+
+
+def _closer(delimiter: str) -> str | None:
+    if delimiter.startswith("\\begin"):
+        return delimiter.replace("begin", "end", 1)
+    return CLOSER.get(delimiter)
 
 
 def _braced(text: str, start: int) -> tuple[str, int] | None:
