@@ -3,13 +3,14 @@
 The answer is the content of the last \\boxed{...} (or \\fbox{...}), else what follows the last
 "The answer is" (up to a trailing tag such as `</Solution>`, without plain words after the value:
 "180 miles" is 180; of an equation, the value after its last "="), else the last value the text
-states: its last formula ($...$, \\[...\\]) or bare number, whichever comes later. Doubled
-backslashes (`\\\\frac`, escaped twice on the way) are read as single ones. `normalize_math` drops what only changes the look (spacing, \\left/\\right, $,
-degrees, units, dfrac, \\frac12) so that most equal answers become equal strings; `math_equal`
-then has sympy compare the values of the rest (1/2 == 0.5, \\sqrt{4} == 2), element by element for
-tuples and intervals. sympy's parse_expr evaluates its input, so it only ever sees a short string
-translated here from LaTeX, limited to digits, one-letter symbols, known functions, operators and
-parentheses. Values are compared with evalf, expressions with symbols at a few fixed points, and
+states: its last formula ($...$, \\[...\\], an align block) or bare number. Doubled backslashes
+(`\\\\frac`, escaped twice on the way) are read as single ones. `normalize_math` drops what only
+changes the look (spacing, \\left/\\right, $, degrees, units, dfrac, \\frac12) so that most
+equal answers become equal strings; `math_equal` then has sympy compare the values of the rest
+(1/2 == 0.5, \\sqrt{4} == 2), element by element for tuples and intervals. sympy's parse_expr
+evaluates its input, so it only ever sees a short string translated here from LaTeX, limited to
+digits, one-letter symbols, known functions, operators and parentheses; juxtaposed digits ("x1",
+"02") are refused, as sympy would multiply them. Values are compared with evalf, expressions with symbols at a few fixed points, and
 exponents are bounded, so that scoring can neither crash nor hang.
 """
 
@@ -37,7 +38,8 @@ FRAC_OR_SQRT = re.compile(r"\\(frac|sqrt)(?![a-zA-Z])")
 
 TEXT_COMMAND = r"\\(?:text|textrm|textbf|textit|textnormal|mbox|mathrm|mathbf)\s*\{"
 # a trailing word in \text{} after a value is a unit: "5\text{ cm}", "6\text{ square units}^2"
-UNIT_SUFFIX = re.compile(rf"(?<=[^\s\\])(?:\s|\\[ ,;:!])*{TEXT_COMMAND}\s*[a-zA-Z][a-zA-Z\s.]*\}}(?:\^\{{?\d\}}?)?\s*\.?\s*$")
+UNIT_SUFFIX = re.compile(rf"(?<=[^\s\\])(?:\s|\\[ ,;:!])*{TEXT_COMMAND}\s*[a-zA-Z][a-zA-Z\s.]*\}}"
+                         rf"(?:\^\{{?\d\}}?)?\s*\.?\s*$")
 TEXT_WRAPPER = re.compile(rf"{TEXT_COMMAND}([^{{}}]*)\}}")
 PRESENTATION = [
     (re.compile(r"\\\$|\$"), ""),
@@ -66,8 +68,8 @@ PROSE = re.compile(r"\s*[A-Za-z']+(?:[\s,]+[A-Za-z']+){2,}[\s.,;:!]*")
 MODULUS = re.compile(r"\s*(?:\\pmod\s*\{[^{}]*\}|\(\s*\\?mod\s*[^()]*\))\s*\.?\s*$")
 # "\\equiv 7", "\\to 16", "\\Longrightarrow 840": read like "=", the value follows
 ARROW = re.compile(r"\\(?:equiv|to|rightarrow|Rightarrow|longrightarrow|Longrightarrow|implies)(?![a-zA-Z])")
-# the last "=" of an equation; not one of "<=", ">=", "=="; "3!=6" is a factorial in LaTeX
-LAST_EQUALS = re.compile(r"(?<![<>=])=(?!=)(?!.*(?<![<>=])=(?!=))", re.DOTALL)
+# an equals sign of an equation; not one of "<=", ">=", "=="; "3!=6" is a factorial in LaTeX
+EQUALS = re.compile(r"(?<![<>=])=(?!=)")
 # the delimiters of formulas and of a diagram's [asy] code (which states nothing), paired in one
 # linear pass: a regex with lazy bodies is quadratic on unclosed delimiters
 DELIMITER = re.compile(r"\\\$|\$\$|\$|\\\[|\\\]|\\\(|\\\)|\[/?asy\]"
@@ -158,10 +160,10 @@ def _without_trailing_words(claim: str) -> str:
 def _after_last_equals(value: str) -> str:
     # the last "=" outside brackets: "f(x=1)" keeps its "="; nothing after it keeps the whole
     value = ARROW.sub("=", MODULUS.sub("", value).rstrip(" ,"))
-    equals = LAST_EQUALS.search(value)
-    if equals is None or not value[equals.end():].strip(" .$") or _top_level_split(value[:equals.start()], "") is None:
+    signs = [sign.start() for sign in EQUALS.finditer(value)]
+    if not signs or not value[signs[-1] + 1:].strip(" .$") or _top_level_split(value[:signs[-1]], "") is None:
         return value
-    return value[equals.end():]
+    return value[signs[-1] + 1:]
 
 
 def _last_stated_value(text: str) -> str | None:
