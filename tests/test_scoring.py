@@ -484,6 +484,7 @@ def test_math_gold_is_the_boxed_answer_only():
         ("There is no evidence that owls can read", None),
         ("Owls cannot read. So, false.", "no"),  # a word standing as the answer still counts
         ("Penguins are birds, true", "yes"),
+        ("The claim is false because whales breathe air", "no"),  # said of something, it still counts
         ("No, penguins cannot fly; false rumors say otherwise.", "no"),
     ],
 )

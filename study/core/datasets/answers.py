@@ -40,9 +40,11 @@ NUMBER = re.compile(
 NUMBER_TOLERANCE = Fraction(1, 10**6)
 
 YES_NO = re.compile(r"\b(yes|no|true|false)\b", re.IGNORECASE)
-# without an answer phrase a word counts only where it stands as an answer, before a stop or a
-# comma ("No, ...", "... so yes."); "false rumors" or "no evidence" is no answer
-YES_NO_STANDING = re.compile(r"\b(yes|no|true|false)\b(?=\s*(?:[.!,;:)\]*\"']|$))", re.IGNORECASE | re.MULTILINE)
+# without an answer phrase a word counts only where it stands as an answer: before a stop or a
+# comma ("No, ...", "... so yes."), or "true"/"false" said of something ("the claim is true because");
+# "false rumors" or "no evidence" is no answer
+YES_NO_STANDING = re.compile(r"\b(yes|no|true|false)\b(?=\s*(?:[.!,;:)\]*\"']|$))"
+                             r"|\b(?:is|are|was|were)\s+(true|false)\b", re.IGNORECASE | re.MULTILINE)
 YES_NO_CANONICAL = {"yes": "yes", "true": "yes", "no": "no", "false": "no"}
 
 DEFAULT_LABELS = ("A", "B", "C", "D", "E")
@@ -227,7 +229,7 @@ def extract_yes_no(text: str, choices: tuple[Choice, ...] = ()) -> str | None:
         found = YES_NO.search(claim)
         if found:
             return YES_NO_CANONICAL[found.group(1).lower()]
-    words = YES_NO_STANDING.findall(text)
+    words = [next(word for word in found if word) for found in YES_NO_STANDING.findall(text)]
     return YES_NO_CANONICAL[words[-1].lower()] if words else None
 
 
