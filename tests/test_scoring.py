@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from study.core.datasets import score
 from study.core.datasets.answers import (
     canonical_number,
     choices_equal,
@@ -18,6 +19,7 @@ from study.core.datasets.answers import (
     numbers_equal,
     yes_no_equal,
 )
+from study.core.datasets.math_answers import boxed_answer
 from study.core.datasets.problems import Choice
 
 SVAMP_COT = Path("/work/shared/data/svamp/cot")
@@ -383,6 +385,17 @@ def test_math_scoring_stays_fast_on_hostile_answers():
     assert time.perf_counter() - start < 5
 
 
+def test_extraction_stays_fast_on_hostile_texts():
+    # unclosed delimiters, long word runs and thousands of labels: each extractor stays near-linear
+    hostile = ["The answer is 5 " + "a" * 20000 + "!", "\\[" * 5000 + "1", "\\begin{align}" * 3000, "[asy]" * 5000,
+               "$" * 20001, "A: 1, " * 5000 + " is C.", "(A) " * 5000, "no, " * 10000, "1 + " * 5000 + "x"]
+    start = time.perf_counter()
+    for text in hostile:
+        for extract in EXTRACTORS:
+            extract(text, ())
+    assert time.perf_counter() - start < 5
+
+
 # ---------------------------------------------------------------- one shape for the registry
 
 @pytest.mark.parametrize("extract", EXTRACTORS)
@@ -394,3 +407,141 @@ def test_every_extractor_takes_text_and_choices(extract):
 @pytest.mark.parametrize("equal", EQUALS)
 def test_no_prediction_is_never_right(equal):
     assert equal(None, "1") is False
+
+
+# ---------------------------------------------------------------- MATH: kinds of text in real teacher outputs
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # a plain word after the value is no part of it
+        ("So she walks 3 * 60 = 180 minutes. The answer is 180 minutes.", "180"),
+        ("The answer is 7 crates", "7"),
+        ("The answer is 12 hrs", "12"),
+        ("The answer is 4 square feet.", "4"),
+        ("The answer is 2 pi", "2pi"),  # ... unless it is a function name
+        ("The answer is x = 9 inches.", "9"),
+        # doubled backslashes, escaped twice on the way
+        (r"The answer is \\frac{2}{3}", r"\frac{2}{3}"),
+        (r"So the angle is \\boxed{45^{\\circ}}.", "45"),
+        # a markup tag after the answer ends it
+        ("The answer is 517 </Answer>", "517"),
+        ("The answer is 88</final solution>\n<next>", "88"),
+        # an equation after the phrase: its final value
+        ("The answer is 4 * 125 = 5,000", "5000"),
+        (r"The answer is $2 \cdot 17 = 34$.", "34"),
+        ("The answer is 4! = 24", "24"),
+        # no phrase and no box: the last value the text states
+        ("Each box holds 6 eggs and there are 9 boxes, so 6 * 9 = 54 eggs in all.", "54"),
+        ("Adding them up gives 15.\nSo there are 15 ways.", "15"),
+        (r"The side is $s = 8$, so the area is $s^2 = 64$ square units.", "64"),
+        (r"We need \[\frac{4}{2} = 2\] buckets.", "2"),
+        (r"Hence $n \equiv 4 \pmod{9}$.", "4"),
+        (r"Adding, $17 + 25 = 42,$ which we wanted.", "42"),
+        ("Reducing mod 5,\n\\begin{align*}\n36 &\\equiv 1 + 0 \\\\\n&\\equiv 1 \\pmod{5}.\n\\end{align*}", "1"),
+        (r"In all, $3 \cdot 4 = 12 \Longrightarrow 12$.", "12"),
+        ("So the sum is $31$.\n[asy]\nlabel(\"5\",(1,2));\n[/asy]", "31"),  # a diagram's code states nothing
+        ("Checking the answer is a good habit. The total is 41.", "41"),  # a claim in prose states no value
+    ],
+)
+def test_extract_math_from_teacher_outputs(text, expected):
+    assert extract_math(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("predicted", "gold"),
+    [
+        ("0", "02"),  # a leading zero is no product 0*2
+        ("2", "02"),
+        ("9y", "9y1"),  # a digit after a letter is no product y*1
+        ("x", "x1"),
+        ("3a", "3a2"),
+    ],
+)
+def test_juxtaposed_digits_are_not_multiplied(predicted, gold):
+    assert not math_equal(predicted, gold)
+    assert not math_equal(gold, predicted)
+
+
+def test_doubled_backslashes_in_gold_are_single():
+    assert math_equal(r"\frac{1}{4}", r"\\frac{1}{4}")
+    assert math_equal("90", r"90^{\\circ}")
+
+
+def test_math_gold_is_the_boxed_answer_only():
+    # a solution without \boxed{} has no gold answer, whatever numbers it mentions
+    assert boxed_answer(r"so $x = \boxed{\dfrac12}$ and 3 more") == r"\frac{1}{2}"
+    assert boxed_answer(r"\\boxed{7}") == "7"
+    assert boxed_answer("There are $5$ ways.") is None
+
+
+# ---------------------------------------------------------------- fallbacks never take a stray word
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Spreading false rumors about a neighbour hurts everyone involved.", None),  # "false" qualifies a noun
+        ("There is no evidence that owls can read", None),
+        ("Owls cannot read. So, false.", "no"),  # a word standing as the answer still counts
+        ("Penguins are birds, true", "yes"),
+        ("The claim is false because whales breathe air", "no"),  # said of something, it still counts
+        ("No, penguins cannot fly; false rumors say otherwise.", "no"),
+    ],
+)
+def test_extract_yes_no_fallback_takes_only_a_standing_word(text, expected):
+    assert extract_yes_no(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # a line listing the options chooses none of them; the conclusion does
+        ("Options: A: 12, B: 15, C: 18, D: 21.\nFrom 3 * 6 = 18, the right option is C.", "C"),
+        ("We compare A) red, B) blue, C) green, D) pink and E) gray.\nGrass is green, so I choose C.", "C"),
+        ("A: 12\nB: 15\nC: 18\nD: 21\nSince 3 * 6 = 18, the value is C.", "C"),
+        ("B: 10 is small, C: 20 fits, D: 30 is big, E: 40 is bigger. C", "C"),  # a label as the last sentence
+        # an answer phrase naming no option leaves an earlier label unchosen
+        ("Choice E says 40, but that is too big. The answer is none of the above.", None),
+        ("(B) fails the check. The answer is: None of these.", None),
+    ],
+)
+def test_extract_choice_fallback_takes_no_stray_label(text, expected):
+    assert extract_choice(text) == expected
+
+
+def test_a_none_of_the_above_option_is_still_chosen():
+    options = (Choice("A", "4"), Choice("B", "5"), Choice("C", "None of the above"))
+    assert extract_choice("Choice A is wrong. The answer is None of the above.", options) == "C"
+
+
+@pytest.mark.parametrize(
+    ("predicted", "gold"),
+    [
+        ("63", r"63\text{ tiles"),  # a gold cut at its first closing brace, as some released golds are
+        (r"3\sqrt{5}", r"3\sqrt{5"),
+        ("2.40", r"2.4\ \text{EUR"),
+        ("12", r"12\;\text{kg}"),
+    ],
+)
+def test_math_equal_on_cut_golds_and_spaced_units(predicted, gold):
+    assert math_equal(predicted, gold)
+
+
+def test_a_cut_gold_that_lost_a_value_stays_unequal():
+    assert not math_equal(r"\frac{5}{7}", r"\frac{5}")
+
+
+@pytest.mark.parametrize(
+    ("dataset", "text", "gold", "expected"),
+    [
+        ("math", "Driving 3 hours at 60 mph covers 180 miles. The answer is 180 miles.", "180", True),
+        ("math", r"The answer is \\frac{3}{8} </Solution>", r"\frac{3}{8}", True),
+        ("math", "The answer is 8 * 90 = 720", "720", True),
+        ("math", "So x = 0.", "02", False),
+        ("strategyqa", "Some people spread false rumors about bats.", "False", False),
+        ("csqa", "Options A: cat, B: dog, C: owl, D: bat.\nOwls hunt at night, so the answer choice is C.", "D", False),
+        ("csqa", "Choice E fits least. The answer is none of the above.", "E", False),
+    ],
+)
+def test_public_score_on_each_kind_of_text(dataset, text, gold, expected):
+    assert score(dataset, text, gold) is expected

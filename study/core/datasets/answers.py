@@ -4,12 +4,16 @@ Every extractor has the signature `extract_X(text, choices=()) -> str | None` an
 canonical answer (None when the text gives none); every scorer is `X_equal(predicted, gold) -> bool`
 and canonicalises the gold answer the same way. Both shapes are fixed so that an answer kind
 (`descriptor.AnswerKind`, which a data set picks) can hold any pair. An answer phrase ("The answer is X", "Answer: X") beats every other
-mention, the last phrase winning; without one the last mention in the text counts.
+mention, the last phrase winning; without one the last mention in the text counts, where a mention
+is only what stands as an answer: a yes/no word before a stop or comma ("false rumors" is none), a
+label outside a line listing the options, or after "is"/"choose" at a conclusion's end. A phrase that
+names no option ("none of the above") leaves every earlier label unchosen.
 MATH expressions are handled in `study.core.datasets.math_answers` and re-exported here.
 """
 
 from __future__ import annotations
 
+import bisect
 import re
 from decimal import Decimal, localcontext
 from fractions import Fraction
@@ -36,9 +40,19 @@ NUMBER = re.compile(
 NUMBER_TOLERANCE = Fraction(1, 10**6)
 
 YES_NO = re.compile(r"\b(yes|no|true|false)\b", re.IGNORECASE)
+# without an answer phrase a word counts only where it stands as an answer: before a stop or a
+# comma ("No, ...", "... so yes."), or "true"/"false" said of something ("the claim is true because");
+# "false rumors" or "no evidence" is no answer
+YES_NO_STANDING = re.compile(r"\b(yes|no|true|false)\b(?=\s*(?:[.!,;:)\]*\"']|$))"
+                             r"|\b(?:is|are|was|were)\s+(true|false)\b", re.IGNORECASE | re.MULTILINE)
 YES_NO_CANONICAL = {"yes": "yes", "true": "yes", "no": "no", "false": "no"}
 
 DEFAULT_LABELS = ("A", "B", "C", "D", "E")
+# a line naming this many labels lists the options
+LIST_LABELS = 3
+# an answer phrase saying no option is right
+NO_CHOICE = re.compile(r"^\W*(?:none of (?:the|these|them)\b|no (?:correct|right|valid) (?:option|answer|choice)"
+                       r"|not (?:among|listed|given)|cannot be determined)", re.IGNORECASE)
 
 
 # ---------------------------------------------------------------- numbers
@@ -116,8 +130,10 @@ def extract_choice(text: str, choices: tuple[Choice, ...] = ()) -> str | None:
         mentions += _claim_start_mentions(claim, alternatives)
         if mentions:
             return min(_outermost(mentions), key=lambda mention: mention[0])[2]
-    mentions = _formatted_mentions(text, alternatives) + _option_mentions(text, choices)
-    mentions += _own_line_mentions(text, alternatives)
+        if NO_CHOICE.search(claim):  # "The answer is none of the above": no label said earlier counts
+            return None
+    mentions = _unlisted(_formatted_mentions(text, alternatives), text) + _option_mentions(text, choices)
+    mentions += _own_line_mentions(text, alternatives) + _conclusion_mentions(text, alternatives)
     return max(_outermost(mentions), key=lambda mention: mention[0])[2] if mentions else None
 
 
@@ -135,6 +151,23 @@ def _formatted_mentions(text: str, alternatives: str) -> list[Mention]:
             + _label_mentions(rf"\b(?:option|choice)\s+(?P<label>{alternatives})\b", text, re.IGNORECASE))
 
 
+def _unlisted(mentions: list[Mention], text: str) -> list[Mention]:
+    """The mentions outside a list of options: a line naming three or more labels ("A: 3, B: 5, D: 7")
+    lists them, it chooses none."""
+    breaks = [i for i, char in enumerate(text) if char == "\n"]
+    lines = [bisect.bisect(breaks, start) for start, _, _ in mentions]
+    line_labels: dict[int, set[str]] = {}
+    for line, (_, _, label) in zip(lines, mentions):
+        line_labels.setdefault(line, set()).add(label)
+    return [m for m, line in zip(mentions, lines) if len(line_labels[line]) < LIST_LABELS]
+
+
+def _conclusion_mentions(text: str, alternatives: str) -> list[Mention]:
+    # "so the correct option is C." / "I would choose (B)": a capital label that ends a conclusion
+    pattern = rf"\b(?:is|be|choose|select|pick)\s*:?\s*\(?(?P<label>{alternatives})\)?(?=\s*(?:[.!,;]|$))"
+    return _label_mentions(pattern, text, re.MULTILINE)
+
+
 def _claim_start_mentions(claim: str, alternatives: str) -> list[Mention]:
     # right after "The answer is": a capital label, or a small one only when nothing follows it,
     # so that "The answer is a river bank" is not choice A
@@ -144,8 +177,11 @@ def _claim_start_mentions(claim: str, alternatives: str) -> list[Mention]:
 
 
 def _own_line_mentions(text: str, alternatives: str) -> list[Mention]:
+    # a label on a line of its own, or a capital one as the last sentence of a line ("... ELIMINATE E. B")
     pattern = rf"^[ \t*\"']*\(?(?P<label>{alternatives})\)?[.:]?[ \t*\"']*$"
-    return _label_mentions(pattern, text, re.IGNORECASE | re.MULTILINE)
+    last_sentence = rf"(?<=[.!?] )[ \t*\"']*\(?(?P<label>{alternatives})\)?\.?[ \t*\"']*$"
+    return (_label_mentions(pattern, text, re.IGNORECASE | re.MULTILINE)
+            + _label_mentions(last_sentence, text, re.MULTILINE))
 
 
 def _option_mentions(text: str, choices: tuple[Choice, ...]) -> list[Mention]:
@@ -160,9 +196,17 @@ def _option_mentions(text: str, choices: tuple[Choice, ...]) -> list[Mention]:
 
 
 def _outermost(mentions: list[Mention]) -> list[Mention]:
-    # "bank" inside "a river bank", or "B" inside option text, is part of the longer mention
-    return [m for m in mentions
-            if not any(o != m and o[0] <= m[0] and m[1] <= o[1] and o[1] - o[0] > m[1] - m[0] for o in mentions)]
+    """The mentions inside no longer one: "bank" inside "a river bank", or "B" inside option text, is
+    part of the longer mention. One sweep in order of start (longest first), not a pairwise test."""
+    inner: set[int] = set()
+    reach, reach_span = -1, (-1, -1)  # the furthest end so far, and the span that reaches it
+    for index in sorted(range(len(mentions)), key=lambda i: (mentions[i][0], -mentions[i][1])):
+        start, end, _ = mentions[index]
+        if end <= reach and reach_span != (start, end):
+            inner.add(index)
+        elif end > reach:
+            reach, reach_span = end, (start, end)
+    return [m for i, m in enumerate(mentions) if i not in inner]
 
 
 def choices_equal(predicted: str | None, gold: str) -> bool:
@@ -185,7 +229,7 @@ def extract_yes_no(text: str, choices: tuple[Choice, ...] = ()) -> str | None:
         found = YES_NO.search(claim)
         if found:
             return YES_NO_CANONICAL[found.group(1).lower()]
-    words = YES_NO.findall(text)
+    words = [next(word for word in found if word) for found in YES_NO_STANDING.findall(text)]
     return YES_NO_CANONICAL[words[-1].lower()] if words else None
 
 

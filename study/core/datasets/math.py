@@ -14,7 +14,7 @@ which it did not release: without them the paper split is refused, naming the fi
 from __future__ import annotations
 
 from study.core.datasets.descriptor import MATH, DatasetInfo, Source
-from study.core.datasets.math_answers import extract_math
+from study.core.datasets.math_answers import boxed_answer
 from study.core.datasets.problems import Problem
 from study.core.datasets.sources import Record
 
@@ -23,7 +23,7 @@ MATH_SUBJECTS = ("algebra", "counting_and_probability", "geometry", "intermediat
 
 
 def parse_math(record: Record, fallback_uid: str) -> Problem:
-    answer = extract_math(str(record["solution"]))  # the MATH convention: the last \boxed{}
+    answer = boxed_answer(str(record["solution"]))  # the MATH convention: the last \boxed{}, nothing else
     if answer is None:
         raise ValueError("field 'solution' has no \\boxed{} answer")
     uid = f"{record.get('type', 'math')}/{record['_file']}" if "_file" in record else fallback_uid

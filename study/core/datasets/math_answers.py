@@ -1,12 +1,16 @@
 """Answer extraction and scoring for MATH competition answers (LaTeX expressions).
 
 The answer is the content of the last \\boxed{...} (or \\fbox{...}), else what follows the last
-"The answer is". `normalize_math` drops what only changes the look (spacing, \\left/\\right, $,
-degrees, units, dfrac, \\frac12) so that most equal answers become equal strings; `math_equal`
-then has sympy compare the values of the rest (1/2 == 0.5, \\sqrt{4} == 2), element by element for
-tuples and intervals. sympy's parse_expr evaluates its input, so it only ever sees a short string
-translated here from LaTeX, limited to digits, one-letter symbols, known functions, operators and
-parentheses. Values are compared with evalf, expressions with symbols at a few fixed points, and
+"The answer is" (up to a trailing tag such as `</Solution>`, without plain words after the value:
+"180 miles" is 180; of an equation, the value after its last "="), else the last value the text
+states: its last formula ($...$, \\[...\\], an align block) or bare number. Doubled backslashes
+(`\\\\frac`, escaped twice on the way) are read as single ones. `normalize_math` drops what only
+changes the look (spacing, \\left/\\right, $, degrees, units, dfrac, \\frac12) so that most
+equal answers become equal strings; `math_equal` then has sympy compare the values of the rest
+(1/2 == 0.5, \\sqrt{4} == 2), element by element for tuples and intervals. sympy's parse_expr
+evaluates its input, so it only ever sees a short string translated here from LaTeX, limited to
+digits, one-letter symbols, known functions, operators and parentheses; juxtaposed digits ("x1",
+"02") are refused, as sympy would multiply them. Values are compared with evalf, expressions with symbols at a few fixed points, and
 exponents are bounded, so that scoring can neither crash nor hang.
 """
 
@@ -34,7 +38,8 @@ FRAC_OR_SQRT = re.compile(r"\\(frac|sqrt)(?![a-zA-Z])")
 
 TEXT_COMMAND = r"\\(?:text|textrm|textbf|textit|textnormal|mbox|mathrm|mathbf)\s*\{"
 # a trailing word in \text{} after a value is a unit: "5\text{ cm}", "6\text{ square units}^2"
-UNIT_SUFFIX = re.compile(rf"(?<=\S)\s*{TEXT_COMMAND}\s*[a-zA-Z][a-zA-Z\s.]*\}}(?:\^\{{?\d\}}?)?\s*$")
+UNIT_SUFFIX = re.compile(rf"(?<=[^\s\\])(?:\s|\\[ ,;:!])*{TEXT_COMMAND}\s*[a-zA-Z][a-zA-Z\s.]*\}}"
+                         rf"(?:\^\{{?\d\}}?)?\s*\.?\s*$")
 TEXT_WRAPPER = re.compile(rf"{TEXT_COMMAND}([^{{}}]*)\}}")
 PRESENTATION = [
     (re.compile(r"\\\$|\$"), ""),
@@ -51,6 +56,28 @@ ASSIGNMENT = re.compile(r"^(?:[a-zA-Z]|\\[a-zA-Z]+)(?:_\{?\w+\}?)?=(?P<value>[^=
 BARE_DECIMAL = re.compile(r"(?<![\d.])\.(\d)")
 THOUSANDS = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
 CHOICE_LETTER = re.compile(r"\(([A-E])\)")
+# "\\frac" escaped twice on its way through JSON or a prompt; "\\" alone (a LaTeX line break) stays
+DOUBLED_BACKSLASH = re.compile(r"\\\\(?=[a-zA-Z{}])")
+# "336 </Solution Path>": a markup tag ends the claim
+TAG = re.compile(r"</?[A-Za-z][\w \-]*>")
+# "180 miles", "3 boxes." after a value: words, not part of the answer; "2 pi" keeps its pi
+TRAILING_WORDS = re.compile(r"(?<=[\d})%])\s+(?P<words>[A-Za-z][A-Za-z']+(?:\s+[A-Za-z']+)*)\s*\.?\s*$")
+# "the final answer is a common mistake": a claim of three or more plain words states no value
+PROSE = re.compile(r"\s*[A-Za-z']+(?:[\s,]+[A-Za-z']+){2,}[\s.,;:!]*")
+# "N \equiv 10 \pmod{180}": a congruence states its residue
+MODULUS = re.compile(r"\s*(?:\\pmod\s*\{[^{}]*\}|\(\s*\\?mod\s*[^()]*\))\s*\.?\s*$")
+# "\\equiv 7", "\\to 16", "\\Longrightarrow 840": read like "=", the value follows
+ARROW = re.compile(r"\\(?:equiv|to|rightarrow|Rightarrow|longrightarrow|Longrightarrow|implies)(?![a-zA-Z])")
+# an equals sign of an equation; not one of "<=", ">=", "=="; "3!=6" is a factorial in LaTeX
+EQUALS = re.compile(r"(?<![<>=])=(?!=)")
+# the delimiters of formulas and of a diagram's [asy] code (which states nothing), paired in one
+# linear pass: a regex with lazy bodies is quadratic on unclosed delimiters
+DELIMITER = re.compile(r"\\\$|\$\$|\$|\\\[|\\\]|\\\(|\\\)|\[/?asy\]"
+                       r"|\\(?:begin|end)\{(?:align|equation|eqnarray|gather)\*?\}")
+CLOSER = {"$$": "$$", "$": "$", "\\[": "\\]", "\\(": "\\)", "[asy]": "[/asy]"}
+NUMBER_TEXT = r"-?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?"
+# "10 + 11 = 21": a chain of numbers and operators outside formulas is one statement
+BARE_CHAIN = re.compile(rf"(?<![\w.\\]){NUMBER_TEXT}(?:\s*[-+*/×÷=x]\s*{NUMBER_TEXT})*(?!\w)")
 
 # LaTeX commands the sympy translation knows, as the python names parse_expr reads
 COMMAND_WORDS = {"pi": " pi ", "infty": " oo ", "cdot": "*", "times": "*", "div": "/", "ln": " log ",
@@ -59,6 +86,8 @@ COMMAND_WORDS = {"pi": " pi ", "infty": " oo ", "cdot": "*", "times": "*", "div"
 FUNCTION_NAMES = {"pi", "oo", "sqrt", "log", "sin", "cos", "tan", "cot", "sec", "csc", "exp"}
 LETTER_RUN = re.compile(r"[a-zA-Z]+")
 PYTHON_SAFE = re.compile(r"[0-9a-zA-Z+\-*/(). ]*")
+# a digit glued after a letter ("9y1", "x1") or a leading zero ("02"): not an expression sympy may read
+JUXTAPOSED_DIGITS = re.compile(r"[a-zA-Z]\d|(?<![\d.])0\d")
 SYMPY_MAX_CHARS = 200  # longer answers are compared as strings only
 MAX_EXPONENT = 10_000  # evalf works at a precision that grows with the exponent's size
 SAMPLE_POINTS = 3  # expressions with symbols agreeing at 3 generic points are taken as equal
@@ -66,10 +95,21 @@ TRANSFORMATIONS = standard_transformations + (implicit_multiplication_applicatio
 
 
 def extract_math(text: str, choices: tuple[Choice, ...] = ()) -> str | None:
-    """The normalised content of the last \\boxed{}, else of the last "The answer is ..."."""
+    """The normalised content of the last \\boxed{}, else of the last "The answer is ...", else the
+    last value the text states."""
+    text = DOUBLED_BACKSLASH.sub(r"\\", text)
     raw = last_boxed(text)
     if raw is None:
         raw = next((claim for claim in _math_claims(text) if claim.strip(" .$")), None)
+    if raw is None:
+        raw = _last_stated_value(text)
+    return (normalize_math(raw) or None) if raw is not None else None
+
+
+def boxed_answer(solution: str) -> str | None:
+    """The normalised content of a solution's last \\boxed{} (the MATH convention for gold), or None;
+    unlike `extract_math`, no other mention counts."""
+    raw = last_boxed(DOUBLED_BACKSLASH.sub(r"\\", solution))
     return (normalize_math(raw) or None) if raw is not None else None
 
 
@@ -96,13 +136,72 @@ def answer_claims(text: str, end: re.Pattern[str]) -> list[str]:
 
 
 def _math_claims(text: str) -> list[str]:
-    # "The answer is $x = 2$, since ...": the inline formula, not the words after it
-    return [_inline_or_whole(claim) for claim in answer_claims(text, MATH_CLAIM_END)]
+    return [_claim_value(claim) for claim in answer_claims(text, MATH_CLAIM_END)]
 
 
-def _inline_or_whole(claim: str) -> str:
+def _claim_value(claim: str) -> str:
+    """"$x = 2$, since ..." -> "2" (the inline formula, not the words after it); "180 miles" -> "180";
+    "6 * 720 = 4,320 </Solution>" -> "4,320"."""
+    claim = TAG.split(claim, 1)[0]
+    if PROSE.fullmatch(claim):
+        return ""
     inline = INLINE_MATH.search(claim)
-    return inline.group(1) if inline else claim
+    value = inline.group(1) if inline else _without_trailing_words(claim)
+    return _after_last_equals(value)
+
+
+def _without_trailing_words(claim: str) -> str:
+    words = TRAILING_WORDS.search(claim)
+    if words is None or any(word.lower() in FUNCTION_NAMES for word in words.group("words").split()):
+        return claim
+    return claim[:words.start()]
+
+
+def _after_last_equals(value: str) -> str:
+    # the last "=" outside brackets: "f(x=1)" keeps its "="; nothing after it keeps the whole
+    value = ARROW.sub("=", MODULUS.sub("", value).rstrip(" ,"))
+    signs = [sign.start() for sign in EQUALS.finditer(value)]
+    if not signs or not value[signs[-1] + 1:].strip(" .$") or _top_level_split(value[:signs[-1]], "") is None:
+        return value
+    return value[signs[-1] + 1:]
+
+
+def _last_stated_value(text: str) -> str | None:
+    """The last value the text states: a formula ($...$, \\[...\\], an align block), a bare number or a
+    chain of numbers and operators ("10 + 11 = 21"), of an equation the value after its last "=";
+    a diagram's [asy] code states nothing. None when the text states no value."""
+    spans = _formula_spans(text)
+    values = [(start, content) for start, _, content in spans if content is not None]
+    pieces, last = [], 0
+    for start, end, _ in spans:  # numbers inside formulas and diagrams are theirs
+        pieces += [text[last:start], " " * (end - start)]
+        last = end
+    outside = "".join(pieces) + text[last:]
+    values += [(m.start(), m.group(0)) for m in BARE_CHAIN.finditer(outside)]
+    values = [value for value in sorted(values) if value[1].strip(" .,")]
+    return _after_last_equals(values[-1][1]) if values else None
+
+
+def _formula_spans(text: str) -> list[tuple[int, int, str | None]]:
+    """(start, end, content) of each formula in order, content None for [asy] code; an escaped \\$ is
+    no delimiter, and an unclosed one takes the rest of the text."""
+    spans: list[tuple[int, int, str | None]] = []
+    opening: re.Match[str] | None = None
+    for token in DELIMITER.finditer(text):
+        delimiter = token.group(0)
+        if opening is None and delimiter != "\\$":
+            opening = token if _closer(delimiter) else None
+        elif opening is not None and delimiter == _closer(opening.group(0)):
+            content = None if opening.group(0) == "[asy]" else text[opening.end():token.start()]
+            spans.append((opening.start(), token.end(), content))
+            opening = None
+    return spans
+
+
+def _closer(delimiter: str) -> str | None:
+    if delimiter.startswith("\\begin"):
+        return delimiter.replace("begin", "end", 1)
+    return CLOSER.get(delimiter)
 
 
 def _braced(text: str, start: int) -> tuple[str, int] | None:
@@ -122,7 +221,7 @@ def _braced(text: str, start: int) -> tuple[str, int] | None:
 
 def normalize_math(answer: str) -> str:
     """The answer without what only changes its look: `\\dfrac12\\text{ cm}` -> `\\frac{1}{2}`."""
-    text = UNIT_SUFFIX.sub("", answer.strip())
+    text = UNIT_SUFFIX.sub("", _closed(DOUBLED_BACKSLASH.sub(r"\\", answer.strip())))
     text = TEXT_WRAPPER.sub(lambda match: match.group(1), text)
     for pattern, replacement in PRESENTATION:
         text = pattern.sub(replacement, text)
@@ -137,6 +236,14 @@ def normalize_math(answer: str) -> str:
         text = text.replace(",", "")
     letter = CHOICE_LETTER.fullmatch(text)
     return letter.group(1) if letter else text
+
+
+def _closed(text: str) -> str:
+    """The text with its unclosed braces closed at the end: a gold cut at its first closing brace
+    (`441\\text{ pounds`, as the paper's MATH files hold some) reads as meant."""
+    unescaped = re.sub(r"\\.", "", text)
+    missing = unescaped.count("{") - unescaped.count("}")
+    return text + "}" * missing if missing > 0 else text
 
 
 def _space(match: re.Match[str], text: str) -> str:
@@ -273,6 +380,9 @@ def _to_sympy(latex: str) -> sympy.Expr | None:
     try:
         python = _python_expression(latex)
     except ValueError:
+        return None
+    # juxtaposed digits are no product: "x1" is not x*1 and "02" not 0*2 (sympy would multiply both)
+    if JUXTAPOSED_DIGITS.search(python):
         return None
     # names other than known functions are products of one-letter symbols ("xy" -> x*y), so no
     # built-in python name can reach parse_expr's eval
