@@ -1,7 +1,8 @@
 """Zero-shot evaluation: greedy generation on the test split, answer extraction and scoring.
 
 Two engines give the same greedy continuations of the same prompt token ids (the training
-prompt, `question_prompt`, tokenized without special tokens):
+prompt in the student's template, trainables/templates.py; `plain` is `question_prompt` tokenized
+without special tokens):
 - `transformers`: left-padded batches through `model.generate` with a KV cache, on the model's
   device; a row stops at EOS or as soon as its answer sentence is complete (`AnswerStop`);
 - `vllm` (trainables/vllm_generate.py): the model saved to a temporary folder and run by vLLM's
@@ -24,9 +25,10 @@ import pandas as pd
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList
 
-from study.core.datasets import Problem, extract_answer, problem_text, question_prompt, score
+from study.core.datasets import Problem, extract_answer, problem_text, score
 from study.core.datasets.answers import ANSWER_PHRASE
 from study.core.spec import EvalSpec
+from trainables.templates import prompt_ids as template_prompt_ids
 from trainables.vllm_generate import require_vllm, vllm_generate
 
 Engine = Literal["transformers", "vllm"]
@@ -142,14 +144,13 @@ def transformers_generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizer
 
 
 def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dataset: str, problems: list[Problem],
-             settings: EvalSpec) -> Evaluation:
-    """Greedy answers of `model` to `problems` (the training prompt), scored; `settings.engine` picks
-    the engine (see the module docstring)."""
+             settings: EvalSpec, template: str = "plain") -> Evaluation:
+    """Greedy answers of `model` to `problems` (the training prompt, in the student's `template`),
+    scored; `settings.engine` picks the engine (see the module docstring)."""
     started = time.monotonic()
     engine = resolve_engine(settings.engine, model.device)
     model.eval()
-    prompts = [question_prompt(dataset, problem_text(p)) for p in problems]
-    prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    prompt_ids = [template_prompt_ids(tokenizer, template, dataset, problem_text(p)) for p in problems]
     if engine == "vllm":
         generated = vllm_generate(model, tokenizer, prompt_ids, settings.max_new_tokens)
     else:

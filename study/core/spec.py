@@ -19,6 +19,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 # the data sets' own settings and the frozen base live in the datasets package, below this module
 from study.core.datasets import ArithSettings, DatasetName, DatasetSpec, Frozen, dataset_info
+from study.core.templates import TemplateName
 
 Format = Literal["cot", "answer_first", "bsm", "rar", "symbolic", "answer_only", "human"]
 # Formats that carry no teacher reasoning, so no granularity and no teacher: the label comes from
@@ -242,6 +243,10 @@ class StudentSpec(Frozen):
     name: str = Field(pattern=NAME_PATTERN)
     hf_id: str | None = Field(None, description="Hugging Face model id, loaded with its own tokenizer.")
     tiny: TinyArch | None = Field(None, description="Tiny LLaMA built from a config; uses the study tokenizer.")
+    template: TemplateName = Field(
+        "plain", description="How the question is wrapped, in training and evaluation alike (study/core/templates.py): "
+        "plain (`Question: ...\\nAnswer:`), llama3, gemma, alpaca, or chat (the tokenizer's own chat template)."
+    )
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> StudentSpec:
