@@ -239,3 +239,22 @@ def test_load_types_every_column_by_the_result_schema(tmp_path):
     assert str(loaded["eval_engine"].dtype) == "string"
     from analysis.load import REQUIRED_COLUMNS
     assert set(REQUIRED_COLUMNS) <= set(CellResult.model_fields)
+
+
+def test_the_report_shows_the_chosen_accuracy_and_says_which(tmp_path):
+    """accuracy_paper shown: the paper's rules put the small student's optimum at level 6 here."""
+    results = synthetic_results()
+    paper = results["accuracy"].where(~((results["student"] == "small") & (results["granularity"] == 6)), 0.9)
+    results = results.assign(accuracy_paper=paper, eval_profile="paper")
+    write_report(results, tmp_path / "robust")
+    write_report(results, tmp_path / "paper", accuracy="accuracy_paper")
+    robust_md, paper_md = ((tmp_path / name / "report.md").read_text() for name in ("robust", "paper"))
+    assert "Accuracy shown: accuracy: the project's scorer; outputs decoded by evaluation.profile paper" in robust_md
+    assert "Accuracy shown: accuracy_paper: the paper's answer rules" in paper_md
+    assert "small" in robust_md and "best at level 3" in robust_md and "best at level 6" in paper_md
+
+
+def test_an_accuracy_some_cells_lack_is_refused(tmp_path):
+    results = synthetic_results().assign(accuracy_paper=None)
+    with pytest.raises(ValueError, match=r"cells have no accuracy_paper \(finished before it was recorded\)"):
+        analysis.plot_all(results, tmp_path, accuracy="accuracy_paper")

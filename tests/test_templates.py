@@ -83,7 +83,7 @@ def test_training_masks_exactly_the_templated_prompt(llama3_tokenizer):
 def test_evaluation_asks_in_the_same_template(tokenizer, monkeypatch):
     asked: list[list[int]] = []
 
-    def fake_generate(model, tok, ids, max_new_tokens, batch_size):
+    def fake_generate(model, tok, ids, *settings):
         asked.extend(ids)
         return [[tok.eos_token_id] for _ in ids]
 

@@ -277,6 +277,7 @@ def _measurements(evaluation: Evaluation, students: dict[str, PreTrainedModel], 
     return Measurements(
         student_params=sum(parameter_count(student) for student in students.values()),
         accuracy=evaluation.accuracy,
+        accuracy_paper=evaluation.accuracy_paper,
         n_test=len(predictions),
         n_correct=int(predictions["correct"].sum()),
         n_unextractable=evaluation.n_unextractable,

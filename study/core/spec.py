@@ -19,6 +19,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 # the data sets' own settings and the frozen base live in the datasets package, below this module
 from study.core.datasets import ArithSettings, DatasetName, DatasetSpec, Frozen, dataset_info
+from study.core.profiles import Profile
 from study.core.templates import TemplateName
 
 Format = Literal["cot", "answer_first", "bsm", "rar", "symbolic", "answer_only", "human"]
@@ -305,7 +306,11 @@ class TrainSpec(TrainSettings):
 
 
 class EvalSpec(Frozen):
-    max_new_tokens: int = Field(256, gt=0)
+    profile: Profile = Field(
+        "robust", description="robust: greedy, stop after the answer sentence; paper: the paper's evaluator "
+        "(beam 5 / greedy per task, its token limits and stop strings, bf16 on GPU; study/core/profiles.py)."
+    )
+    max_new_tokens: int = Field(256, gt=0, description="New tokens per answer (profile robust; paper sets its own).")
     test_size: int | None = Field(None, gt=0, description="First N test problems; None for all.")
     batch_size: int = Field(64, gt=0, description="Prompts per generate call (transformers engine).")
     engine: Literal["auto", "transformers", "vllm"] = Field(

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from study.core.datasets import answers, math_answers
+from study.core.datasets.paper_answers import Task
 from study.core.datasets.problems import Choice, Problem
 from study.core.datasets.sources import Record, RecordParser
 
@@ -66,6 +67,8 @@ class DatasetInfo:
     `source` is None for a data set generated from the spec's own settings (`arith`, from
     `DatasetSpec.arith`); such a data set reads no files. `release_names` are the lower-case
     names released CoT files use for it as their first word (`SVAMP_ChatGPT_level3_ranked.json`).
+    `task` is the paper's kind of task (math or commonsense), which its evaluator decodes and reads
+    differently; it is not the answer type (AQuA is a choice task evaluated as math).
     """
 
     name: str
@@ -73,6 +76,8 @@ class DatasetInfo:
     source: Source | None
     release_names: tuple[str, ...] = ()
     prompt_template: str = QUESTION_TEMPLATE
+    # the paper's kind of task: how its evaluator decodes and reads answers (evaluation.profile: paper)
+    task: Task = "math"
 
     @property
     def answer_type(self) -> AnswerType:
