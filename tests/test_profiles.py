@@ -19,8 +19,9 @@ from study.core import profiles
 from study.core.profiles import PAPER_STOP_STRINGS, decoding
 from study.core.results import CellResult, Measurements, column_dtypes
 from study.core.spec import EvalSpec, SpecError, parse_spec
+from trainables import evaluate as evaluate_module
 from trainables import vllm_generate as vllm_module
-from trainables.evaluate import evaluate, finish_stopped_output, transformers_generate
+from trainables.evaluate import check_beam_search, evaluate, finish_stopped_output, transformers_generate
 from trainables.vllm_generate import VllmEngineError, require_beam_search
 
 needs_vllm = pytest.mark.skipif(importlib.util.find_spec("vllm") is None,
@@ -129,10 +130,22 @@ def test_the_paper_profile_beam_searches_commonsense_and_scores_twice(tiny, monk
     assert evaluation.accuracy_paper == pytest.approx(predictions["correct_paper"].mean())
 
 
-def test_an_engine_that_cannot_beam_search_is_one_clear_error(monkeypatch):
+def test_an_engine_that_cannot_beam_search_is_one_clear_error(monkeypatch, tmp_path):
     monkeypatch.setattr(vllm_module, "installed_vllm", lambda: "0.6.1.post2")
+    monkeypatch.setattr(evaluate_module, "installed_vllm", lambda: "0.6.1.post2")
     with pytest.raises(VllmEngineError, match="vLLM 0.6.1.post2 cannot .* evaluation.engine: transformers"):
         require_beam_search()
+    for engine, gpus in (("vllm", 0), ("auto", 1)):
+        spec = parse_spec(small_spec(tmp_path, datasets=[{"name": "csqa"}], formats=["answer_only"],
+                                     evaluation={"profile": "paper", "engine": engine},
+                                     resources={"gpus_per_worker": gpus}))
+        with pytest.raises(SpecError, match="evaluation.profile: .* cannot"):
+            check_beam_search(spec)
+    math_only = parse_spec(small_spec(tmp_path, evaluation={"profile": "paper", "engine": "vllm"}))
+    check_beam_search(math_only)  # math tasks decode greedily: no beam search needed
+    transformers = parse_spec(small_spec(tmp_path, datasets=[{"name": "csqa"}], formats=["answer_only"],
+                                         evaluation={"profile": "paper", "engine": "transformers"}))
+    check_beam_search(transformers)
     monkeypatch.setattr(vllm_module, "installed_vllm", lambda: "0.29.0+cpu")
     require_beam_search()
 

@@ -36,9 +36,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, StoppingCrite
 from study.core.datasets import Problem, extract_answer, extract_paper_answer, problem_text, score, score_paper
 from study.core.datasets.answers import ANSWER_PHRASE
 from study.core.profiles import Decoding, decoding
-from study.core.spec import EvalSpec
+from study.core.spec import EvalSpec, SpecError, StudySpec
 from trainables.templates import prompt_ids as template_prompt_ids
-from trainables.vllm_generate import require_beam_search, require_vllm, vllm_generate
+from trainables.vllm_generate import VllmEngineError, installed_vllm, require_beam_search, require_vllm, vllm_generate
 
 Engine = Literal["transformers", "vllm"]
 
@@ -160,6 +160,20 @@ def resolve_engine(engine: Literal["auto", "transformers", "vllm"], device: torc
     if engine == "vllm":
         require_vllm(device)  # a missing vLLM fails here, naming the extra to install
     return engine
+
+
+def check_beam_search(spec: StudySpec) -> None:
+    """Before training: `profile: paper` beam-searches commonsense tasks, which a vLLM the cells
+    would evaluate with (`engine: vllm`, or `auto` on GPU workers) must be able to do."""
+    evaluation = spec.evaluation
+    beams = any(decoding(evaluation.profile, d.name, evaluation.max_new_tokens).beams > 1 for d in spec.datasets)
+    on_vllm = evaluation.engine == "vllm" or (evaluation.engine == "auto" and spec.resources.gpus_per_worker > 0
+                                               and installed_vllm() is not None)
+    if beams and on_vllm:
+        try:
+            require_beam_search()
+        except VllmEngineError as error:
+            raise SpecError(f"evaluation.profile: {error}") from None
 
 
 @torch.inference_mode()
