@@ -258,3 +258,18 @@ def test_an_accuracy_some_cells_lack_is_refused(tmp_path):
     results = synthetic_results().assign(accuracy_paper=None)
     with pytest.raises(ValueError, match=r"cells have no accuracy_paper \(finished before it was recorded\)"):
         analysis.plot_all(results, tmp_path, accuracy="accuracy_paper")
+
+
+def test_cli_report_and_figures_show_the_accuracy_asked_for(tmp_path, capsys):
+    from study.run.cli import main
+
+    (tmp_path / "study").mkdir()
+    synthetic_results().assign(accuracy_paper=0.25).to_parquet(tmp_path / "study" / "results.parquet")
+    assert main(["report", str(tmp_path / "study"), "--accuracy", "accuracy_paper"]) == 0
+    assert "Accuracy shown: accuracy_paper: the paper's answer rules; outputs decoded by evaluation.profile robust" \
+        in (tmp_path / "study" / "report.md").read_text()
+    assert main(["figures", str(tmp_path / "study"), "--accuracy", "accuracy_paper"]) == 0
+    (tmp_path / "old").mkdir()
+    synthetic_results().to_parquet(tmp_path / "old" / "results.parquet")  # written before accuracy_paper
+    assert main(["figures", str(tmp_path / "old"), "--accuracy", "accuracy_paper"]) == 2
+    assert "have no accuracy_paper" in capsys.readouterr().err
