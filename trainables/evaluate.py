@@ -1,4 +1,5 @@
-"""Zero-shot evaluation: greedy generation on the test split, answer extraction and scoring.
+"""Zero-shot evaluation: generation on the test split (as the evaluation profile says), answer
+extraction and scoring.
 
 Two engines give the same greedy continuations of the same prompt token ids (the training
 prompt in the student's template, trainables/templates.py; `plain` is `question_prompt` tokenized
