@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from analysis.load import accuracy_caption, with_accuracy  # noqa: E402
 from analysis.stats import accuracy_intervals, interval_note, reasoning_rows, student_gains  # noqa: E402
 
 FIGURE_FORMATS = ("png", "pdf")
@@ -21,8 +22,10 @@ PANEL_SIZE_IN = (3.2, 2.6)
 BASELINE_STYLES = {"answer_only": "--", "human": ":"}
 
 
-def _save(figure: plt.Figure, out_dir: Path, stem: str) -> list[Path]:
+def _save(figure: plt.Figure, out_dir: Path, stem: str, caption: str | None = None) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
+    if caption is not None:  # which accuracy the figure shows, under it
+        figure.text(0.01, -0.01, caption, fontsize="x-small", va="top")
     written = []
     for suffix in FIGURE_FORMATS:
         path = out_dir / f"{stem}.{suffix}"
@@ -251,14 +254,14 @@ FIGURES = {
 }
 
 
-def plot_all(results: pd.DataFrame, out_dir: Path) -> list[Path]:
-    """Every figure the results can support; a figure without its data is skipped, with a note."""
+def plot_all(results: pd.DataFrame, out_dir: Path, accuracy: str = "accuracy") -> list[Path]:
+    """Every figure the results can support, showing `accuracy` (or accuracy_paper), named under
+    each figure; a figure without its data is skipped, with a note."""
+    shown, caption = with_accuracy(results, accuracy), accuracy_caption(results, accuracy)
     written: list[Path] = []
     for stem, draw in FIGURES.items():
         try:
-            figure = draw(results)
-            figure.text(0.0, -0.02, interval_note(results), fontsize="x-small", ha="left", va="top")
-            written += _save(figure, out_dir, stem)
+            written += _save(draw(shown), out_dir, stem, f"{caption}; {interval_note(shown)}")
         except ValueError as error:
             print(f"figure {stem}: skipped: {error}", flush=True)
     return written

@@ -34,3 +34,27 @@ def _load_one(study_dir: str) -> pd.DataFrame:
         raise ValueError(f"{location}: missing columns {missing}")
     dtypes = {name: dtype for name, dtype in column_dtypes().items() if name in frame.columns}
     return frame.astype(dtypes).assign(study=storage.base_name(study_dir))
+
+
+# Which accuracy the figures, tables and findings show (every analysis reads the `accuracy` column)
+ACCURACIES = {"accuracy": "the project's scorer", "accuracy_paper": "the paper's answer rules"}
+
+
+def with_accuracy(results: pd.DataFrame, column: str = "accuracy") -> pd.DataFrame:
+    """`results` whose `accuracy` is `column` (accuracy or accuracy_paper); a cell without that
+    score (finished before accuracy_paper was recorded) is an error naming how many, never a 0."""
+    if column not in ACCURACIES:
+        raise ValueError(f"accuracy: one of {sorted(ACCURACIES)}, got '{column}'")
+    if column == "accuracy":
+        return results
+    missing = int(results[column].isna().sum()) if column in results.columns else len(results)
+    if missing:
+        raise ValueError(f"{missing} of {len(results)} cells have no {column} (finished before it was recorded); "
+                         "show `accuracy`, or run those cells again")
+    return results.assign(accuracy=results[column].astype("float64"))
+
+
+def accuracy_caption(results: pd.DataFrame, column: str = "accuracy") -> str:
+    """What the shown accuracy is: its scorer and the evaluation profile(s) that decoded the outputs."""
+    profiles = sorted(set(results["eval_profile"].dropna())) if "eval_profile" in results.columns else ["robust"]
+    return f"{column}: {ACCURACIES[column]}; outputs decoded by evaluation.profile {' + '.join(profiles)}"

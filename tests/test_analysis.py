@@ -258,7 +258,41 @@ def test_every_figure_says_what_its_intervals_cover(tmp_path, monkeypatch):
 
     notes = []
     real_save = figures._save
-    monkeypatch.setattr(figures, "_save", lambda figure, out, stem: notes.append(
-        [t.get_text() for t in figure.texts]) or real_save(figure, out, stem))
+    monkeypatch.setattr(figures, "_save", lambda figure, out, stem, caption=None: notes.append(
+        [caption, *(t.get_text() for t in figure.texts)]) or real_save(figure, out, stem, caption))
     figures.plot_all(synthetic_results(seeds=(0,)), tmp_path)
-    assert notes and all(any("test items only (one seed" in text for text in texts) for texts in notes)
+    assert notes and all(any("test items only (one seed" in (text or "") for text in texts) for texts in notes)
+
+
+def test_the_report_shows_the_chosen_accuracy_and_says_which(tmp_path):
+    """accuracy_paper shown: the paper's rules put the small student's optimum at level 6 here."""
+    results = synthetic_results()
+    paper = results["accuracy"].where(~((results["student"] == "small") & (results["granularity"] == 6)), 0.9)
+    results = results.assign(accuracy_paper=paper, eval_profile="paper")
+    write_report(results, tmp_path / "robust")
+    write_report(results, tmp_path / "paper", accuracy="accuracy_paper")
+    robust_md, paper_md = ((tmp_path / name / "report.md").read_text() for name in ("robust", "paper"))
+    assert "Accuracy shown: accuracy: the project's scorer; outputs decoded by evaluation.profile paper" in robust_md
+    assert "Accuracy shown: accuracy_paper: the paper's answer rules" in paper_md
+    assert "small" in robust_md and "best at level 3" in robust_md and "best at level 6" in paper_md
+
+
+def test_an_accuracy_some_cells_lack_is_refused(tmp_path):
+    results = synthetic_results().assign(accuracy_paper=None)
+    with pytest.raises(ValueError, match=r"cells have no accuracy_paper \(finished before it was recorded\)"):
+        analysis.plot_all(results, tmp_path, accuracy="accuracy_paper")
+
+
+def test_cli_report_and_figures_show_the_accuracy_asked_for(tmp_path, capsys):
+    from study.run.cli import main
+
+    (tmp_path / "study").mkdir()
+    synthetic_results().assign(accuracy_paper=0.25).to_parquet(tmp_path / "study" / "results.parquet")
+    assert main(["report", str(tmp_path / "study"), "--accuracy", "accuracy_paper"]) == 0
+    assert "Accuracy shown: accuracy_paper: the paper's answer rules; outputs decoded by evaluation.profile robust" \
+        in (tmp_path / "study" / "report.md").read_text()
+    assert main(["figures", str(tmp_path / "study"), "--accuracy", "accuracy_paper"]) == 0
+    (tmp_path / "old").mkdir()
+    synthetic_results().to_parquet(tmp_path / "old" / "results.parquet")  # written before accuracy_paper
+    assert main(["figures", str(tmp_path / "old"), "--accuracy", "accuracy_paper"]) == 2
+    assert "have no accuracy_paper" in capsys.readouterr().err

@@ -80,3 +80,13 @@ def test_the_method_and_its_settings_are_part_of_the_cell(tmp_path):
     assert cell.method == SftMethod() and cell.model_dump(mode="json")["method"] == {"kind": "sft"}
     other = cell.model_copy(update={"method": SftMethod.model_construct(kind="kd")})  # stands for another method
     assert other.cell_id != cell.cell_id and other.name == "arith.program.L3.cot.s.kd.s0"
+
+
+def test_settings_added_later_keep_earlier_cell_ids_at_their_old_value(tmp_path):
+    """A plain-template, robust-profile cell hashes what it hashed before those settings existed."""
+    from study.core.cells import content_hash
+
+    for cell in expand_grid(parse_spec(small_spec(tmp_path))):
+        before = cell.model_dump(mode="json", exclude={"corpus": cell.corpus.operational_fields(),
+                                                       "student": {"template"}, "evaluation": {"profile"}})
+        assert cell.cell_id == content_hash(before)

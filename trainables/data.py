@@ -13,7 +13,8 @@ import pandas as pd
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from study.core.datasets import RATIONALE_SEPARATOR, question_prompt
+from study.core.datasets import RATIONALE_SEPARATOR
+from trainables.templates import prompt_ids, rationale_ids
 
 IGNORE_INDEX = -100
 
@@ -25,9 +26,14 @@ class Example:
 
 
 def encode_example(tokenizer: PreTrainedTokenizerBase, prompt: str, target: str) -> Example:
+    """A plain-text prompt and its target (the `plain` template's separator; benchmarks and tests)."""
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     target_ids = tokenizer(RATIONALE_SEPARATOR + target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    return Example(prompt_ids + target_ids, [IGNORE_INDEX] * len(prompt_ids) + target_ids)
+    return example_of(prompt_ids, target_ids)
+
+
+def example_of(prompt: list[int], target: list[int]) -> Example:
+    return Example(prompt + target, [IGNORE_INDEX] * len(prompt) + target)
 
 
 @dataclass(frozen=True)
@@ -38,12 +44,14 @@ class EncodedCorpus:
 
 
 def encode_corpus(tokenizer: PreTrainedTokenizerBase, dataset: str, corpus: pd.DataFrame,
-                  max_length: int, overlong: Literal["drop", "truncate"] = "drop") -> EncodedCorpus:
-    """The corpus as examples of at most max_length tokens; a longer one is dropped or, under
-    "truncate", keeps its prompt and the start of its rationale (a row whose prompt leaves no room
-    for a target token is dropped). Both counts go into the cell's result, never silently."""
+                  max_length: int, overlong: Literal["drop", "truncate"] = "drop",
+                  template: str = "plain") -> EncodedCorpus:
+    """The corpus as examples of at most max_length tokens, each question in the student's
+    `template` (trainables/templates.py); a longer one is dropped or, under "truncate", keeps its
+    prompt and the start of its rationale (a row whose prompt leaves no room for a target token is
+    dropped). Both counts go into the cell's result, never silently."""
     examples = [
-        encode_example(tokenizer, question_prompt(dataset, question), rationale)
+        example_of(prompt_ids(tokenizer, template, dataset, question), rationale_ids(tokenizer, template, rationale))
         for question, rationale in zip(corpus["question"], corpus["rationale"])
     ]
     kept = [e for e in examples if len(e.input_ids) <= max_length]

@@ -1,7 +1,9 @@
-"""Zero-shot evaluation: greedy generation on the test split, answer extraction and scoring.
+"""Zero-shot evaluation: generation on the test split (as the evaluation profile says), answer
+extraction and scoring.
 
 Two engines give the same greedy continuations of the same prompt token ids (the training
-prompt, `question_prompt`, tokenized without special tokens):
+prompt in the student's template, trainables/templates.py; `plain` is `question_prompt` tokenized
+without special tokens):
 - `transformers`: left-padded batches through `model.generate` with a KV cache, on the model's
   device; a row stops at EOS or as soon as its answer sentence is complete (`AnswerStop`);
 - `vllm` (trainables/vllm_generate.py): the model saved to a temporary folder and run by vLLM's
@@ -10,6 +12,13 @@ Both hand back token ids, and `finish_output` turns them into the scored text th
 tokens up to the first complete answer sentence, the text cut after that sentence), so the two
 engines score the same text and count the same tokens. `engine: auto` is vLLM on a GPU when it is
 installed, else transformers.
+
+That is the `robust` profile. Under `evaluation.profile: paper` (study/core/profiles.py) the
+decoding is the paper's: beam search (transformers `num_beams`, vLLM `LLM.beam_search`) or greedy
+per kind of task, its new-token limits, no answer-sentence stop; a row's text is cut before the
+first of the paper's stop strings (after generation: vLLM's beam search takes no stop strings, so
+both engines cut the same way), and on a GPU the student runs in bf16. Every output is scored
+twice: `correct` by the project's scorer, `correct_paper` by the paper's answer rules.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -24,10 +34,12 @@ import pandas as pd
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList
 
-from study.core.datasets import Problem, extract_answer, problem_text, question_prompt, score
+from study.core.datasets import Problem, extract_answer, extract_paper_answer, problem_text, score, score_paper
 from study.core.datasets.answers import ANSWER_PHRASE
-from study.core.spec import EvalSpec
-from trainables.vllm_generate import require_vllm, vllm_generate
+from study.core.profiles import Decoding, decoding
+from study.core.spec import EvalSpec, SpecError, StudySpec
+from trainables.templates import prompt_ids as template_prompt_ids
+from trainables.vllm_generate import VllmEngineError, installed_vllm, require_beam_search, require_vllm, vllm_generate
 
 Engine = Literal["transformers", "vllm"]
 
@@ -43,13 +55,18 @@ FINAL_ANSWER = re.compile(rf"(?:{ANSWER_PHRASE.pattern}){_CLAIM}(?:(?=\n)|[.!?](
 
 @dataclass(frozen=True)
 class Evaluation:
-    predictions: pd.DataFrame  # uid, question, gold, output, answer, correct, generated_tokens
+    predictions: pd.DataFrame  # uid, question, gold, output, answer, correct, answer_paper, correct_paper, generated_tokens
     eval_s: float
     engine: Engine
 
     @property
     def accuracy(self) -> float:
         return float(self.predictions["correct"].mean())
+
+    @property
+    def accuracy_paper(self) -> float:
+        """The same outputs read by the paper's answer rules (study/core/datasets/paper_answers.py)."""
+        return float(self.predictions["correct_paper"].mean())
 
     @property
     def n_unextractable(self) -> int:
@@ -76,22 +93,47 @@ def cut_after_answer(text: str) -> str:
 def finish_output(tokenizer: PreTrainedTokenizerBase, token_ids: list[int]) -> tuple[str, int]:
     """The scored text and the generated token count of one row of either engine: the tokens before
     EOS (or padding), up to the one that completed the answer sentence, decoded and cut after it."""
-    ends = {tokenizer.eos_token_id, tokenizer.pad_token_id}
-    kept = next((i for i, token in enumerate(token_ids) if token in ends), len(token_ids))
-    count = _tokens_to_answer(tokenizer, token_ids[:kept])
-    text = tokenizer.decode(token_ids[:count], skip_special_tokens=True).strip()
+    kept = _before_end(tokenizer, token_ids)
+    count = _fewest_tokens(tokenizer, kept, has_complete_answer)
+    text = tokenizer.decode(kept[:count], skip_special_tokens=True).strip()
     return cut_after_answer(text), count
 
 
-def _tokens_to_answer(tokenizer: PreTrainedTokenizerBase, token_ids: list[int]) -> int:
-    """The fewest leading tokens whose text has a complete answer sentence (all when none has):
-    where `AnswerStop` stops. A longer prefix keeps a found sentence, so bisection finds it."""
-    if not has_complete_answer(tokenizer.decode(token_ids, skip_special_tokens=True)):
+def finish_stopped_output(tokenizer: PreTrainedTokenizerBase, token_ids: list[int],
+                          stop_strings: tuple[str, ...]) -> tuple[str, int]:
+    """The paper profile's text and token count of one row: the tokens before EOS (or padding), up
+    to the one that completed a stop string, decoded (special tokens kept, as vLLM's text is) and
+    cut before the stop string."""
+    kept = _before_end(tokenizer, token_ids)
+
+    def has_stop(text: str) -> bool:
+        return any(stop in text for stop in stop_strings)
+
+    count = _fewest_tokens(tokenizer, kept, has_stop, skip_special_tokens=False)
+    text = tokenizer.decode(kept[:count], skip_special_tokens=False)
+    cut = min((text.index(stop) for stop in stop_strings if stop in text), default=len(text))
+    return text[:cut].strip(), count
+
+
+def _before_end(tokenizer: PreTrainedTokenizerBase, token_ids: list[int]) -> list[int]:
+    ends = {tokenizer.eos_token_id, tokenizer.pad_token_id}
+    return token_ids[:next((i for i, token in enumerate(token_ids) if token in ends), len(token_ids))]
+
+
+def _fewest_tokens(tokenizer: PreTrainedTokenizerBase, token_ids: list[int], found: Callable[[str], bool],
+                   skip_special_tokens: bool = True) -> int:
+    """The fewest leading tokens whose text `found` something in (all when none has): where
+    `AnswerStop` stops for the answer sentence. A longer prefix keeps what was found, so bisection
+    finds it."""
+    def holds(count: int) -> bool:
+        return found(tokenizer.decode(token_ids[:count], skip_special_tokens=skip_special_tokens))
+
+    if not holds(len(token_ids)):
         return len(token_ids)
     low, high = 1, len(token_ids)
     while low < high:
         middle = (low + high) // 2
-        if has_complete_answer(tokenizer.decode(token_ids[:middle], skip_special_tokens=True)):
+        if holds(middle):
             high = middle
         else:
             low = middle + 1
@@ -121,11 +163,28 @@ def resolve_engine(engine: Literal["auto", "transformers", "vllm"], device: torc
     return engine
 
 
+def check_beam_search(spec: StudySpec) -> None:
+    """Before training: `profile: paper` beam-searches commonsense tasks, which a vLLM the cells
+    would evaluate with (`engine: vllm`, or `auto` on GPU workers) must be able to do."""
+    evaluation = spec.evaluation
+    beams = any(decoding(evaluation.profile, d.name, evaluation.max_new_tokens).beams > 1 for d in spec.datasets)
+    on_vllm = evaluation.engine == "vllm" or (evaluation.engine == "auto" and spec.resources.gpus_per_worker > 0
+                                               and installed_vllm() is not None)
+    if beams and on_vllm:
+        try:
+            require_beam_search()
+        except VllmEngineError as error:
+            raise SpecError(f"evaluation.profile: {error}") from None
+
+
 @torch.inference_mode()
 def transformers_generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt_ids: list[list[int]],
-                          max_new_tokens: int, batch_size: int) -> list[list[int]]:
-    """Greedy new token ids per prompt, in prompt order (rows end in EOS or padding when they stop early).
-    Prompts are left-padded per call: the caller's tokenizer (shared with training) is left as it is."""
+                          max_new_tokens: int, batch_size: int, beams: int = 1,
+                          stop_at_answer: bool = True) -> list[list[int]]:
+    """Greedy (or, with `beams` > 1, beam-search) new token ids per prompt, in prompt order (rows end
+    in EOS or padding when they stop early); `stop_at_answer`: a row stops once its answer sentence
+    is complete. Prompts are left-padded per call: the caller's tokenizer (shared with training) is
+    left as it is."""
     order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))  # similar lengths pad less
     outputs: dict[int, list[int]] = {}
     for start in range(0, len(order), batch_size):
@@ -133,35 +192,58 @@ def transformers_generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizer
         encoded = tokenizer.pad({"input_ids": [prompt_ids[i] for i in chunk]}, padding_side="left",
                                 return_tensors="pt").to(model.device)
         width = encoded["input_ids"].shape[1]
-        generated = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False,
-                                   stopping_criteria=StoppingCriteriaList([AnswerStop(tokenizer, width)]),
-                                   eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+        stops = StoppingCriteriaList([AnswerStop(tokenizer, width)] if stop_at_answer else [])
+        # vLLM's length penalty (1); it divides a beam's log-probability by the whole sequence's length,
+        # transformers by the new tokens' count: the engines may rank finished beams of different
+        # lengths differently (the paper used vLLM)
+        beam_search = {"num_beams": beams, "length_penalty": 1.0, "early_stopping": False} if beams > 1 else {}
+        generated = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False, stopping_criteria=stops,
+                                   eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                                   **beam_search)
         for index, row in zip(chunk, generated[:, width:].tolist()):
             outputs[index] = row
     return [outputs[i] for i in range(len(prompt_ids))]
 
 
 def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dataset: str, problems: list[Problem],
-             settings: EvalSpec) -> Evaluation:
-    """Greedy answers of `model` to `problems` (the training prompt), scored; `settings.engine` picks
-    the engine (see the module docstring)."""
+             settings: EvalSpec, template: str = "plain") -> Evaluation:
+    """Answers of `model` to `problems` (the training prompt, in the student's `template`), decoded
+    as `settings.profile` says and scored twice; `settings.engine` picks the engine (see the module
+    docstring)."""
     started = time.monotonic()
     engine = resolve_engine(settings.engine, model.device)
+    plan = decoding(settings.profile, dataset, settings.max_new_tokens)
+    if plan.beams > 1 and engine == "vllm":
+        require_beam_search()
+    if plan.bf16_on_gpu and model.device.type == "cuda":
+        model = model.to(torch.bfloat16)
     model.eval()
-    prompts = [question_prompt(dataset, problem_text(p)) for p in problems]
-    prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    if engine == "vllm":
-        generated = vllm_generate(model, tokenizer, prompt_ids, settings.max_new_tokens)
-    else:
-        generated = transformers_generate(model, tokenizer, prompt_ids, settings.max_new_tokens, settings.batch_size)
-    outputs = [finish_output(tokenizer, ids) for ids in generated]
+    prompt_ids = [template_prompt_ids(tokenizer, template, dataset, problem_text(p)) for p in problems]
+    outputs = [_finish(tokenizer, ids, plan) for ids in _generate(engine, model, tokenizer, prompt_ids, plan, settings)]
+    texts = [text for text, _ in outputs]
     predictions = pd.DataFrame({
         "uid": [p.uid for p in problems],
         "question": [problem_text(p) for p in problems],
         "gold": [p.answer for p in problems],
-        "output": [text for text, _ in outputs],
-        "answer": [extract_answer(dataset, text, p.choices) for (text, _), p in zip(outputs, problems)],
-        "correct": [score(dataset, text, p.answer, p.choices) for (text, _), p in zip(outputs, problems)],
+        "output": texts,
+        "answer": [extract_answer(dataset, text, p.choices) for text, p in zip(texts, problems)],
+        "correct": [score(dataset, text, p.answer, p.choices) for text, p in zip(texts, problems)],
+        "answer_paper": [extract_paper_answer(dataset, text) for text in texts],
+        "correct_paper": [score_paper(dataset, text, p.answer) for text, p in zip(texts, problems)],
         "generated_tokens": [n for _, n in outputs],
     })
     return Evaluation(predictions=predictions, eval_s=time.monotonic() - started, engine=engine)
+
+
+def _generate(engine: Engine, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt_ids: list[list[int]],
+              plan: Decoding, settings: EvalSpec) -> list[list[int]]:
+    if engine == "vllm":
+        return vllm_generate(model, tokenizer, prompt_ids, plan.max_new_tokens, plan.beams)
+    return transformers_generate(model, tokenizer, prompt_ids, plan.max_new_tokens, settings.batch_size, plan.beams,
+                                 plan.stop_at_answer)
+
+
+def _finish(tokenizer: PreTrainedTokenizerBase, token_ids: list[int], plan: Decoding) -> tuple[str, int]:
+    if plan.stop_at_answer:
+        return finish_output(tokenizer, token_ids)
+    return finish_stopped_output(tokenizer, token_ids, plan.stop_strings)

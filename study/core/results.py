@@ -30,7 +30,10 @@ class Measurements(Frozen):
     """What training and evaluation of one cell measured (reported by the Train worker)."""
 
     student_params: int
-    accuracy: float
+    accuracy: float  # the project's scorer (study/core/datasets/answers.py)
+    # the paper's answer rules on the same outputs (study/core/datasets/paper_answers.py); None in
+    # results written before it was recorded
+    accuracy_paper: float | None = None
     n_test: int
     n_correct: int
     n_unextractable: int
@@ -62,6 +65,7 @@ class CellResult(Measurements):
     student: str
     method: str
     seed: int
+    eval_profile: str = "robust"  # evaluation.profile: how the outputs were decoded (robust before it existed)
     corpus_id: str
     gpu_s: float  # GPU-seconds: training on every worker's GPUs, then evaluation on one worker's
     versions: dict[str, str]
@@ -72,7 +76,7 @@ class CellResult(Measurements):
         gpu_s = measured.train_s * resources.per_trial["GPU"] + measured.eval_s * resources.per_worker["GPU"]
         return cls(cell_id=cell.cell_id, name=cell.name, dataset=key.dataset.name, teacher=key.teacher_name,
                    granularity=key.granularity, format=key.format, student=cell.student.name, method=cell.method.kind,
-                   seed=cell.seed, corpus_id=key.corpus_id, gpu_s=gpu_s, versions=package_versions(),
+                   seed=cell.seed, eval_profile=cell.evaluation.profile, corpus_id=key.corpus_id, gpu_s=gpu_s, versions=package_versions(),
                    **measured.model_dump())
 
 

@@ -19,6 +19,8 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 # the data sets' own settings and the frozen base live in the datasets package, below this module
 from study.core.datasets import ArithSettings, DatasetName, DatasetSpec, Frozen, dataset_info
+from study.core.profiles import Profile
+from study.core.templates import TemplateName
 
 Format = Literal["cot", "answer_first", "bsm", "rar", "symbolic", "answer_only", "human"]
 # Formats that carry no teacher reasoning, so no granularity and no teacher: the label comes from
@@ -263,6 +265,10 @@ class StudentSpec(Frozen):
     name: str = Field(pattern=NAME_PATTERN)
     hf_id: str | None = Field(None, description="Hugging Face model id, loaded with its own tokenizer.")
     tiny: TinyArch | None = Field(None, description="Tiny LLaMA built from a config; uses the study tokenizer.")
+    template: TemplateName = Field(
+        "plain", description="How the question is wrapped, in training and evaluation alike (study/core/templates.py): "
+        "plain (`Question: ...\\nAnswer:`), llama3, gemma, alpaca, or chat (the tokenizer's own chat template)."
+    )
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> StudentSpec:
@@ -321,7 +327,11 @@ class TrainSpec(TrainSettings):
 
 
 class EvalSpec(Frozen):
-    max_new_tokens: int = Field(256, gt=0)
+    profile: Profile = Field(
+        "robust", description="robust: greedy, stop after the answer sentence; paper: the paper's evaluator "
+        "(beam 5 / greedy per task, its token limits and stop strings, bf16 on GPU; study/core/profiles.py)."
+    )
+    max_new_tokens: int = Field(256, gt=0, description="New tokens per answer (profile robust; paper sets its own).")
     test_size: int | None = Field(None, gt=0, description="First N test problems; None for all.")
     batch_size: int = Field(64, gt=0, description="Prompts per generate call (transformers engine).")
     engine: Literal["auto", "transformers", "vllm"] = Field(

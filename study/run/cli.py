@@ -85,6 +85,8 @@ def _parser() -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=help_text)
         command.add_argument("study_dirs", nargs="+")
         command.add_argument("--out", help="output folder (default: under the first study folder)")
+        command.add_argument("--accuracy", choices=["accuracy", "accuracy_paper"], default="accuracy",
+                             help="the accuracy shown: the project's scorer, or the paper's answer rules")
     return parser
 
 
@@ -96,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command in ("figures", "report"):
             analysis_main = figures_main if args.command == "figures" else report_main
-            return analysis_main([*args.study_dirs, *(["--out", args.out] if args.out else [])])
+            return analysis_main([*args.study_dirs, *(["--out", args.out] if args.out else []),
+                                  "--accuracy", args.accuracy])
         if args.command == "plan":
             return plan(_checked_spec(args))
         if args.command == "corpus-stats":

@@ -28,6 +28,7 @@ from study.core.storage import StudyPaths
 from study.run.studies import StudyError, open_study, prepare_storage, study_lock
 from study.teachers.generate import build_corpora
 from trainables.cell import cell_config, run_cell
+from trainables.evaluate import check_beam_search
 from trainables.students import check_students
 from trainables.tokenizer import ensure_study_tokenizer
 
@@ -156,6 +157,7 @@ def _prepare_inputs(spec: StudySpec, paths: StudyPaths) -> None:
 def run_study(spec: StudySpec, trainable: Trainable = run_cell, break_lock: bool = False) -> StudyOutcome:
     """One driver per study: a second `run`/`resume` of it refuses (study.run.studies.study_lock)."""
     check_students(spec)  # first: an unloadable student or LoRA target stops the run before it writes
+    check_beam_search(spec)
     with study_lock(StudyPaths.of(spec.storage, spec.name), "run", break_lock):
         paths, cells = prepare_storage(spec)
         print(f"study {spec.name}: {len(cells)} cells -> {paths.root}", flush=True)
@@ -175,6 +177,7 @@ def resume_study(study_dir: str, trainable: Trainable = run_cell, break_lock: bo
         print(f"study {spec.name}: {len(cells) - len(pending)} of {len(cells)} cells done; resuming", flush=True)
         if pending:
             check_students(spec)
+            check_beam_search(spec)
             init_ray(spec.resources)
             _prepare_inputs(spec, paths)
             restored = tune.Tuner.can_restore(paths.tune)

@@ -5,6 +5,7 @@ Public API:
     extract_answer(dataset, text, choices=()) -> str | None   the answer a text gives, canonical
     read_gold(dataset, text, choices=()) -> str | None        the gold a file writes (`Option B` -> B)
     score(dataset, text, gold, choices=()) -> bool            whether that answer equals gold
+    extract_paper_answer / score_paper                        the same by the paper's evaluator's rules
     problem_text / question_prompt / training_text            what the student and teacher read
     dataset_info(dataset) -> DatasetInfo                      a data set's descriptor
 
@@ -26,6 +27,7 @@ from functools import lru_cache
 from study.core.datasets.arith import ArithSettings, generate_splits
 from study.core.datasets.descriptor import AnswerType, DatasetInfo
 from study.core.datasets.golds import inline_choices
+from study.core.datasets.paper_answers import paper_answer
 from study.core.datasets.problems import Choice, Problem, Step
 from study.core.datasets.registry import (
     DATASET_NAMES,
@@ -42,7 +44,8 @@ from study.core.datasets.splits import load_source_splits
 
 __all__ = ["DatasetSpec", "DatasetName", "ArithSettings", "Frozen", "Problem", "Step", "Choice", "DataError",
            "DatasetInfo", "AnswerType", "DATASETS", "DATASET_NAMES", "REGISTRY", "RELEASE_ALIASES", "dataset_info",
-           "extract_answer", "read_gold", "inline_choices", "score", "load_split", "question_prompt", "problem_text", "training_text",
+           "extract_answer", "read_gold", "inline_choices", "score", "extract_paper_answer", "score_paper", "load_split",
+           "question_prompt", "problem_text", "training_text",
            "normalize_text", "RATIONALE_SEPARATOR"]
 
 
@@ -63,6 +66,17 @@ def score(dataset: str, text: str, gold: str, choices: Sequence[Choice] = ()) ->
     """Whether the answer `text` gives equals `gold` (False when no answer can be extracted)."""
     answers = dataset_info(dataset).answers
     return answers.equal(answers.extract(text, tuple(choices)), gold)
+
+
+def extract_paper_answer(dataset: str, text: str) -> str | None:
+    """The answer the paper's evaluator reads from `text` (`paper_answers.py`; None when none)."""
+    info = dataset_info(dataset)
+    return paper_answer(text, info.task, info.answer_type)
+
+
+def score_paper(dataset: str, text: str, gold: str) -> bool:
+    """Whether the answer the paper's evaluator reads equals `gold` (by the data set's equality)."""
+    return dataset_info(dataset).answers.equal(extract_paper_answer(dataset, text), gold)
 
 
 RATIONALE_SEPARATOR = " "

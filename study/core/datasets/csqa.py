@@ -25,6 +25,7 @@ def hub_commonsense_qa(row: Record) -> Record:
 DATASET = DatasetInfo(
     name="csqa",
     answers=CHOICE,
+    task="commonsense",
     source=Source(parse_qa_choices, train_names=("train_rand_split.jsonl", "train.jsonl"),
                   test_names=("dev_rand_split.jsonl", "dev.jsonl", "validation.jsonl"), hub_id="tau/commonsense_qa",
                   hub_splits=("train", "validation"), hub_row=hub_commonsense_qa, sizes=(9741, 1221)),

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from study.core.datasets import answers, golds, math_answers
+from study.core.datasets.paper_answers import Task
 from study.core.datasets.problems import Choice, Problem
 from study.core.datasets.sources import Record, RecordParser
 
@@ -83,6 +84,8 @@ class DatasetInfo:
     `official` is False for a data set with no official split (SVAMP: `source` is its one split,
     the paper's). `release_names` are the lower-case names released CoT files use for it as their
     first word (`SVAMP_ChatGPT_level3_ranked.json`).
+    `task` is the paper's kind of task (math or commonsense), which its evaluator decodes and reads
+    differently; it is not the answer type (AQuA is a choice task evaluated as math).
     """
 
     name: str
@@ -103,6 +106,8 @@ class DatasetInfo:
         if self.source is None:
             return ()
         return ("paper", "official") if self.official else ("paper",)
+    # the paper's kind of task: how its evaluator decodes and reads answers (evaluation.profile: paper)
+    task: Task = "math"
 
     @property
     def answer_type(self) -> AnswerType:

@@ -23,6 +23,7 @@ def hub_openbookqa(row: Record) -> Record:
 DATASET = DatasetInfo(
     name="obqa",
     answers=CHOICE,
+    task="commonsense",
     source=Source(parse_qa_choices, train_names=("train.jsonl", "train_complete.jsonl"),
                   test_names=("test.jsonl", "test_complete.jsonl"), hub_id="allenai/openbookqa",
                   hub_configs=("additional",), hub_row=hub_openbookqa, sizes=(4957, 500)),

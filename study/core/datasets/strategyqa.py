@@ -33,6 +33,7 @@ def parse_strategyqa(record: Record, fallback_uid: str) -> Problem:
 DATASET = DatasetInfo(
     name="strategyqa",
     answers=YES_NO,
+    task="commonsense",
     source=Source(parse_strategyqa, train_names=("strategyqa_train.json", "train.json"), test_names=("test.json",),
                   hub_id="ChilleD/StrategyQA", divide=hashed_split(0.3)),
     release_names=("strategyqa", "stqa"),
