@@ -13,7 +13,6 @@ import pandas as pd
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from study.core.datasets import RATIONALE_SEPARATOR
 from trainables.templates import prompt_ids, rationale_ids
 
 IGNORE_INDEX = -100
@@ -28,8 +27,7 @@ class Example:
 def encode_example(tokenizer: PreTrainedTokenizerBase, prompt: str, target: str) -> Example:
     """A plain-text prompt and its target (the `plain` template's separator; benchmarks and tests)."""
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    target_ids = tokenizer(RATIONALE_SEPARATOR + target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    return example_of(prompt_ids, target_ids)
+    return example_of(prompt_ids, rationale_ids(tokenizer, "plain", target))
 
 
 def example_of(prompt: list[int], target: list[int]) -> Example:
