@@ -50,7 +50,7 @@ def test_the_paper_reads_answers_by_its_rules(dataset, text, answer):
 def test_the_two_scorers_differ_where_the_rules_do():
     text = "The answer is B. On reflection, the answer is C."
     assert score_paper("csqa", text, "B") and not score("csqa", text, "B")  # the project's last phrase wins
-    assert score_paper("strategyqa", "The answer is True.", "yes")  # compared by the data set's equality
+    assert score_paper("strategyqa", "The answer is True.", "yes")  # the paper's test files write yes as True
     assert score("strategyqa", "The answer is yes.", "yes") and not score_paper("strategyqa", "The answer is yes.", "yes")
 
 
