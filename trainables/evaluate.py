@@ -14,10 +14,12 @@ engines score the same text and count the same tokens. `engine: auto` is vLLM on
 installed, else transformers.
 
 That is the `robust` profile. Under `evaluation.profile: paper` (study/core/profiles.py) the
-decoding is the paper's: beam search (transformers `num_beams`, vLLM `LLM.beam_search`) or greedy
-per kind of task, its new-token limits, no answer-sentence stop; a row's text is cut before the
-first of the paper's stop strings (after generation: vLLM's beam search takes no stop strings, so
-both engines cut the same way), and on a GPU the student runs in bf16. Every output is scored
+decoding is the paper's: beam search or greedy per kind of task, its new-token limits, no
+answer-sentence stop; a row, or a beam, stops at the token that completes one of the paper's stop
+strings in its new text (trainables/stops.py; vLLM greedy: `SamplingParams(stop=...)`), and its
+text is cut before it; on a GPU the student runs in bf16. Beam search: vLLM's beam-search loop with
+stop strings (trainables/vllm_generate.py), or transformers' `num_beams` with its finished beams
+ranked by vLLM's score (`_beam_search`, which says what still differs). Every output is scored
 twice: `correct` by the project's scorer, `correct_paper` by the paper's answer rules.
 """
 
