@@ -2,7 +2,7 @@
 
 The model in memory (on any device) is saved with its tokenizer to a temporary folder; a child
 process, `python -m trainables.vllm_generate FOLDER`, loads it with `vllm.LLM`, generates greedily
-from the prompt token ids (the same ids as the transformers engine, so BOS handling cannot differ)
+(or by beam search, `beam_search`; both stop at the profile's stop strings) from the prompt token ids (the same ids as the transformers engine, so BOS handling cannot differ)
 and writes the new token ids back. vLLM's engine runs inside that child
 (`VLLM_ENABLE_V1_MULTIPROCESSING=0`: no further engine process).
 
