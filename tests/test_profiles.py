@@ -12,7 +12,7 @@ import torch
 from conftest import small_spec
 from test_evaluate import FORCED, _train_forced_student
 from test_teacher_serving import QUESTIONS, save_tiny_llama
-from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import LlamaForCausalLM, PreTrainedTokenizerFast, StoppingCriteriaList
 
 from study.core.datasets import Problem, dataset_info, extract_paper_answer, question_prompt, score, score_paper
 from study.core import profiles
@@ -22,6 +22,7 @@ from study.core.spec import EvalSpec, SpecError, parse_spec
 from trainables import evaluate as evaluate_module
 from trainables import vllm_generate as vllm_module
 from trainables.evaluate import check_beam_search, evaluate, finish_stopped_output, transformers_generate
+from trainables.stops import StopStringStop
 from trainables.vllm_generate import VllmEngineError, require_beam_search
 
 needs_vllm = pytest.mark.skipif(importlib.util.find_spec("vllm") is None,
@@ -50,7 +51,7 @@ def test_the_paper_reads_answers_by_its_rules(dataset, text, answer):
 def test_the_two_scorers_differ_where_the_rules_do():
     text = "The answer is B. On reflection, the answer is C."
     assert score_paper("csqa", text, "B") and not score("csqa", text, "B")  # the project's last phrase wins
-    assert score_paper("strategyqa", "The answer is True.", "yes")  # compared by the data set's equality
+    assert score_paper("strategyqa", "The answer is True.", "yes")  # the paper's test files write yes as True
     assert score("strategyqa", "The answer is yes.", "yes") and not score_paper("strategyqa", "The answer is yes.", "yes")
 
 
@@ -172,3 +173,54 @@ def test_the_result_schema_holds_both_accuracies():
     assert column_dtypes()["accuracy_paper"] == "float64" and column_dtypes()["eval_profile"] == "string"
     assert Measurements.model_fields["accuracy_paper"].default is None  # results written before it existed
     assert CellResult.model_fields["eval_profile"].default == "robust"
+
+
+# ---------------------------------------------------------------- stop strings stop generation, beams ranked as vLLM
+
+def test_a_stop_string_stops_greedy_rows_and_single_beams(tiny):
+    """The random model's text holds " is" early for one prompt: its row, and its beams, end at the
+    token that completes it instead of running to the budget (stop strings end decoding, they are
+    not only cut afterwards)."""
+    _, model, tokenizer = tiny
+    prompts = _prompts(tokenizer)
+    free = transformers_generate(model, tokenizer, prompts, 24, batch_size=6, stop_at_answer=False)
+    stopped = transformers_generate(model, tokenizer, prompts, 24, batch_size=6, stop_at_answer=False,
+                                    stop_strings=(" is",))
+    ends = {tokenizer.pad_token_id, tokenizer.eos_token_id}
+    for row, full in zip(stopped, free):
+        kept = [t for t in row if t not in ends]
+        _, count = finish_stopped_output(tokenizer, full, (" is",))
+        assert kept == full[:count], "a greedy row ends at the token that completes the stop string"
+    assert any(len([t for t in row if t not in ends]) < 24 for row in stopped)
+    beams = transformers_generate(model, tokenizer, prompts, 24, batch_size=6, beams=5, stop_at_answer=False,
+                                  stop_strings=(" is",))
+    assert any(len(row) < 24 and tokenizer.decode(row).endswith(" is") for row in beams)
+
+
+def test_finished_beams_are_ranked_by_vllms_score(tiny):
+    """transformers returns its `beams` finished hypotheses; the one kept is the best by vLLM's
+    score (log-probability over prompt + new tokens), here checked by scoring each hypothesis alone,
+    without padding; on this random model that is not always transformers' own first."""
+    _, model, tokenizer = tiny
+    prompts = _prompts(tokenizer)
+    kept = transformers_generate(model, tokenizer, prompts, 24, batch_size=6, beams=5, stop_at_answer=False,
+                                 stop_strings=(" is",))
+    differs = 0
+    for prompt, row in zip(prompts, kept):
+        encoded = {"input_ids": torch.tensor([prompt]), "attention_mask": torch.ones(1, len(prompt), dtype=torch.long)}
+        out = model.generate(**encoded, max_new_tokens=24, do_sample=False, num_beams=5, num_return_sequences=5,
+                             early_stopping="never", return_dict_in_generate=True, pad_token_id=tokenizer.pad_token_id,
+                             stopping_criteria=StoppingCriteriaList([StopStringStop(tokenizer, len(prompt), (" is",))]))
+        counts = (out.beam_indices >= 0).sum(-1).tolist()
+        hypotheses = [out.sequences[h, len(prompt):len(prompt) + counts[h]].tolist() for h in range(5)]
+        scores = [_alone_logprob(model, prompt, h) / (len(prompt) + len(h) - (h[-1] == tokenizer.eos_token_id))
+                  for h in hypotheses]
+        assert row == hypotheses[scores.index(max(scores))]
+        differs += row != hypotheses[0]
+    assert differs > 0, "vLLM's ranking picks another hypothesis than transformers' own for some prompt"
+
+
+def _alone_logprob(model, prompt: list[int], new: list[int]) -> float:
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt + new])).logits[0, len(prompt) - 1:-1]
+    return float(torch.log_softmax(logits.float(), -1).gather(-1, torch.tensor(new)[:, None]).sum())

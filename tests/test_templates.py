@@ -15,7 +15,7 @@ from study.core.spec import EvalSpec, SpecError, StudySpec, parse_spec
 from study.core.templates import TEMPLATES, template_prompt
 from trainables import evaluate as evaluate_module
 from trainables.data import IGNORE_INDEX, encode_corpus, encode_example
-from trainables.students import StudentError, check_students
+from trainables.students import StudentError, check_students, tiny_templates
 from trainables.templates import prompt_ids, rationale_ids, template_problem
 from trainables.tokenizer import train_tokenizer
 
@@ -113,12 +113,47 @@ def _spec(tmp_path, students: list[dict]) -> StudySpec:
     return StudySpec.model_validate(small_spec(tmp_path / "out", students=students))
 
 
-@pytest.mark.parametrize("template, why", [("chat", "no chat template"), ("llama3", "no BOS token"),
-                                           ("gemma", "no BOS token")])
-def test_a_template_the_study_tokenizer_cannot_render_is_refused(tmp_path, template, why):
-    spec = _spec(tmp_path, [{"name": "small", "tiny": {"layers": 1, "width": 32, "heads": 2}, "template": template}])
-    with pytest.raises(StudentError, match=f"student 'small': template '{template}' cannot be rendered: .*{why}"):
+def test_a_template_the_study_tokenizer_cannot_render_is_refused(tmp_path):
+    spec = _spec(tmp_path, [{"name": "small", "tiny": {"layers": 1, "width": 32, "heads": 2}, "template": "chat"}])
+    with pytest.raises(StudentError, match="student 'small': template 'chat' cannot be rendered: .*no chat template"):
         check_students(spec)
+
+
+@pytest.mark.parametrize("template, markers", [("llama3", LLAMA3_MARKERS[1:]), ("gemma", ["<start_of_turn>", "<end_of_turn>"])])
+def test_a_tiny_student_in_a_turn_template_reads_its_markers_as_single_tokens_after_bos(tmp_path, template, markers):
+    texts = [f"Question: {q}\nAnswer: {r}" for q, r in zip(QUESTIONS, RATIONALES)] * 10
+    study_tokenizer = train_tokenizer(texts, 300, templates=["plain", template])
+    assert template_problem(study_tokenizer, template) is None
+    example = encode_corpus(study_tokenizer, "svamp", _corpus(), 256, template=template).examples[0]
+    assert example.input_ids[0] == study_tokenizer.bos_token_id
+    marker_ids = study_tokenizer.convert_tokens_to_ids(markers)
+    assert all(example.input_ids.count(i) >= 1 for i in marker_ids)
+    assert len(example.input_ids) == len(study_tokenizer(study_tokenizer.decode(example.input_ids),
+                                                         add_special_tokens=False)["input_ids"])
+    spec = _spec(tmp_path, [{"name": "small", "tiny": {"layers": 1, "width": 32, "heads": 2}, "template": template}])
+    check_students(spec)  # the pre-flight tokenizer holds the same special tokens
+    assert tiny_templates(spec) == [template]
+
+
+def test_plain_students_keep_the_tokenizer_they_always_had():
+    texts = [f"Question: {q}\nAnswer: {r}" for q, r in zip(QUESTIONS, RATIONALES)] * 10
+    always = train_tokenizer(texts, 300)
+    assert train_tokenizer(texts, 300, templates=["plain", "alpaca"]).backend_tokenizer.to_str() \
+        == always.backend_tokenizer.to_str()
+    with_llama3 = train_tokenizer(texts, 300, templates=["llama3", "plain"])
+    assert len(with_llama3) == len(always) + 4  # three markers and BOS, after every trained token
+    assert all(with_llama3.get_vocab()[token] == i for token, i in always.get_vocab().items())
+    assert with_llama3(texts[0])["input_ids"] == always(texts[0])["input_ids"]
+
+
+def test_a_study_tokenizer_without_the_templates_tokens_is_refused_at_the_cell():
+    from study.core.spec import StudentSpec
+    from trainables.students import student_tokenizer
+
+    student = StudentSpec.model_validate({"name": "small", "tiny": {"layers": 1, "width": 32, "heads": 2},
+                                          "template": "llama3"})
+    with pytest.raises(StudentError, match="template 'llama3' cannot be rendered by the study tokenizer"):
+        student_tokenizer(student, train_tokenizer(["Question: Answer:"], 300))
 
 
 def test_a_hub_students_own_tokenizer_decides(tmp_path):

@@ -14,10 +14,12 @@ engines score the same text and count the same tokens. `engine: auto` is vLLM on
 installed, else transformers.
 
 That is the `robust` profile. Under `evaluation.profile: paper` (study/core/profiles.py) the
-decoding is the paper's: beam search (transformers `num_beams`, vLLM `LLM.beam_search`) or greedy
-per kind of task, its new-token limits, no answer-sentence stop; a row's text is cut before the
-first of the paper's stop strings (after generation: vLLM's beam search takes no stop strings, so
-both engines cut the same way), and on a GPU the student runs in bf16. Every output is scored
+decoding is the paper's: beam search or greedy per kind of task, its new-token limits, no
+answer-sentence stop; a row, or a beam, stops at the token that completes one of the paper's stop
+strings in its new text (trainables/stops.py; vLLM greedy: `SamplingParams(stop=...)`), and its
+text is cut before it; on a GPU the student runs in bf16. Beam search: vLLM's beam-search loop with
+stop strings (trainables/vllm_generate.py), or transformers' `num_beams` with its finished beams
+ranked by vLLM's score (`_beam_search`, which says what still differs). Every output is scored
 twice: `correct` by the project's scorer, `correct_paper` by the paper's answer rules.
 """
 
@@ -32,14 +34,23 @@ from typing import Literal
 
 import pandas as pd
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList
+from transformers import BatchEncoding, PreTrainedModel, PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList
 
 from study.core.datasets import Problem, extract_answer, extract_paper_answer, problem_text, score, score_paper
 from study.core.datasets.answers import ANSWER_PHRASE
 from study.core.profiles import Decoding, decoding
 from study.core.spec import EvalSpec, SpecError, StudySpec
+from trainables.stops import StopStringStop
 from trainables.templates import prompt_ids as template_prompt_ids
-from trainables.vllm_generate import VllmEngineError, installed_vllm, require_beam_search, require_vllm, vllm_generate
+from trainables.vllm_generate import (
+    VLLM_LENGTH_PENALTY,
+    VllmEngineError,
+    installed_vllm,
+    require_beam_search,
+    require_vllm,
+    vllm_beam_score,
+    vllm_generate,
+)
 
 Engine = Literal["transformers", "vllm"]
 
@@ -179,12 +190,13 @@ def check_beam_search(spec: StudySpec) -> None:
 
 @torch.inference_mode()
 def transformers_generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt_ids: list[list[int]],
-                          max_new_tokens: int, batch_size: int, beams: int = 1,
-                          stop_at_answer: bool = True) -> list[list[int]]:
+                          max_new_tokens: int, batch_size: int, beams: int = 1, stop_at_answer: bool = True,
+                          stop_strings: tuple[str, ...] = ()) -> list[list[int]]:
     """Greedy (or, with `beams` > 1, beam-search) new token ids per prompt, in prompt order (rows end
     in EOS or padding when they stop early); `stop_at_answer`: a row stops once its answer sentence
-    is complete. Prompts are left-padded per call: the caller's tokenizer (shared with training) is
-    left as it is."""
+    is complete; `stop_strings`: a row, or a beam, stops at the token that completes one
+    (trainables/stops.py). Prompts are left-padded per call: the caller's tokenizer (shared with
+    training) is left as it is."""
     order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))  # similar lengths pad less
     outputs: dict[int, list[int]] = {}
     for start in range(0, len(order), batch_size):
@@ -193,16 +205,58 @@ def transformers_generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizer
                                 return_tensors="pt").to(model.device)
         width = encoded["input_ids"].shape[1]
         stops = StoppingCriteriaList([AnswerStop(tokenizer, width)] if stop_at_answer else [])
-        # vLLM's length penalty (1); it divides a beam's log-probability by the whole sequence's length,
-        # transformers by the new tokens' count: the engines may rank finished beams of different
-        # lengths differently (the paper used vLLM)
-        beam_search = {"num_beams": beams, "length_penalty": 1.0, "early_stopping": False} if beams > 1 else {}
-        generated = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False, stopping_criteria=stops,
-                                   eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                                   **beam_search)
-        for index, row in zip(chunk, generated[:, width:].tolist()):
-            outputs[index] = row
+        if stop_strings:
+            stops.append(StopStringStop(tokenizer, width, stop_strings))
+        settings = {"max_new_tokens": max_new_tokens, "do_sample": False, "stopping_criteria": stops,
+                    "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
+        rows = _beam_search(model, encoded, beams, settings) if beams > 1 else \
+            model.generate(**encoded, **settings)[:, width:].tolist()
+        outputs.update(zip(chunk, rows))
     return [outputs[i] for i in range(len(prompt_ids))]
+
+
+def _beam_search(model: PreTrainedModel, encoded: BatchEncoding, beams: int, settings: dict) -> list[list[int]]:
+    """transformers' beam search, its finished beams ranked as vLLM ranks them.
+
+    transformers keeps the `beams` best finished beams of each prompt by its own score (the
+    log-probability over the new tokens' count, EOS included); vLLM (the paper's engine) picks the
+    best by the log-probability over the whole sequence's length (prompt included, a final EOS
+    not), which favours short answers more. All `beams` hypotheses come back, each is scored again
+    with one forward pass, and the best by vLLM's score is kept. `early_stopping="never"`: no
+    heuristic stop (vLLM searches to the token budget). What may still differ from vLLM: the
+    beams transformers let finish (those among the best `beams` candidates of a step; vLLM keeps
+    every candidate that ends) and, with it, the finished beams it keeps."""
+    width = encoded["input_ids"].shape[1]
+    generated = model.generate(**encoded, **settings, num_beams=beams, num_return_sequences=beams,
+                               length_penalty=VLLM_LENGTH_PENALTY, early_stopping="never",
+                               return_dict_in_generate=True)
+    new_counts = (generated.beam_indices >= 0).sum(-1).tolist()  # each hypothesis's new tokens, its last included
+    prompt_counts = encoded["attention_mask"].sum(-1).tolist()
+    rows: list[list[int]] = []
+    for prompt in range(len(prompt_counts)):
+        hypotheses = range(prompt * beams, (prompt + 1) * beams)
+        logprobs = _logprobs(model, generated.sequences[hypotheses.start:hypotheses.stop],
+                             encoded["attention_mask"][prompt], [new_counts[h] for h in hypotheses])
+        tokens = [generated.sequences[h, width:width + new_counts[h]].tolist() for h in hypotheses]
+        scores = [vllm_beam_score(logprob, prompt_counts[prompt], row, settings["eos_token_id"])
+                  for logprob, row in zip(logprobs, tokens)]
+        rows.append(tokens[scores.index(max(scores))])
+    return rows
+
+
+def _logprobs(model: PreTrainedModel, sequences: torch.Tensor, prompt_mask: torch.Tensor,
+              new_counts: list[int]) -> list[float]:
+    """The log-probability of each sequence's first `new_counts` new tokens (one forward pass;
+    the sequences share one left-padded prompt)."""
+    width, longest = prompt_mask.shape[0], max(new_counts)
+    sequences = sequences[:, :width + longest]
+    counts = torch.tensor(new_counts, device=sequences.device)
+    new_mask = torch.arange(longest, device=sequences.device)[None, :] < counts[:, None]
+    mask = torch.cat([prompt_mask[None, :].expand(len(new_counts), -1), new_mask.to(prompt_mask.dtype)], dim=1)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=sequences, attention_mask=mask, position_ids=positions, logits_to_keep=longest + 1).logits
+    token_logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, sequences[:, width:, None])[..., 0]
+    return (token_logprobs * new_mask).sum(-1).tolist()
 
 
 def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dataset: str, problems: list[Problem],
@@ -238,9 +292,9 @@ def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dataset
 def _generate(engine: Engine, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt_ids: list[list[int]],
               plan: Decoding, settings: EvalSpec) -> list[list[int]]:
     if engine == "vllm":
-        return vllm_generate(model, tokenizer, prompt_ids, plan.max_new_tokens, plan.beams)
+        return vllm_generate(model, tokenizer, prompt_ids, plan.max_new_tokens, plan.beams, plan.stop_strings)
     return transformers_generate(model, tokenizer, prompt_ids, plan.max_new_tokens, settings.batch_size, plan.beams,
-                                 plan.stop_at_answer)
+                                 plan.stop_at_answer, plan.stop_strings)
 
 
 def _finish(tokenizer: PreTrainedTokenizerBase, token_ids: list[int], plan: Decoding) -> tuple[str, int]:

@@ -61,13 +61,23 @@ def build_student(student: StudentSpec, tokenizer: PreTrainedTokenizerBase, max_
 
 
 def student_tokenizer(student: StudentSpec, study_tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
-    """Tiny students share the study tokenizer; hub students bring their own."""
+    """Tiny students share the study tokenizer; hub students bring their own. A study tokenizer
+    stored before its tiny students' template needed special tokens is refused, not split."""
     if student.tiny is not None:
+        problem = template_problem(study_tokenizer, student.template)
+        if problem is not None:
+            raise StudentError(f"student '{student.name}': template '{student.template}' cannot be rendered by the "
+                               f"study tokenizer: {problem} (it was trained for other students; start a new study)")
         return study_tokenizer
     tokenizer = AutoTokenizer.from_pretrained(student.hf_id)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def tiny_templates(spec: StudySpec) -> list[str]:
+    """The templates of the spec's tiny students: the special tokens the study tokenizer holds."""
+    return [student.template for student in spec.students if student.tiny is not None]
 
 
 def parameter_count(model: torch.nn.Module) -> int:
@@ -95,8 +105,9 @@ def check_students(spec: StudySpec) -> None:
 def _student_config(student: StudentSpec) -> tuple[PretrainedConfig, PreTrainedTokenizerBase]:
     if student.tiny is not None:
         # the vocabulary does not name layers; the study tokenizer (trained later, on the corpora)
-        # has the special tokens of one trained on any text
-        return LlamaConfig(vocab_size=256, **_tiny_sizes(student.tiny)), train_tokenizer(["Question: Answer:"], 300)
+        # has the special tokens of one trained on any text with the same templates
+        tokenizer = train_tokenizer(["Question: Answer:"], 300, [student.template])
+        return LlamaConfig(vocab_size=256, **_tiny_sizes(student.tiny)), tokenizer
     try:
         return _load_config_and_tokenizer(student.hf_id, local_files_only=True)
     except (OSError, ValueError) as local_error:

@@ -2,7 +2,7 @@
 
 The model in memory (on any device) is saved with its tokenizer to a temporary folder; a child
 process, `python -m trainables.vllm_generate FOLDER`, loads it with `vllm.LLM`, generates greedily
-from the prompt token ids (the same ids as the transformers engine, so BOS handling cannot differ)
+(or by beam search, `beam_search`; both stop at the profile's stop strings) from the prompt token ids (the same ids as the transformers engine, so BOS handling cannot differ)
 and writes the new token ids back. vLLM's engine runs inside that child
 (`VLLM_ENABLE_V1_MULTIPROCESSING=0`: no further engine process).
 
@@ -32,11 +32,14 @@ import re
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from trainables.stops import completes_stop
 
 # vLLM-CPU sizes its KV cache from this variable (GiB); its own default takes a large share of memory.
 CPU_KV_CACHE_GIB = "1"
@@ -88,16 +91,16 @@ def _release(text: str) -> tuple[int, ...]:
 
 
 def vllm_generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt_ids: list[list[int]],
-                  max_new_tokens: int, beams: int = 1) -> list[list[int]]:
+                  max_new_tokens: int, beams: int = 1, stop_strings: tuple[str, ...] = ()) -> list[list[int]]:
     """Greedy (or, with `beams` > 1, beam-search) new token ids per prompt, in prompt order (a row
-    ends with EOS when it stopped there)."""
+    ends with EOS, or with the token that completed one of `stop_strings`, when it stopped there)."""
     require_vllm(model.device)
     max_model_len = max(len(ids) for ids in prompt_ids) + max_new_tokens
     with tempfile.TemporaryDirectory(prefix="cotstudy-vllm-") as scratch:
         folder = Path(scratch)
         save_model(model, tokenizer, folder / "model", max_model_len)
         request = {"prompt_ids": prompt_ids, "max_new_tokens": max_new_tokens, "beams": beams,
-                   "engine": engine_arguments(model, max_model_len)}
+                   "stop_strings": list(stop_strings), "engine": engine_arguments(model, max_model_len)}
         (folder / "request.json").write_text(json.dumps(request))
         _run_child(folder, _child_environment(model.device))
         return json.loads((folder / "generated.json").read_text())
@@ -165,18 +168,81 @@ def generate_in_child(folder: Path) -> None:
     request = json.loads((folder / "request.json").read_text())
     model_folder = str(folder / "model")
     llm = vllm.LLM(model=model_folder, tokenizer=model_folder, **request["engine"])
-    prompts = [TokensPrompt(prompt_token_ids=ids) for ids in request["prompt_ids"]]
-    if request["beams"] > 1:  # the paper's width, temperature 0, vLLM's default length penalty
-        from vllm.sampling_params import BeamSearchParams
-
-        params = BeamSearchParams(beam_width=request["beams"], max_tokens=request["max_new_tokens"], temperature=0.0)
-        outputs = llm.beam_search(prompts, params)
-        # a beam's tokens begin with its prompt's
-        generated = [o.sequences[0].tokens[len(ids):] for o, ids in zip(outputs, request["prompt_ids"])]
-    else:
-        sampling = vllm.SamplingParams(temperature=0.0, max_tokens=request["max_new_tokens"], detokenize=False)
+    stop_strings = tuple(request["stop_strings"])
+    if request["beams"] > 1:
+        generated = beam_search(llm, request["prompt_ids"], request["beams"], request["max_new_tokens"], stop_strings)
+    else:  # special tokens kept in the text, so a stop string like <|eot_id|> stops as it does in transformers
+        sampling = vllm.SamplingParams(temperature=0.0, max_tokens=request["max_new_tokens"],
+                                       stop=list(stop_strings) or None, detokenize=bool(stop_strings),
+                                       skip_special_tokens=False)
+        prompts = [TokensPrompt(prompt_token_ids=ids) for ids in request["prompt_ids"]]
         generated = [list(o.outputs[0].token_ids) for o in llm.generate(prompts, sampling, use_tqdm=False)]
     (folder / "generated.json").write_text(json.dumps([list(ids) for ids in generated]))
+
+
+VLLM_LENGTH_PENALTY = 1.0  # vLLM's default, the paper's
+
+
+def vllm_beam_score(logprob: float, prompt_tokens: int, new_ids: list[int], eos_token_id: int) -> float:
+    """vLLM's beam score (`get_beam_search_score`): the cumulative log-probability over the whole
+    sequence's length, prompt included, a final EOS not."""
+    length = prompt_tokens + len(new_ids) - (1 if new_ids and new_ids[-1] == eos_token_id else 0)
+    return logprob / length ** VLLM_LENGTH_PENALTY
+
+
+@dataclass
+class Beam:
+    tokens: list[int]  # the prompt's, then the new ones
+    logprob: float  # of the new tokens, summed
+    prompt_tokens: int
+
+
+def beam_search(llm, prompt_ids: list[list[int]], width: int, max_tokens: int,
+                stop_strings: tuple[str, ...]) -> list[list[int]]:
+    """vLLM's `LLM.beam_search` (vLLM 0.29: a loop of one-token `generate` calls, each beam's
+    2 x `width` most likely next tokens as candidates, a candidate ending in EOS finished, the
+    `width` best of the others kept, the best finished or kept beam by `vllm_beam_score` at the
+    end), with one addition: a candidate that completes a stop string is finished as well
+    (`LLM.beam_search` takes no stop strings; the paper's vLLM beam search stopped at them). It
+    ends early only when no kept beam can still beat the best finished one (the log-probability
+    only falls, the length is at most the prompt's plus `max_tokens`), which leaves the result as
+    it is. Returns the best beam's new token ids per prompt."""
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    tokenizer = llm.get_tokenizer()
+    eos = tokenizer.eos_token_id
+    step = SamplingParams(logprobs=2 * width, max_tokens=1, temperature=0.0, detokenize=False)
+    live = [[Beam(list(ids), 0.0, len(ids))] for ids in prompt_ids]
+    finished: list[list[Beam]] = [[] for _ in prompt_ids]
+
+    def score(beam: Beam) -> float:
+        return vllm_beam_score(beam.logprob, beam.prompt_tokens, beam.tokens[beam.prompt_tokens:], eos)
+
+    for _ in range(max_tokens):
+        flat = [(i, beam) for i, beams in enumerate(live) for beam in beams]
+        if not flat or all(_settled(f, b, max_tokens, score) for f, b in zip(finished, live)):
+            break
+        outputs = llm.generate([TokensPrompt(prompt_token_ids=b.tokens) for _, b in flat], step, use_tqdm=False)
+        grown: list[list[Beam]] = [[] for _ in prompt_ids]
+        for (i, beam), output in zip(flat, outputs):
+            for token, logprob in output.outputs[0].logprobs[0].items():
+                child = Beam(beam.tokens + [token], beam.logprob + logprob.logprob, beam.prompt_tokens)
+                ended = token == eos or (stop_strings and completes_stop(tokenizer, child.tokens[child.prompt_tokens:],
+                                                                          stop_strings))
+                (finished[i] if ended else grown[i]).append(child)
+        live = [sorted(beams, key=score, reverse=True)[:width] for beams in grown]
+    best = [max(f + b, key=score) for f, b in zip(finished, live)]
+    return [beam.tokens[beam.prompt_tokens:] for beam in best]
+
+
+def _settled(finished: list[Beam], live: list[Beam], max_tokens: int, score) -> bool:
+    """No live beam can end above the best finished one: its best possible score is its
+    log-probability (which only falls) over the longest length it can reach."""
+    if not finished:
+        return not live
+    best = max(score(beam) for beam in finished)
+    return all(beam.logprob / (beam.prompt_tokens + max_tokens) ** VLLM_LENGTH_PENALTY < best for beam in live)
 
 
 if __name__ == "__main__":

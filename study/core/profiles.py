@@ -3,8 +3,9 @@
     robust   greedy, `evaluation.max_new_tokens`, a row stops once its answer sentence is complete
              and the output is cut after it (trainables/evaluate.py); the model's own dtype
     paper    the paper's evaluator: per kind of task (the data set's `task`), beam search of width 5
-             at temperature 0 with 640 new tokens (commonsense) or greedy with 1024 (math); the
-             output cut at the first of the paper's stop strings; bf16 on a GPU
+             at temperature 0 with 640 new tokens (commonsense) or greedy with 1024 (math); a row
+             or a beam stops at the first of the paper's stop strings, and is cut before it; bf16
+             on a GPU
 
 Both profiles score each output twice: `accuracy` by the project's scorer, `accuracy_paper` by
 the paper's answer rules (study/core/datasets/paper_answers.py).
@@ -30,7 +31,7 @@ class Decoding:
 
     beams: int  # 1: greedy
     max_new_tokens: int
-    stop_strings: tuple[str, ...]  # the output is cut before the first of these
+    stop_strings: tuple[str, ...]  # generation stops at the first of these, the output is cut before it
     stop_at_answer: bool  # stop a row once its answer sentence is complete, cut the output after it
     bf16_on_gpu: bool
 

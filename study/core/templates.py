@@ -14,6 +14,7 @@ an empty response). Turning a template into token ids needs the student's tokeni
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -56,6 +57,13 @@ TEMPLATES: dict[str, StudentTemplate] = {t.name: t for t in (
 
 def student_template(name: str) -> StudentTemplate:
     return TEMPLATES[name]
+
+
+def template_markers(names: Iterable[str]) -> tuple[str, ...]:
+    """The markers of the templates `names`, each once, in a fixed order (a tokenizer that holds
+    them as special tokens gets the same ids whatever order the students come in)."""
+    wanted = set(names)
+    return tuple(dict.fromkeys(m for name, t in TEMPLATES.items() if name in wanted for m in t.markers))
 
 
 def template_prompt(name: str, dataset: str, question: str) -> str:

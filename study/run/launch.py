@@ -29,7 +29,7 @@ from study.run.studies import StudyError, open_study, prepare_storage, study_loc
 from study.teachers.generate import build_corpora
 from trainables.cell import cell_config, run_cell
 from trainables.evaluate import check_beam_search
-from trainables.students import check_students
+from trainables.students import check_students, tiny_templates
 from trainables.tokenizer import ensure_study_tokenizer
 
 Trainable = Callable[[dict], None]
@@ -151,7 +151,7 @@ def _new_tuner(spec: StudySpec, paths: StudyPaths, cells: list[Cell], trainable:
 def _prepare_inputs(spec: StudySpec, paths: StudyPaths) -> None:
     keys = corpus_keys(spec)
     build_corpora(spec, paths, keys)
-    ensure_study_tokenizer(paths, keys, spec.tokenizer.vocab_size)
+    ensure_study_tokenizer(paths, keys, spec.tokenizer.vocab_size, tiny_templates(spec))
 
 
 def run_study(spec: StudySpec, trainable: Trainable = run_cell, break_lock: bool = False) -> StudyOutcome:

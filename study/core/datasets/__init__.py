@@ -27,7 +27,7 @@ from functools import lru_cache
 from study.core.datasets.arith import ArithSettings, generate_splits
 from study.core.datasets.descriptor import AnswerType, DatasetInfo
 from study.core.datasets.golds import inline_choices
-from study.core.datasets.paper_answers import paper_answer
+from study.core.datasets.paper_answers import paper_answer, paper_equal
 from study.core.datasets.problems import Choice, Problem, Step
 from study.core.datasets.registry import (
     DATASET_NAMES,
@@ -75,8 +75,10 @@ def extract_paper_answer(dataset: str, text: str) -> str | None:
 
 
 def score_paper(dataset: str, text: str, gold: str) -> bool:
-    """Whether the answer the paper's evaluator reads equals `gold` (by the data set's equality)."""
-    return dataset_info(dataset).answers.equal(extract_paper_answer(dataset, text), gold)
+    """Whether the paper's evaluator counts `text` right: the answer it reads, compared with `gold`
+    its own way (string equality after its cleaning; `paper_answers.py`)."""
+    info = dataset_info(dataset)
+    return paper_equal(extract_paper_answer(dataset, text), gold, info.task, info.answer_type)
 
 
 RATIONALE_SEPARATOR = " "
