@@ -78,18 +78,23 @@ def known_cluster(given: ClusterConfig | None) -> ClusterConfig | None:
     return load_cluster(autoscaler_config) if autoscaler_config.is_file() else None
 
 
-def check_placement(spec: StudySpec, cluster: ClusterConfig | None) -> None:
-    """Before anything is written: storage every node reaches, and Train workers that fit the
-    cluster's node types (a cluster config known) or the cluster as it is (none known)."""
-    nodes = _alive_nodes()
-    if on_cluster():
-        check_storage_is_shared(spec.storage, len(nodes), cluster)
+def check_node_types(spec: StudySpec, cluster: ClusterConfig | None) -> None:
+    """A trial whose Train workers fit no node type of the cluster's config would wait forever:
+    refused before Ray starts (`cotstudy plan --cluster` shows the same fit per node type)."""
     if cluster is None:
-        check_trial_fits(spec.resources, ray.cluster_resources(), autoscaling=on_cluster())
         return
     refusal = placement(spec.resources.per_worker, spec.resources.workers_per_trial, cluster).refusal()
     if refusal is not None:
         raise ClusterTooSmall(refusal)
+
+
+def check_cluster_now(spec: StudySpec, cluster: ClusterConfig | None) -> None:
+    """On the running Ray, before anything is written: storage every node reaches, and Train
+    workers that fit the cluster as it is now (unless a cluster config says what it may grow to)."""
+    if on_cluster():
+        check_storage_is_shared(spec.storage, len(_alive_nodes()), cluster)
+    if cluster is None or not on_cluster():  # a local Ray is this machine, whatever --cluster says
+        check_trial_fits(spec.resources, ray.cluster_resources(), autoscaling=on_cluster())
 
 
 def check_storage_is_shared(location: str, alive_nodes: int, cluster: ClusterConfig | None) -> None:
@@ -210,11 +215,12 @@ def _prepare_inputs(spec: StudySpec, paths: StudyPaths) -> None:
 def _ready_to_run(spec: StudySpec, cluster: ClusterConfig | None) -> ClusterConfig | None:
     """Every check that needs Ray or the students, before the study's folder is touched; returns
     the cluster config that sets the concurrency (see `known_cluster`)."""
+    cluster = known_cluster(cluster)
+    check_node_types(spec, cluster)
     check_students(spec)  # an unloadable student or LoRA target stops the run before it writes
     check_beam_search(spec)
     init_ray()
-    cluster = known_cluster(cluster)
-    check_placement(spec, cluster)
+    check_cluster_now(spec, cluster)
     return cluster
 
 
