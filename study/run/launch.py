@@ -212,27 +212,36 @@ def _prepare_inputs(spec: StudySpec, paths: StudyPaths) -> None:
     ensure_study_tokenizer(paths, keys, spec.tokenizer.vocab_size)
 
 
-def _ready_to_run(spec: StudySpec, cluster: ClusterConfig | None) -> ClusterConfig | None:
-    """Every check that needs Ray or the students, before the study's folder is touched; returns
-    the cluster config that sets the concurrency (see `known_cluster`)."""
+def _checks_before_writing(spec: StudySpec, cluster: ClusterConfig | None) -> ClusterConfig | None:
+    """What can refuse a study before its folder is touched; returns the cluster config that
+    sets placement and concurrency (see `known_cluster`). A cluster is joined here (cheap, and
+    local storage must be refused before it is written); a local Ray starts only after the
+    storage lock has proved the storage writable (`_start_ray`)."""
     cluster = known_cluster(cluster)
     check_node_types(spec, cluster)
     check_students(spec)  # an unloadable student or LoRA target stops the run before it writes
     check_beam_search(spec)
+    if on_cluster():
+        _start_ray(spec, cluster)
+    return cluster
+
+
+def _start_ray(spec: StudySpec, cluster: ClusterConfig | None) -> None:
     init_ray()
     check_cluster_now(spec, cluster)
-    return cluster
 
 
 def run_study(spec: StudySpec, trainable: Trainable = run_cell, break_lock: bool = False,
               cluster: ClusterConfig | None = None) -> StudyOutcome:
     """One driver per study: a second `run`/`resume` of it refuses (study.run.studies.study_lock).
     `cluster`: the cluster's launcher config (--cluster), for placement and concurrency."""
-    cluster = _ready_to_run(spec, cluster)
+    cluster = _checks_before_writing(spec, cluster)
     with study_lock(StudyPaths.of(spec.storage, spec.name), "run", break_lock):
         paths, cells = prepare_storage(spec)
         print(f"study {spec.name}: {len(cells)} cells -> {paths.root}", flush=True)
         set_aside_corrupt_results(paths, cells)
+        if not on_cluster():  # a local Ray starts once the lock has found the storage writable
+            _start_ray(spec, cluster)
         _prepare_inputs(spec, paths)
         _new_tuner(spec, paths, cells, trainable, cluster).fit()
         return finish_study(paths, cells)
@@ -242,13 +251,15 @@ def resume_study(study_dir: str, trainable: Trainable = run_cell, break_lock: bo
                  cluster: ClusterConfig | None = None) -> StudyOutcome:
     spec, paths = open_study(study_dir)
     cells = expand_grid(spec)
-    if any(s.state != "done" for s in cell_states(paths, cells)):  # checked before the lock is written
-        cluster = _ready_to_run(spec, cluster)
+    if any(s.state != "done" for s in cell_states(paths, cells)):
+        cluster = _checks_before_writing(spec, cluster)
     with study_lock(paths, "resume", break_lock):
         set_aside_corrupt_results(paths, cells)
         pending = [s for s in cell_states(paths, cells) if s.state != "done"]
         print(f"study {spec.name}: {len(cells) - len(pending)} of {len(cells)} cells done; resuming", flush=True)
         if pending:
+            if not on_cluster():
+                _start_ray(spec, cluster)
             _prepare_inputs(spec, paths)
             restored = tune.Tuner.can_restore(paths.tune)
             if restored:
