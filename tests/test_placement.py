@@ -60,8 +60,8 @@ def test_trials_at_once_count_every_node_the_autoscaler_may_start():
     assert placement(ONE_GPU, 2, CLUSTER).trials_at_once == 12  # a trial's workers may span nodes
     capped = parse_cluster({**yaml.safe_load((REPO / "cluster.yaml").read_text()), "max_workers": 3}, "capped")
     assert placement(ONE_GPU, 1, capped).trials_at_once == 8 + 8 + 1  # the roomiest three nodes
-    # what the launcher did before: the head's 8 CPUs // 8 CPUs per worker = 1 trial at once
-    assert placement({"CPU": 8, "GPU": 0}, 1, CLUSTER).trials_at_once == 1 + 8 * 0 + 2 * 12
+    # CPU-only workers of 8 CPUs: one on the head, none on a 4-CPU gpu-1x, 12 on each gpu-8x
+    assert placement({"CPU": 8, "GPU": 0}, 1, CLUSTER).trials_at_once == 1 + 2 * 12
 
 
 def test_every_shipped_spec_fits_the_shipped_cluster_and_gpu_specs_fit_its_one_gpu_nodes():

@@ -15,6 +15,8 @@
     cotstudy status STUDY_DIR          done / failed / pending cells, and each failure's error
     cotstudy figures STUDY_DIR...      redraw the figures (same as python -m analysis)
     cotstudy report STUDY_DIR...       report.md / report.html: figures, tables, findings
+                                       (both write into the first study folder, uploaded when it
+                                       is a URI, or into --out)
 
 Exit codes: 0 all cells done, 1 some cells failed, 2 bad input (spec, data, flag, storage), nothing run.
 """
