@@ -72,7 +72,7 @@ def _html(results: pd.DataFrame, figures: list[Path], tables: dict[str, pd.DataF
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_on_studies(argv, "cotstudy report", "Write a study's report.", default_out=Path, produce=write_report)
+    return run_on_studies(argv, "cotstudy report", "Write a study's report.", default_out=str, produce=write_report)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Operations on real Ray processes: a study on a two-node cluster started with `ray start` (both
-nodes on this machine, each with its own CPU and temp dir), and a Ray Train worker killed mid-cell
+nodes on this machine, each with its own temp dir: a CPU-less head with the driver resource and a
+2-CPU worker), local storage refused there, and a Ray Train worker killed mid-cell
 (the trial is retried and training resumes from its last checkpoint, not from step 0)."""
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -67,33 +69,59 @@ def _actor_logs(temp_dir: str, actor: str) -> list[Path]:
     return [p for p in Path(temp_dir).rglob("worker-*.out") if f":actor_name:{actor}".encode() in p.read_bytes()]
 
 
-def test_a_study_runs_on_a_two_node_cluster_with_trials_on_both_nodes(tmp_path):
+@dataclass(frozen=True)
+class TwoNodes:
+    env: dict  # RAY_ADDRESS set: a `cotstudy` subprocess joins this cluster
+    head_tmp: str
+    worker_tmp: str
+
+
+@pytest.fixture(scope="module")
+def two_nodes():
+    """A head with no CPU of its own and the driver resource (as cluster.yaml's head, which trial
+    drivers need and Train workers cannot use), and a worker node with 2 CPUs, both started with
+    `ray start`; every process they started is killed afterwards, by pid."""
     head_tmp, worker_tmp = tempfile.mkdtemp(prefix="rh-", dir="/tmp"), tempfile.mkdtemp(prefix="rw-", dir="/tmp")
     env, marker = _marked_env(head_tmp)
     port = _free_port()
-    spec = write_spec(tmp_path / "spec.yaml", small_spec(
-        tmp_path / "out", name="two-nodes", formats=["answer_only"], evaluation={"max_new_tokens": 16, "test_size": 8},
-        training={"max_steps": 6, "tokens_per_batch": 2048, "seeds": [0, 1]}))
     try:
-        subprocess.run([RAY, "start", "--head", f"--port={port}", "--num-cpus=1", f"--temp-dir={head_tmp}",
-                        "--include-dashboard=false", "--resources", json.dumps({"head_node": 1, DRIVER_RESOURCE: 1})],
+        subprocess.run([RAY, "start", "--head", f"--port={port}", "--num-cpus=0", f"--temp-dir={head_tmp}",
+                        "--include-dashboard=false", "--resources", json.dumps({DRIVER_RESOURCE: 1})],
                        env=env, check=True, capture_output=True, timeout=120)
-        subprocess.run([RAY, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1", f"--temp-dir={worker_tmp}",
-                        "--resources", '{"second_node": 1}'],
+        subprocess.run([RAY, "start", f"--address=127.0.0.1:{port}", "--num-cpus=2", f"--temp-dir={worker_tmp}"],
                        env={**env, "RAY_TMPDIR": worker_tmp}, check=True, capture_output=True, timeout=120)
-        run = subprocess.run([sys.executable, "-m", "study", "run", str(spec)], cwd=REPO, capture_output=True,
-                             text=True, timeout=540, env={**env, "RAY_ADDRESS": f"127.0.0.1:{port}"})
-        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-        results = pd.read_parquet(tmp_path / "out" / "two-nodes" / "results.parquet")
-        assert len(results) == 2 and results["cell_id"].is_unique
-        # one CPU per node and one CPU per Train worker: the two cells' workers ran one on each node
-        assert _actor_logs(head_tmp, "RayTrainWorker") and _actor_logs(worker_tmp, "RayTrainWorker")
-        # the trial drivers are pinned to the head (its driver resource), never on the worker node
-        assert _actor_logs(head_tmp, "ImplicitFunc") and not _actor_logs(worker_tmp, "ImplicitFunc")
+        yield TwoNodes(env={**env, "RAY_ADDRESS": f"127.0.0.1:{port}"}, head_tmp=head_tmp, worker_tmp=worker_tmp)
     finally:
         _kill_all(marker)  # never `ray stop`: it would stop every Ray on this machine
         shutil.rmtree(head_tmp, ignore_errors=True)
         shutil.rmtree(worker_tmp, ignore_errors=True)
+
+
+def test_on_two_nodes_trial_drivers_run_on_the_head_and_train_workers_on_the_other_node(tmp_path, two_nodes):
+    """Storage as file://: a folder every node reaches (both are this machine); no cluster config,
+    so concurrency is left to Ray and both trials run at once on the worker node's 2 CPUs."""
+    spec = write_spec(tmp_path / "spec.yaml", small_spec(
+        f"file://{tmp_path / 'out'}", name="two-nodes", formats=["answer_only"],
+        evaluation={"max_new_tokens": 16, "test_size": 8},
+        training={"max_steps": 6, "tokens_per_batch": 2048, "seeds": [0, 1]}))
+    run = subprocess.run([sys.executable, "-m", "study", "run", str(spec)], cwd=REPO, capture_output=True,
+                         text=True, timeout=540, env=two_nodes.env)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "trials at once: no limit (left to Ray" in run.stdout
+    results = pd.read_parquet(tmp_path / "out" / "two-nodes" / "results.parquet")
+    assert len(results) == 2 and results["cell_id"].is_unique
+    # the trial drivers hold the head's driver resource; the head has no CPU for a Train worker
+    assert _actor_logs(two_nodes.head_tmp, "ImplicitFunc") and not _actor_logs(two_nodes.worker_tmp, "ImplicitFunc")
+    assert _actor_logs(two_nodes.worker_tmp, "RayTrainWorker") and not _actor_logs(two_nodes.head_tmp, "RayTrainWorker")
+
+
+def test_local_storage_on_a_two_node_cluster_is_refused_before_anything_is_written(tmp_path, two_nodes):
+    spec = write_spec(tmp_path / "spec.yaml", small_spec(tmp_path / "out", name="local-on-two"))
+    run = subprocess.run([sys.executable, "-m", "study", "run", str(spec)], cwd=REPO, capture_output=True,
+                         text=True, timeout=300, env=two_nodes.env)
+    assert run.returncode == 2, run.stdout[-3000:] + run.stderr[-3000:]
+    assert f"error: storage: '{tmp_path / 'out'}' is a local folder, but the Ray cluster at RAY_ADDRESS has 2 nodes" in run.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_killed_train_worker_is_retried_from_its_last_checkpoint(tmp_path):

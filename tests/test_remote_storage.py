@@ -223,3 +223,23 @@ def test_analysis_names_a_study_on_s3_without_the_uri_query(s3_endpoint, monkeyp
                           "format": ["cot"], "student": ["s"], "seed": [0], "accuracy": [0.5], "n_test": [10]})
     storage.write_parquet_atomic(storage.join(study, "results.parquet"), frame)
     assert analysis.load(study)["study"].tolist() == ["arith-grid"]
+
+
+def test_figures_and_report_of_an_s3_study_are_written_into_its_own_storage(s3_endpoint, tmp_path, monkeypatch):
+    """Without --out, `cotstudy figures` / `report` of a URI write under the study on S3, and no
+    local folder named after the scheme (`s3:`) appears in the working directory."""
+    from test_analysis import synthetic_results
+
+    from study.run.cli import main
+
+    endpoint, s3 = s3_endpoint
+    for name, value in {**CREDENTIALS, "AWS_ENDPOINT_URL": endpoint}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    study = f"s3://{BUCKET}/drawn/study"
+    storage.write_parquet_atomic(storage.join(study, "results.parquet"), synthetic_results())
+    assert main(["figures", study]) == 0
+    assert main(["report", study]) == 0
+    names = set(_objects(s3, f"{BUCKET}/drawn/study"))
+    assert {"figures/granularity_curves.png", "report.md", "report.html", "tables.tex"} <= names, names
+    assert list(tmp_path.iterdir()) == []

@@ -13,8 +13,10 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -215,6 +217,18 @@ def upload_dir(local_dir: Path, location: str) -> None:
     fs, path = _filesystem(location)
     fs.create_dir(path, recursive=True)
     pafs.copy_files(str(local_dir), path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+
+
+def produce_at(location: str, produce: Callable[[Path], list[Path]]) -> list[str]:
+    """The files `produce` writes into a local folder, put at `location`: that folder itself when
+    it is local; for a URI, a scratch folder uploaded there afterwards (so a figure of
+    s3://b/study never lands in a local folder named `s3:`). Returns where the files are."""
+    if not is_uri(location):
+        return [str(path) for path in produce(Path(location))]
+    with tempfile.TemporaryDirectory() as scratch:
+        written = produce(Path(scratch))
+        upload_dir(Path(scratch), location)
+    return [join(location, *path.relative_to(scratch).parts) for path in written]
 
 
 def check_writable(location: str) -> None:

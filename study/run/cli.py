@@ -1,17 +1,22 @@
 """The `cotstudy` command (also `python -m study`).
 
     cotstudy demo                      the embedded demo study, end to end, on local Ray
-    cotstudy plan SPEC                 cells, corpora and estimated train tokens; runs nothing
-    cotstudy run SPEC [--storage DIR] [--data-dir DIR]
+    cotstudy plan SPEC [--cluster cluster.yaml]
+                                       cells, corpora, estimated train tokens, the node types a
+                                       trial's workers fit; runs nothing
+    cotstudy run SPEC [--storage DIR] [--data-dir DIR] [--cluster cluster.yaml]
                                        build corpora, train and evaluate every cell, draw figures
     cotstudy corpus-stats SPEC | --files GLOB... [--data-dir DIR]
                                        rows, rationale length, steps, correct rate per corpus
-    cotstudy serve-teacher SPEC TEACHER
+    cotstudy serve-teacher SPEC TEACHER [--host HOST]
                                        serve one teacher on Ray Serve for reuse across studies
-    cotstudy resume STUDY_DIR          finish every unfinished cell of a study
+    cotstudy resume STUDY_DIR [--cluster cluster.yaml]
+                                       finish every unfinished cell of a study
     cotstudy status STUDY_DIR          done / failed / pending cells, and each failure's error
     cotstudy figures STUDY_DIR...      redraw the figures (same as python -m analysis)
     cotstudy report STUDY_DIR...       report.md / report.html: figures, tables, findings
+                                       (both write into the first study folder, uploaded when it
+                                       is a URI, or into --out)
 
 Exit codes: 0 all cells done, 1 some cells failed, 2 bad input (spec, data, flag, storage), nothing run.
 """
@@ -30,6 +35,7 @@ from analysis.report import main as report_main
 from analysis.tables import accuracy_table
 from study.core import storage
 from study.core.cells import corpus_keys, expand_grid
+from study.core.cluster import AUTOSCALER_CONFIG, ClusterConfig, ClusterConfigError, load_cluster, placement
 from study.core.datasets import DataError, DatasetSpec, dataset_info, load_split
 from study.run.inputs import check_inputs, estimate_corpus_tokens
 from study.core.results import cell_states
@@ -43,6 +49,9 @@ if TYPE_CHECKING:
     from study.run.launch import StudyOutcome
 
 EXIT_OK, EXIT_FAILED_CELLS, EXIT_BAD_INPUT = 0, 1, 2
+CLUSTER_HELP = ("the Ray cluster launcher config (cluster.yaml) whose node types the trials' Train workers must fit "
+                "and whose largest extent sets how many run at once (on a cluster's head, default: the "
+                f"autoscaler's {AUTOSCALER_CONFIG})")
 BREAK_LOCK_HELP = ("take over the study's lock even if its holder may be alive (a driver on another machine "
                    "that is gone); a lock left by a dead driver on this machine is taken over without it")
 
@@ -59,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("spec", help="study spec (YAML)")
         command.add_argument("--storage", help="override the spec's storage (local folder or URI)")
         command.add_argument("--data-dir", help="folder of source data sets (<dir>/<dataset>, <dir>/paper/<dataset>); overrides the spec's")
+        command.add_argument("--cluster", help=CLUSTER_HELP)
         if name == "run":
             command.add_argument("--break-lock", action="store_true", help=BREAK_LOCK_HELP)
     stats = commands.add_parser("corpus-stats", help="rows, rationale length, steps, correct rate per corpus")
@@ -71,6 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("spec", help="study spec (YAML)")
     serve.add_argument("teacher", help="the teacher's name in the spec")
     serve.add_argument("--data-dir", help="folder of source data sets")
+    serve.add_argument("--host", help="the address other machines reach this node by, named in the printed URL "
+                                      "(default: the node's address on a cluster, i.e. RAY_ADDRESS set; else 127.0.0.1)")
     demo = commands.add_parser("demo", help="run the embedded demo study (specs/demo.yaml)")
     demo.add_argument("--storage", help="where results go (default: the spec's ./cotstudy-results)")
     demo.add_argument("--break-lock", action="store_true", help=BREAK_LOCK_HELP)
@@ -80,11 +92,12 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("study_dir", help="<storage>/<study name>")
         if name == "resume":
             command.add_argument("--break-lock", action="store_true", help=BREAK_LOCK_HELP)
+            command.add_argument("--cluster", help=CLUSTER_HELP)
     for name, help_text in (("figures", "draw a study's figures (same as python -m analysis)"),
                             ("report", "write report.md / report.html with figures, tables and findings")):
         command = commands.add_parser(name, help=help_text)
         command.add_argument("study_dirs", nargs="+")
-        command.add_argument("--out", help="output folder (default: under the first study folder)")
+        command.add_argument("--out", help="output folder or URI (default: under the first study folder, in its own storage)")
         command.add_argument("--accuracy", choices=["accuracy", "accuracy_paper"], default="accuracy",
                              help="the accuracy shown: the project's scorer, or the paper's answer rules")
     return parser
@@ -101,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             return analysis_main([*args.study_dirs, *(["--out", args.out] if args.out else []),
                                   "--accuracy", args.accuracy])
         if args.command == "plan":
-            return plan(_checked_spec(args))
+            return plan(_checked_spec(args), _cluster(args))
         if args.command == "corpus-stats":
             return corpus_stats(args)
         if args.command == "serve-teacher":
@@ -109,9 +122,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "status":
             return status(args.study_dir)
         return _launch(args)
-    except (SpecError, DataError) as error:
+    except (SpecError, DataError, ClusterConfigError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+
+
+def _cluster(args: argparse.Namespace) -> ClusterConfig | None:
+    """The --cluster file, typed (None without the flag)."""
+    location = getattr(args, "cluster", None)
+    return None if location is None else load_cluster(location)
 
 
 def _checked_spec(args: argparse.Namespace) -> StudySpec:
@@ -131,7 +150,7 @@ def _serve_teacher(args: argparse.Namespace) -> int:
     from study.run.launch import serve_teacher
 
     try:
-        serve_teacher(spec, args.teacher)
+        serve_teacher(spec, args.teacher, args.host)
     except TeacherError as error:
         print(f"error: {_without_keys(str(error), spec)}", file=sys.stderr)
         return EXIT_FAILED_CELLS
@@ -151,11 +170,12 @@ def _launch(args: argparse.Namespace) -> int:
     spec = None
     if args.command in ("run", "demo"):  # validate before Ray starts
         spec = _checked_spec(args)
+    cluster = _cluster(args)
     from study.run.launch import resume_study, run_study  # Ray and torch load only from here on
 
     try:
-        outcome = (run_study(spec, break_lock=args.break_lock) if spec is not None
-                   else resume_study(args.study_dir, break_lock=args.break_lock))
+        outcome = (run_study(spec, break_lock=args.break_lock, cluster=cluster) if spec is not None
+                   else resume_study(args.study_dir, break_lock=args.break_lock, cluster=cluster))
     except StudyError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -177,7 +197,9 @@ def _print_outcome(outcome: StudyOutcome) -> None:
         print(f"failed cells: cotstudy status {outcome.paths.root}")
 
 
-def plan(spec: StudySpec) -> int:
+def plan(spec: StudySpec, cluster: ClusterConfig | None = None) -> int:
+    """What a run would do; with a cluster config, also where each trial's Train workers fit
+    (exit 2 when they fit nowhere: `run` would refuse the spec)."""
     cells = expand_grid(spec)
     keys = corpus_keys(spec)
     corpus_tokens = {key.corpus_id: estimate_corpus_tokens(key) for key in keys}
@@ -202,6 +224,18 @@ def plan(spec: StudySpec) -> int:
         total += tokens or 0
         print(f"  {cell.cell_id}  {cell.name:<56} {_approx(tokens):>12} train tokens")
     print(f"\nestimated train tokens, all cells: ~{total:,} (corpora a teacher must generate not counted)")
+    return EXIT_OK if cluster is None else _plan_placement(spec, cluster)
+
+
+def _plan_placement(spec: StudySpec, cluster: ClusterConfig) -> int:
+    fitted = placement(spec.resources.per_worker, spec.resources.workers_per_trial, cluster)
+    print("\nplacement:")
+    for line in fitted.lines():
+        print(f"  {line}")
+    refusal = fitted.refusal()
+    if refusal is not None:
+        print(f"error: {refusal}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     return EXIT_OK
 
 

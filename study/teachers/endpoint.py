@@ -17,9 +17,11 @@ import httpx
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from study.core.cluster import on_cluster
 from study.teachers.client import TeacherError
 
-SERVE_HOST = "127.0.0.1"
+LOOPBACK = "127.0.0.1"
+ALL_INTERFACES = "0.0.0.0"
 
 
 class ChatMessage(BaseModel):
@@ -70,14 +72,35 @@ class TeacherEndpoint:
 
 
 @dataclass(frozen=True)
+class ServeHost:
+    """Where Serve's HTTP proxies listen, and the host that teacher URLs name."""
+
+    listen: str
+    url_host: str
+
+
+def serve_host(host: str | None, joined_cluster: bool, node_address: str) -> ServeHost:
+    """`host` (serve-teacher --host) is the address other machines reach this node by; default:
+    the node's address on a cluster (joined through RAY_ADDRESS), else 127.0.0.1 (this machine
+    only). Serve starts a proxy on every node with the same options and a proxy cannot bind another
+    node's address, so anything but loopback listens on all interfaces; 0.0.0.0 names the node."""
+    if host is None:
+        host = node_address if joined_cluster else LOOPBACK
+    if host in (LOOPBACK, "localhost"):
+        return ServeHost(listen=LOOPBACK, url_host=host)
+    return ServeHost(listen=ALL_INTERFACES, url_host=node_address if host == ALL_INTERFACES else host)
+
+
+@dataclass(frozen=True)
 class ServeTarget:
-    """The running Serve that teachers are deployed on (its HTTP proxy's port), and who deploys
-    them: a study (its name) or `cotstudy serve-teacher` (SHARED_OWNER). Application names and
+    """The running Serve that teachers are deployed on (its HTTP proxy's host and port), and who
+    deploys them: a study (its name) or `cotstudy serve-teacher` (SHARED_OWNER). Application names and
     routes carry the owner, so a study never replaces, nor deletes, an application of another
     study or a shared teacher of the same name; a study run again replaces its own."""
 
     port: int
     owner: str
+    url_host: str = LOOPBACK
 
     def app_name(self, teacher_name: str) -> str:
         return f"{self.owner}-teacher-{teacher_name}"
@@ -96,25 +119,30 @@ def running(serve: ServeTarget | None) -> ServeTarget:
     return serve
 
 
-def _free_port() -> int:
+def _free_port(listen: str) -> int:
     with socket.socket() as probe:
-        probe.bind((SERVE_HOST, 0))
+        probe.bind((listen, 0))
         return probe.getsockname()[1]
 
 
-def start_serve(owner: str = SHARED_OWNER) -> ServeTarget:
-    """Serve's HTTP proxy for `owner`'s teachers: a new Serve on a free local port (a fixed 8000
-    collides between studies), or the Serve already running on the cluster (another study's
-    `cotstudy serve-teacher`), whose proxy keeps the port it was started with."""
+def start_serve(owner: str = SHARED_OWNER, host: str | None = None) -> ServeTarget:
+    """Serve's HTTP proxy for `owner`'s teachers: a new Serve on a free port (a fixed 8000
+    collides between studies), listening as `serve_host` says, or the Serve already running on
+    the cluster (another study's `cotstudy serve-teacher`), which keeps the host and port it was
+    started with: its URLs name 127.0.0.1 if it listens only there."""
     from ray import serve
     from ray.serve.context import _get_global_client  # the one way to read a running proxy's port
+    from ray.util import get_node_ip_address
 
-    running = _get_global_client(raise_if_no_controller_running=False)
-    if running is not None:
-        return ServeTarget(running.http_config.port, owner)
-    port = _free_port()
-    serve.start(http_options={"host": SERVE_HOST, "port": port})
-    return ServeTarget(port, owner)
+    wanted = serve_host(host, on_cluster(), get_node_ip_address())
+    running_serve = _get_global_client(raise_if_no_controller_running=False)
+    if running_serve is not None:
+        listen = running_serve.http_config.host
+        url_host = wanted.url_host if listen in (ALL_INTERFACES, wanted.url_host) else listen
+        return ServeTarget(running_serve.http_config.port, owner, url_host)
+    port = _free_port(wanted.listen)
+    serve.start(http_options={"host": wanted.listen, "port": port})
+    return ServeTarget(port, owner, wanted.url_host)
 
 
 def deploy_app(app: object, teacher_name: str, target: ServeTarget, model: str | None,
@@ -126,7 +154,7 @@ def deploy_app(app: object, teacher_name: str, target: ServeTarget, model: str |
     from ray import serve
 
     app_name, route = target.app_name(teacher_name), target.route(teacher_name)
-    endpoint = TeacherEndpoint(base_url=f"http://{SERVE_HOST}:{target.port}{route}/v1", app_name=app_name,
+    endpoint = TeacherEndpoint(base_url=f"http://{target.url_host}:{target.port}{route}/v1", app_name=app_name,
                                model=model)
     try:
         serve.run(app, name=app_name, route_prefix=route)
