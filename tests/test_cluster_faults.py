@@ -9,59 +9,25 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from conftest import REPO, small_spec, write_spec
+from processes import RAY, free_port, kill_all, marked_env, new_marker, processes_with
 
 from study.run.launch import DRIVER_RESOURCE
 
 pytestmark = [pytest.mark.ops, pytest.mark.ray]
 
-RAY = str(Path(sys.executable).parent / "ray")
-
-
 def _marked_env(tmp_root: str) -> tuple[dict, str]:
-    """Env for processes this test starts: a unique marker (to find and kill exactly them, by pid)
-    and Ray's temp dir under a short folder (Ray's socket paths have a length limit)."""
-    marker = uuid.uuid4().hex
-    return {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_TMPDIR": tmp_root, "COTSTUDY_TEST_RUN": marker,
-            "RAY_USAGE_STATS_ENABLED": "0"}, marker
-
-
-def _processes_with(marker: str, title: str = "") -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if marker.encode() in (entry / "environ").read_bytes() and title.encode() in (entry / "cmdline").read_bytes():
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
-
-
-def _kill_all(marker: str) -> None:
-    for pid in _processes_with(marker):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    marker = new_marker()
+    return marked_env(marker, tmp_root), marker
 
 
 def _actor_logs(temp_dir: str, actor: str) -> list[Path]:
@@ -83,7 +49,7 @@ def two_nodes():
     `ray start`; every process they started is killed afterwards, by pid."""
     head_tmp, worker_tmp = tempfile.mkdtemp(prefix="rh-", dir="/tmp"), tempfile.mkdtemp(prefix="rw-", dir="/tmp")
     env, marker = _marked_env(head_tmp)
-    port = _free_port()
+    port = free_port()
     try:
         subprocess.run([RAY, "start", "--head", f"--port={port}", "--num-cpus=0", f"--temp-dir={head_tmp}",
                         "--include-dashboard=false", "--resources", json.dumps({DRIVER_RESOURCE: 1})],
@@ -92,7 +58,7 @@ def two_nodes():
                        env={**env, "RAY_TMPDIR": worker_tmp}, check=True, capture_output=True, timeout=120)
         yield TwoNodes(env={**env, "RAY_ADDRESS": f"127.0.0.1:{port}"}, head_tmp=head_tmp, worker_tmp=worker_tmp)
     finally:
-        _kill_all(marker)  # never `ray stop`: it would stop every Ray on this machine
+        kill_all(marker)  # never `ray stop`: it would stop every Ray on this machine
         shutil.rmtree(head_tmp, ignore_errors=True)
         shutil.rmtree(worker_tmp, ignore_errors=True)
 
@@ -142,7 +108,7 @@ def test_a_killed_train_worker_is_retried_from_its_last_checkpoint(tmp_path):
         while not any("checkpoint_dir_name" in p.read_text() for p in cell_dir.glob("*/train/checkpoint_manager_snapshot.json")):
             assert driver.poll() is None and time.monotonic() < deadline, "no checkpoint before the driver ended"
             time.sleep(0.2)
-        workers = _processes_with(marker, "RayTrainWorker")
+        workers = processes_with(marker, "RayTrainWorker")
         assert len(workers) == 1, workers
         os.kill(workers[0], signal.SIGKILL)
         out, _ = driver.communicate(timeout=540)
@@ -157,5 +123,5 @@ def test_a_killed_train_worker_is_retried_from_its_last_checkpoint(tmp_path):
     finally:
         if driver.poll() is None:
             driver.kill()
-        _kill_all(marker)
+        kill_all(marker)
         shutil.rmtree(ray_tmp, ignore_errors=True)
