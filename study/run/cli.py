@@ -1,8 +1,10 @@
 """The `cotstudy` command (also `python -m study`).
 
     cotstudy demo                      the embedded demo study, end to end, on local Ray
-    cotstudy plan SPEC                 cells, corpora and estimated train tokens; runs nothing
-    cotstudy run SPEC [--storage DIR] [--data-dir DIR]
+    cotstudy plan SPEC [--cluster FILE | --gpu NAME] [--mfu X]
+                                       cells, corpora, train tokens; per cell memory per GPU, FLOPs,
+                                       GPU-hours, evaluation time, node type; totals, dollars, storage
+    cotstudy run SPEC [--storage DIR] [--data-dir DIR] [--cluster FILE | --gpu NAME]
                                        build corpora, train and evaluate every cell, draw figures
     cotstudy corpus-stats SPEC | --files GLOB... [--data-dir DIR]
                                        rows, rationale length, steps, correct rate per corpus
@@ -13,7 +15,8 @@
     cotstudy figures STUDY_DIR...      redraw the figures (same as python -m analysis)
     cotstudy report STUDY_DIR...       report.md / report.html: figures, tables, findings
 
-Exit codes: 0 all cells done, 1 some cells failed, 2 bad input (spec, data, flag, storage), nothing run.
+Exit codes: 0 all cells done, 1 some cells failed, 2 bad input (spec, data, flag, storage, a cell that
+fits no node type), nothing run.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from analysis.tables import accuracy_table
 from study.core import storage
 from study.core.cells import corpus_keys, expand_grid
 from study.core.datasets import DataError, DatasetSpec, dataset_info, load_split
+from study.core.hardware import GPU_NAMES, Cluster, any_gpu_cluster, gpu_cluster, load_cluster
 from study.run.inputs import check_inputs, estimate_corpus_tokens
 from study.core.results import cell_states
 from study.core.spec import DATA_DIR_VARIABLE, SpecError, StudySpec, load_spec
@@ -59,8 +63,15 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("spec", help="study spec (YAML)")
         command.add_argument("--storage", help="override the spec's storage (local folder or URI)")
         command.add_argument("--data-dir", help="folder of source data sets (<dir>/<dataset>, <dir>/paper/<dataset>); overrides the spec's")
+        target = command.add_mutually_exclusive_group()
+        target.add_argument("--cluster", metavar="FILE", help="a Ray cluster launcher file (cluster.yaml): fit and price "
+                            "cells on its node types (GPU kind and price: its metadata.cotstudy.node_types)")
+        target.add_argument("--gpu", choices=GPU_NAMES, help="fit and time cells on nodes of this GPU")
         if name == "run":
             command.add_argument("--break-lock", action="store_true", help=BREAK_LOCK_HELP)
+        else:
+            command.add_argument("--mfu", type=float, help="model FLOPs utilization for GPU-hours (default: the "
+                                 "trainer's measured 0.279, or 0.407 with resources.compile)")
     stats = commands.add_parser("corpus-stats", help="rows, rationale length, steps, correct rate per corpus")
     stats.add_argument("spec", nargs="?", help="study spec (YAML): every corpus it needs")
     stats.add_argument("--files", nargs="+", metavar="GLOB", help="released corpus files instead of a spec")
@@ -101,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             return analysis_main([*args.study_dirs, *(["--out", args.out] if args.out else []),
                                   "--accuracy", args.accuracy])
         if args.command == "plan":
-            return plan(_checked_spec(args))
+            return plan(_checked_spec(args), _target_cluster(args), args.mfu)
         if args.command == "corpus-stats":
             return corpus_stats(args)
         if args.command == "serve-teacher":
@@ -120,6 +131,13 @@ def _checked_spec(args: argparse.Namespace) -> StudySpec:
                      getattr(args, "data_dir", None))
     check_inputs(spec)
     return spec
+
+
+def _target_cluster(args: argparse.Namespace) -> Cluster | None:
+    """--cluster FILE or --gpu NAME; None: any listed GPU."""
+    if getattr(args, "cluster", None):
+        return load_cluster(args.cluster)
+    return gpu_cluster(args.gpu) if getattr(args, "gpu", None) else None
 
 
 def _serve_teacher(args: argparse.Namespace) -> int:
@@ -151,10 +169,11 @@ def _launch(args: argparse.Namespace) -> int:
     spec = None
     if args.command in ("run", "demo"):  # validate before Ray starts
         spec = _checked_spec(args)
+    cluster = _target_cluster(args)
     from study.run.launch import resume_study, run_study  # Ray and torch load only from here on
 
     try:
-        outcome = (run_study(spec, break_lock=args.break_lock) if spec is not None
+        outcome = (run_study(spec, break_lock=args.break_lock, cluster=cluster) if spec is not None
                    else resume_study(args.study_dir, break_lock=args.break_lock))
     except StudyError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -177,7 +196,11 @@ def _print_outcome(outcome: StudyOutcome) -> None:
         print(f"failed cells: cotstudy status {outcome.paths.root}")
 
 
-def plan(spec: StudySpec) -> int:
+def plan(spec: StudySpec, cluster: Cluster | None = None, mfu: float | None = None) -> int:
+    """Cells, corpora and train tokens; then memory, cost and storage on `cluster` (None: on any
+    listed GPU). Exit 2 when a cell fits no node type."""
+    from study.run.planning import plan_study, print_plan
+
     cells = expand_grid(spec)
     keys = corpus_keys(spec)
     corpus_tokens = {key.corpus_id: estimate_corpus_tokens(key) for key in keys}
@@ -202,7 +225,9 @@ def plan(spec: StudySpec) -> int:
         total += tokens or 0
         print(f"  {cell.cell_id}  {cell.name:<56} {_approx(tokens):>12} train tokens")
     print(f"\nestimated train tokens, all cells: ~{total:,} (corpora a teacher must generate not counted)")
-    return EXIT_OK
+    study_plan = plan_study(spec, cluster or any_gpu_cluster(), mfu)
+    print_plan(spec, study_plan)
+    return EXIT_BAD_INPUT if study_plan.refusals else EXIT_OK
 
 
 def _split_line(dataset: DatasetSpec) -> str:

@@ -22,9 +22,11 @@ from ray import tune
 from analysis.figures import plot_all
 from study.core import storage
 from study.core.cells import Cell, corpus_keys, expand_grid
+from study.core.hardware import Cluster
 from study.core.results import CellState, cell_states, collect_results, set_aside_corrupt_results
 from study.core.spec import ResourcesSpec, StudySpec
 from study.core.storage import StudyPaths
+from study.run.planning import check_fit
 from study.run.studies import StudyError, open_study, prepare_storage, study_lock
 from study.teachers.generate import build_corpora
 from trainables.cell import cell_config, run_cell
@@ -154,9 +156,12 @@ def _prepare_inputs(spec: StudySpec, paths: StudyPaths) -> None:
     ensure_study_tokenizer(paths, keys, spec.tokenizer.vocab_size)
 
 
-def run_study(spec: StudySpec, trainable: Trainable = run_cell, break_lock: bool = False) -> StudyOutcome:
-    """One driver per study: a second `run`/`resume` of it refuses (study.run.studies.study_lock)."""
-    check_students(spec)  # first: an unloadable student or LoRA target stops the run before it writes
+def run_study(spec: StudySpec, trainable: Trainable = run_cell, break_lock: bool = False,
+              cluster: Cluster | None = None) -> StudyOutcome:
+    """One driver per study: a second `run`/`resume` of it refuses (study.run.studies.study_lock).
+    A GPU study's cells must each fit a node type of `cluster` (None: some listed GPU)."""
+    check_fit(spec, cluster)  # first, with the student checks: nothing is written before them
+    check_students(spec)  # an unloadable student or LoRA target stops the run before it writes
     check_beam_search(spec)
     with study_lock(StudyPaths.of(spec.storage, spec.name), "run", break_lock):
         paths, cells = prepare_storage(spec)
