@@ -113,14 +113,14 @@ def _sum(values: list[float | None]) -> float | None:
     return sum(known) if known else None
 
 
-def _where(plan: CellPlan) -> str:
-    if plan.gpus_per_trial == 0:
+def _where(plans: list[CellPlan]) -> str:
+    """The node types the group's cells run on, and how many of them fit none."""
+    if plans[0].gpus_per_trial == 0:
         return "CPU"
-    if plan.refusal is not None:
-        return "NO FIT"
-    if plan.node is None:
-        return "-"
-    return plan.node.name if plan.node.name == plan.node.gpu else f"{plan.node.name} ({plan.node.gpu})"
+    nodes = sorted({p.node.name if p.node.name == p.node.gpu else f"{p.node.name} ({p.node.gpu})"
+                    for p in plans if p.node is not None})
+    refused = sum(1 for p in plans if p.refusal is not None)
+    return ", ".join(nodes + ([f"{refused} NO FIT"] if refused else [])) or "-"
 
 
 def _row(student: str, plans: list[CellPlan]) -> str:
@@ -135,7 +135,7 @@ def _row(student: str, plans: list[CellPlan]) -> str:
     states = memory.weights + memory.gradients + memory.optimizer + memory.gathered
     eval_s = _sum([p.eval_s for p in plans])
     return (f"{head} {worst.memory_per_gpu_gb:>7.1f} {_fixed(states, 2**30):>7} {_fixed(memory.activations, 2**30):>6} "
-            f"{_fixed(memory.logits, 2**30):>6}  {_where(worst):<18} {_fixed(_sum([p.train_tokens for p in plans]), 1e6):>8} "
+            f"{_fixed(memory.logits, 2**30):>6}  {_where(plans):<18} {_fixed(_sum([p.train_tokens for p in plans]), 1e6):>8} "
             f"{_fixed(_sum([p.train_flops for p in plans]), 1e15):>8} {_fixed(_sum([p.gpu_hours for p in plans]), 1, 2):>7} "
             f"{_fixed(eval_s, 3600, 2):>7} {_fixed(_sum([p.final_bytes for p in plans]), 2**30):>8}")
 
