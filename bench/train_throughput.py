@@ -65,14 +65,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from study.core.datasets import question_prompt, training_text  # noqa: E402
-from trainables.accounting import PEAK_BF16_FLOPS, FlopCount  # noqa: E402
+from study.core.hardware import GPUS  # noqa: E402
+from trainables.accounting import flop_count  # noqa: E402
 from trainables.data import Example, batch_indices, encode_example  # noqa: E402
 from trainables.packing import PackingPlan, flatten_for_varlen, step_micro_batches, use_varlen_attention  # noqa: E402
 from trainables.parallel import prepare_layers  # noqa: E402
 from trainables.step import TargetLoss, target_count, train_step  # noqa: E402
 from trainables.tokenizer import train_tokenizer  # noqa: E402
 
-H100_BF16_PEAK_FLOPS = PEAK_BF16_FLOPS["H100"]
+H100_BF16_PEAK_FLOPS = GPUS["h100"].bf16_flops
 LLAMA_32_1B = dict(hidden_size=2048, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
                    intermediate_size=8192, vocab_size=128256, tie_word_embeddings=True, rope_theta=500000.0)
 TINY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4, intermediate_size=256,
@@ -134,7 +135,7 @@ def run_ours(model: torch.nn.Module, examples: list[Example], pad_id: int, args:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     steps = batch_indices(examples, args.tokens_per_step, seed=0, packed=True)
     autocast = torch.bfloat16 if device == "cuda" else None
-    count_flops = FlopCount.of(model)
+    count_flops = flop_count(model)
     tokens = 0
     flops = 0.0
     started = cpu_started = 0.0
@@ -171,7 +172,7 @@ def run_trainer_baseline(model: torch.nn.Module, examples: list[Example], tokeni
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
 
     device = args.device
-    count_flops = FlopCount.of(model)
+    count_flops = flop_count(model)
     counted = {"tokens": 0, "flops": 0.0}
     timing: dict[str, float] = {}
 

@@ -42,6 +42,36 @@ def test_a_saved_state_reads_back_and_loads_into_a_fresh_module(tmp_path):
     assert fresh_scheduler.state_dict() == scheduler.state_dict()
 
 
+def test_a_checkpoint_without_its_optimizer_file_loads_the_weights_and_leaves_the_optimizer_fresh(tmp_path):
+    """A finished cell's checkpoint, after trainables/cell.py deleted its optimizer state: the
+    trained weights still load (a re-evaluation needs nothing else); AdamW starts empty."""
+    loss_module, optimizer, scheduler = _trained(seed=0)
+    checkpoints.save(checkpoints.gather(loss_module, optimizer, scheduler, Counters(step=6)), tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [checkpoints.OPTIMIZER_FILE, checkpoints.STATE_FILE]
+    (tmp_path / checkpoints.OPTIMIZER_FILE).unlink()
+    read = checkpoints.read(tmp_path)
+    assert read.optimizer is None and read.counters.step == 6
+    fresh, fresh_optimizer, fresh_scheduler = _trained(seed=1)
+    fresh_optimizer.state.clear()
+    checkpoints.load(read, fresh, fresh_optimizer, fresh_scheduler)
+    torch.testing.assert_close(fresh.state_dict(), loss_module.state_dict(), rtol=0, atol=0)
+    assert not fresh_optimizer.state
+
+
+def test_deleting_a_finished_cells_optimizer_state_keeps_its_student(tmp_path):
+    from study.core.storage import StudyPaths
+    from trainables.cell import delete_optimizer_state
+
+    paths = StudyPaths(str(tmp_path))
+    checkpoint = tmp_path / "cells" / "abc" / "train" / "checkpoint_2026-01-01_00-00-00.000000"
+    checkpoint.mkdir(parents=True)
+    for name in (checkpoints.STATE_FILE, checkpoints.OPTIMIZER_FILE):
+        (checkpoint / name).write_bytes(b"x")
+    assert delete_optimizer_state(paths, "abc") == [str(checkpoint / checkpoints.OPTIMIZER_FILE)]
+    assert [p.name for p in checkpoint.iterdir()] == [checkpoints.STATE_FILE]
+    assert delete_optimizer_state(paths, "abc") == [] and delete_optimizer_state(paths, "other") == []
+
+
 def test_fresh_counters_start_at_zero_with_no_loss_yet():
     fresh = Counters()
     assert (fresh.step, fresh.train_tokens, fresh.train_s, fresh.train_flops) == (0, 0, 0.0, 0.0)

@@ -18,6 +18,7 @@ from study.core.corpora import load_corpus
 from study.run.launch import resume_study, run_study
 from study.core.results import cell_states
 from study.core.spec import parse_spec
+from study.core.storage import OPTIMIZER_STATE_FILE
 from trainables.data import encode_corpus
 from trainables.tokenizer import load_tokenizer
 from trainables.train import batch_stream
@@ -111,8 +112,11 @@ def test_a_lora_cell_trains_on_two_ddp_workers_and_vllm_evaluates_it(tmp_path, r
     per_layer = 4 * width * width + 3 * width * 4 * width + 2 * width  # attention, MLP (4x), two norms
     assert row["student_params"] == vocab * width + layers * per_layer + width  # merged: no adapters left
     (saved,) = Path(outcome.paths.cell_dir(row["cell_id"])).glob("train/checkpoint_*/trainer_state.pt")
-    adapters = torch.load(saved, weights_only=False)["model"]
+    state = torch.load(saved, weights_only=False)
+    adapters = state["model"]
     assert sorted({name.split(".")[-3] for name in adapters}) == ["lora_A", "lora_B"] and len(adapters) == 4
+    # once result.json is written the optimizer state is gone; the trained adapters stay
+    assert "optimizer" not in state and not list(saved.parent.parent.glob(f"*/{OPTIMIZER_STATE_FILE}"))
     # both ranks trained, each on its own share of the batch stream, and their tokens were summed
     corpus = load_corpus(outcome.paths, expand_grid(spec)[0].corpus)
     tokenizer = load_tokenizer(Path(outcome.paths.tokenizer))

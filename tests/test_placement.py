@@ -166,7 +166,7 @@ def test_plan_with_a_cluster_names_the_node_types_the_workers_fit(tmp_path, caps
         "cpus_per_worker": 4, "gpus_per_worker": 1}))
     assert main(["plan", str(spec), "--cluster", str(REPO / "cluster.yaml")]) == 0
     out = capsys.readouterr().out
-    assert "gpu-1x (g5.xlarge: 4 CPUs, 1 GPUs; up to 8 nodes): fits, 1 worker(s) per node" in out
+    assert "gpu-1x (g5.xlarge: 4 CPUs, 1 GPUs (a10g); up to 8 nodes): fits, 1 worker(s) per node" in out
     assert "head (m6i.2xlarge: 8 CPUs, 0 GPUs; the head): does not fit: 1 GPUs per worker" in out
     assert "trials at once with every node the autoscaler may start: 24" in out
 

@@ -3,7 +3,9 @@ builds and fits a TorchTrainer and reports the outcome to Tune).
 
 The cell's own result.json decides whether it is done: a finished cell returns at once, whatever
 Tune's state says (after a killed driver, Tune relaunches trials that had finished). The Train
-worker trains, evaluates and writes predictions; this function writes result.json, last.
+worker trains, evaluates and writes predictions; this function writes result.json, last, and then
+deletes the optimizer state of the cell's checkpoints (AdamW's moments, twice the student's size):
+a cell with a result never trains again, and its final checkpoint keeps the trained student.
 
 This module stays light on purpose: the Tune trial and the Train controller processes import it,
 and neither needs transformers; only the Train workers import `trainables.train`.
@@ -23,7 +25,7 @@ from study.core import storage
 from study.core.cells import Cell
 from study.core.results import CellResult, Measurements, read_cell_result, write_cell_result
 from study.core.spec import ResourcesSpec
-from study.core.storage import StudyPaths
+from study.core.storage import OPTIMIZER_STATE_FILE, StudyPaths
 
 REPORTED_METRICS = ("accuracy", "n_test", "train_tokens", "train_s", "eval_s")
 
@@ -48,12 +50,21 @@ def run_cell(config: dict) -> None:
     try:
         result = CellResult.describe(cell, fit_cell(cell, paths, resources), resources)
         write_cell_result(paths, result)  # last: its presence marks the cell done
+        delete_optimizer_state(paths, cell.cell_id)
     except Exception:
         storage.write_text_atomic(paths.cell_error(cell.cell_id), traceback.format_exc())
         raise
     finally:
         storage.delete_file(paths.cell_attempt(cell.cell_id))
     tune.report({**_metrics(result), "skipped": False})
+
+
+def delete_optimizer_state(paths: StudyPaths, cell_id: str) -> list[str]:
+    """Delete the optimizer state files of a finished cell's checkpoints; the deleted locations."""
+    found = storage.find_files(paths.cell_checkpoints(cell_id), OPTIMIZER_STATE_FILE)
+    for location in found:
+        storage.delete_file(location)
+    return found
 
 
 def _metrics(result: CellResult) -> dict:

@@ -1,7 +1,11 @@
 """Training state as full (unsharded) tensors, whatever the layout: one worker, DDP or FSDP2.
 
 `gather` is collective (every worker calls it; rank 0 receives the tensors, on the CPU), `load`
-gives each worker its part of a saved state. The parameter names are those of the loss module
+gives each worker its part of a saved state. A checkpoint is two files: `trainer_state.pt` (the
+trained weights, scheduler and counters) and `optimizer_state.pt` (AdamW's moments: twice the
+weights), which trainables/cell.py deletes once the cell's result is written; the final
+checkpoint then keeps the student alone. A checkpoint without it can only finish a run whose
+training is done (it was the last), which `train._resume` checks. The parameter names are those of the loss module
 (`student.` + the student's own), the same under every layout, so a run may resume with another
 number of workers or another sharding. A LoRA run keeps only the adapter weights: the base weights
 never change.
@@ -21,7 +25,10 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
+from study.core.storage import OPTIMIZER_STATE_FILE
+
 STATE_FILE = "trainer_state.pt"
+OPTIMIZER_FILE = OPTIMIZER_STATE_FILE
 FULL_ON_RANK0 = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
@@ -39,7 +46,7 @@ class Counters:
 @dataclass
 class TrainingState:
     model: dict[str, torch.Tensor]  # trained parameters (only the adapters under LoRA)
-    optimizer: dict
+    optimizer: dict | None  # None: deleted after the cell finished (trainables/cell.py)
     scheduler: dict
     counters: Counters
 
@@ -64,13 +71,20 @@ def gather(loss_module: torch.nn.Module, optimizer: torch.optim.Optimizer, sched
 
 def save(state: TrainingState, directory: Path) -> None:
     """The counters are saved as a plain dict: a checkpoint holds no class of this package."""
-    torch.save({"model": state.model, "optimizer": state.optimizer, "scheduler": state.scheduler,
-                "counters": asdict(state.counters)}, Path(directory) / STATE_FILE)
+    torch.save({"model": state.model, "scheduler": state.scheduler, "counters": asdict(state.counters)},
+               Path(directory) / STATE_FILE)
+    torch.save(state.optimizer, Path(directory) / OPTIMIZER_FILE)
 
 
 def read(directory: Path) -> TrainingState:
     saved = torch.load(Path(directory) / STATE_FILE, weights_only=False, map_location="cpu")
-    return TrainingState(model=saved["model"], optimizer=saved["optimizer"], scheduler=saved["scheduler"],
+    if "optimizer" in saved:  # a checkpoint written before the optimizer had a file of its own
+        optimizer = saved["optimizer"]
+    elif (Path(directory) / OPTIMIZER_FILE).exists():
+        optimizer = torch.load(Path(directory) / OPTIMIZER_FILE, weights_only=False, map_location="cpu")
+    else:
+        optimizer = None
+    return TrainingState(model=saved["model"], optimizer=optimizer, scheduler=saved["scheduler"],
                          counters=Counters(**saved["counters"]))
 
 
@@ -88,7 +102,9 @@ def load_model(state: TrainingState, loss_module: torch.nn.Module) -> None:
 
 
 def load(state: TrainingState, loss_module: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler) -> None:
-    """Every rank, with the full state read from the checkpoint: each takes its own shard."""
+    """Every rank, with the full state read from the checkpoint: each takes its own shard. A state
+    without optimizer moments (a finished cell's) leaves the optimizer fresh."""
     load_model(state, loss_module)
-    set_optimizer_state_dict(loss_module, optimizer, state.optimizer, options=_full_state_options(loss_module))
+    if state.optimizer is not None:
+        set_optimizer_state_dict(loss_module, optimizer, state.optimizer, options=_full_state_options(loss_module))
     scheduler.load_state_dict(state.scheduler)

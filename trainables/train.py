@@ -38,7 +38,7 @@ from study.core.results import Measurements
 from study.core.spec import ResourcesSpec
 from study.core.storage import StudyPaths
 from trainables import checkpoints
-from trainables.accounting import FlopCount, peak_flops
+from trainables.accounting import flop_count, peak_flops
 from trainables.checkpoints import Counters, TrainingState
 from trainables.data import Example, mean_target_tokens, steps_per_epoch, total_steps, worker_batches
 from trainables.evaluate import Evaluation
@@ -154,13 +154,16 @@ def build_layout(cell: Cell, resources: ResourcesSpec, tokenizer: PreTrainedToke
     return Layout(student, loss_module, wrapped, optimizer, scheduler, varlen)
 
 
-def _resume(layout: Layout) -> Counters:
+def _resume(layout: Layout, n_steps: int) -> Counters:
     """Load the run's latest checkpoint (every rank takes its shard); the saved counters, or zeros."""
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         return Counters()
     with checkpoint.as_directory() as directory:
         state = checkpoints.read(Path(directory))
+    if state.optimizer is None and state.counters.step < n_steps:
+        raise RuntimeError(f"the checkpoint at step {state.counters.step} of {n_steps} has no optimizer state "
+                           f"({checkpoints.OPTIMIZER_FILE}); only a finished cell's is deleted")
     checkpoints.load(state, layout.loss_module, layout.optimizer, layout.scheduler)
     print(f"resumed from checkpoint at step {state.counters.step}", flush=True)
     return state.counters
@@ -169,10 +172,10 @@ def _resume(layout: Layout) -> Counters:
 def train(cell: Cell, resources: ResourcesSpec, layout: Layout, data: TrainingData, tokenizer: PreTrainedTokenizerBase,
           device: torch.device, rank: int, world: int) -> TrainingState:
     """Steps from the resumed one to the last; returns the final state, gathered on rank 0."""
-    counters = _resume(layout)
+    counters = _resume(layout, data.n_steps)
     layout.wrapped.train()
     autocast = torch.bfloat16 if device.type == "cuda" else None
-    count_flops = FlopCount.of(layout.student)
+    count_flops = flop_count(layout.student)
     started = last_checkpoint = time.monotonic()
     for step in range(counters.step, data.n_steps):
         chosen = [data.examples[i] for i in data.stream[step * world + rank]]

@@ -8,6 +8,8 @@ trials fit at once when the autoscaler has started every node it may.
     placement({"CPU": 4, "GPU": 1}, 1, cluster).trials_at_once  # 24 with the shipped cluster.yaml
 
 Ray resources are named as Ray names them: "CPU", "GPU", "memory" (bytes) and custom ones.
+What the launcher file does not say, `cotstudy plan` reads from its `metadata.cotstudy.node_types`
+(a key Ray's schema leaves to the user): each GPU type's kind and each type's price per hour.
 No Ray here: `cotstudy plan` reads a cluster file on a machine without one.
 """
 
@@ -22,6 +24,8 @@ import yaml
 from pydantic import Field, ValidationError
 
 from study.core.datasets import Frozen
+from study.core.hardware import GPU_NAMES, GPUS, GpuName
+from study.core.spec import describe_validation_error
 
 # Where `ray up` leaves the autoscaler's config on the head node (its `ray start --autoscaling-config`).
 AUTOSCALER_CONFIG = "~/ray_bootstrap_config.yaml"
@@ -38,24 +42,30 @@ class NodeType(Frozen):
     """One entry of `available_node_types`: what one node of the type offers Ray."""
 
     name: str
-    cpus: float = Field(ge=0, description="resources.CPU")
+    cpus: float | None = Field(ge=0, description="resources.CPU; None only for a node of `plan --gpu`, whose CPUs are not known")
     gpus: float = Field(0, ge=0, description="resources.GPU")
+    gpu: GpuName | None = Field(None, description="the GPU kind (metadata.cotstudy.node_types.<name>.gpu)")
+    usd_per_hour: float | None = Field(None, ge=0, description="price of one node-hour (metadata.cotstudy)")
     memory_bytes: float | None = Field(None, ge=0, description="resources.memory; None when the file does not say")
     custom_resources: dict[str, float] = Field(default_factory=dict, description="every other resource")
-    max_workers: int = Field(ge=0, description="nodes of this type the autoscaler may start (the head: 1)")
+    max_workers: int | None = Field(ge=0, description="nodes of this type the autoscaler may start (the head: 1); "
+                                    "None: as many as asked for (`plan --gpu`)")
     instance_type: str | None = Field(None, description="node_config.InstanceType (AWS) or machineType (GCP)")
     head: bool = False
 
     @property
     def resources(self) -> dict[str, float]:
         """Ray resources of one node of this type."""
-        found = {"CPU": self.cpus, "GPU": self.gpus, **self.custom_resources}
+        found = {"GPU": self.gpus, **self.custom_resources}
+        if self.cpus is not None:
+            found["CPU"] = self.cpus
         if self.memory_bytes is not None:
             found["memory"] = self.memory_bytes
         return found
 
     def describe(self) -> str:
-        offers = f"{self.cpus:g} CPUs, {self.gpus:g} GPUs"
+        cpus = "CPUs not given" if self.cpus is None else f"{self.cpus:g} CPUs"
+        offers = f"{cpus}, {self.gpus:g} GPUs{f' ({self.gpu})' if self.gpu else ''}"
         if self.memory_bytes is not None:
             offers += f", {self.memory_bytes / GIB:.0f} GiB memory"
         count = "the head" if self.head else f"up to {self.max_workers} nodes"
@@ -63,13 +73,53 @@ class NodeType(Frozen):
 
 
 class ClusterConfig(Frozen):
-    source: str = Field(description="the file it was read from")
-    max_workers: int = Field(ge=0, description="worker nodes of all types together")
+    source: str = Field(description="the file it was read from, or `--gpu NAME`")
+    max_workers: int | None = Field(ge=0, description="worker nodes of all types together; None: no limit")
     node_types: tuple[NodeType, ...]
 
     def node_type(self, name: str) -> NodeType:
         (found,) = [t for t in self.node_types if t.name == name]
         return found
+
+    def workers(self) -> list[NodeType]:
+        """The node types Train workers are started on (all but the head)."""
+        return [t for t in self.node_types if not t.head]
+
+    def require_gpu_kinds(self) -> None:
+        """Sizing memory needs each GPU node type's GPU kind, which a launcher file does not say."""
+        for node_type in self.workers():
+            if node_type.gpus and node_type.gpu is None:
+                raise ClusterConfigError(
+                    f"{self.source}: metadata.cotstudy.node_types.{node_type.name}.gpu: node type '{node_type.name}' "
+                    f"has {node_type.gpus:g} GPUs; name their kind, one of {list(GPU_NAMES)}")
+
+    @property
+    def head_usd_per_hour(self) -> float | None:
+        return next((t.usd_per_hour for t in self.node_types if t.head), None)
+
+
+class NodePrice(Frozen):
+    """cluster.yaml `metadata.cotstudy.node_types.<name>`: what the launcher file itself does not say."""
+
+    gpu: GpuName | None = Field(None, description="The node's GPU kind; needed for a node type with GPUs.")
+    usd_per_hour: float | None = Field(None, ge=0, description="Price of one node-hour, for plan's dollars.")
+
+
+class ClusterMetadata(Frozen):
+    node_types: dict[str, NodePrice] = Field(default_factory=dict)
+
+
+def gpu_cluster(name: GpuName) -> ClusterConfig:
+    """Nodes of one GPU each, as many as cells ask for (`cotstudy plan --gpu NAME`)."""
+    return ClusterConfig(source=f"--gpu {name}", max_workers=None,
+                         node_types=(NodeType(name=name, gpu=name, gpus=1, cpus=None, max_workers=None),))
+
+
+def any_gpu_cluster() -> ClusterConfig:
+    """Every listed GPU: what `run` checks a GPU study against when no cluster is named."""
+    return ClusterConfig(source="any listed GPU", max_workers=None,
+                         node_types=tuple(NodeType(name=name, gpu=name, gpus=8, cpus=None, max_workers=None)
+                                          for name in GPUS))
 
 
 def load_cluster(path: str | Path) -> ClusterConfig:
@@ -90,7 +140,8 @@ def parse_cluster(config: object, source: str) -> ClusterConfig:
     head = config.get("head_node_type")
     if head not in config["available_node_types"]:
         raise ClusterConfigError(f"{source}: head_node_type: '{head}' is not one of available_node_types")
-    types = tuple(_node_type(name, entry, name == head, source)
+    prices = _metadata(config, source).node_types
+    types = tuple(_node_type(name, entry, name == head, source, prices.get(name, NodePrice()))
                   for name, entry in config["available_node_types"].items())
     workers_cap = config.get("max_workers", sum(t.max_workers for t in types if not t.head))
     try:
@@ -99,7 +150,18 @@ def parse_cluster(config: object, source: str) -> ClusterConfig:
         raise ClusterConfigError(f"{source}: max_workers: {error.errors()[0]['msg']}") from None
 
 
-def _node_type(name: str, entry: object, head: bool, source: str) -> NodeType:
+def _metadata(config: dict, source: str) -> ClusterMetadata:
+    try:
+        metadata = ClusterMetadata.model_validate((config.get("metadata") or {}).get("cotstudy") or {})
+    except ValidationError as error:
+        raise ClusterConfigError(f"{source}: metadata.cotstudy.{describe_validation_error(error)}") from None
+    unknown = sorted(set(metadata.node_types) - set(config["available_node_types"]))
+    if unknown:
+        raise ClusterConfigError(f"{source}: metadata.cotstudy.node_types: {unknown} are not in available_node_types")
+    return metadata
+
+
+def _node_type(name: str, entry: object, head: bool, source: str, price: NodePrice) -> NodeType:
     where = f"{source}: available_node_types.{name}"
     if not isinstance(entry, dict):
         raise ClusterConfigError(f"{where}: expected a mapping")
@@ -109,7 +171,8 @@ def _node_type(name: str, entry: object, head: bool, source: str) -> NodeType:
                                  "in the file, cotstudy does not look up instance types")
     node_config = entry.get("node_config") or {}
     try:
-        return NodeType(name=name, cpus=resources.pop("CPU"), gpus=resources.pop("GPU", 0),
+        return NodeType(name=name, cpus=resources.pop("CPU"), gpus=resources.pop("GPU", 0), gpu=price.gpu,
+                        usd_per_hour=price.usd_per_hour,
                         memory_bytes=resources.pop("memory", None), custom_resources=resources,
                         max_workers=1 if head else entry.get("max_workers", 0), head=head,
                         instance_type=node_config.get("InstanceType") or node_config.get("machineType"))
@@ -190,7 +253,7 @@ def placement(per_worker: Mapping[str, float], workers_per_trial: int, cluster: 
     per_worker = dict(per_worker)
     why_not = {t.name: fits(per_worker, t) for t in cluster.node_types}
     heads = [t.resources for t in cluster.node_types if t.head]
-    workers = sorted((t.resources for t in cluster.node_types if not t.head for _ in range(t.max_workers)),
+    workers = sorted((t.resources for t in cluster.workers() for _ in range(t.max_workers or 0)),
                      key=lambda node: workers_per_node(per_worker, node), reverse=True)
     total = trials_at_once(per_worker, workers_per_trial, heads + workers[:cluster.max_workers])
     return Placement(cluster=cluster, per_worker=per_worker, workers_per_trial=workers_per_trial,

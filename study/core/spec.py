@@ -353,6 +353,9 @@ class ResourcesSpec(Frozen):
     checkpoint_every_s: float = Field(
         60.0, ge=0, description="Checkpoint at an epoch end at most this often (always at the end); results do not change."
     )
+    usd_per_gpu_hour: float | None = Field(
+        None, ge=0, description="Price of one GPU-hour, for `cotstudy plan`'s dollars where the cluster file prices no node."
+    )
 
     @property
     def per_worker(self) -> dict[str, float]:

@@ -94,6 +94,16 @@ def list_files(location: str, suffix: str = "") -> list[str]:
     return [join(location, name) for name in names]
 
 
+def find_files(location: str, name: str) -> list[str]:
+    """Files named `name` anywhere under a folder, sorted; [] if the folder is absent."""
+    fs, path = _filesystem(location)
+    if fs.get_file_info(path).type == pafs.FileType.NotFound:
+        return []
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+    found = sorted(info.path for info in infos if info.type == pafs.FileType.File and info.base_name == name)
+    return [join(location, found_path[len(path):].lstrip("/")) for found_path in found]
+
+
 def delete_file(location: str) -> None:
     fs, path = _filesystem(location)
     fs.delete_file(path)
@@ -242,6 +252,9 @@ def check_writable(location: str) -> None:
         raise OSError(f"storage '{location}' is not writable: {error}") from None
 
 
+OPTIMIZER_STATE_FILE = "optimizer_state.pt"
+
+
 @dataclass(frozen=True)
 class StudyPaths:
     """The one place that knows the storage layout of a study."""
@@ -317,3 +330,8 @@ class StudyPaths:
 
     def cell_error(self, cell_id: str) -> str:
         return join(self.cell_dir(cell_id), "error.txt")
+
+    def cell_checkpoints(self, cell_id: str) -> str:
+        """The cell's Ray Train run: checkpoint_<time>/ folders of trainer_state.pt (the trained weights,
+        schedule and counters) and OPTIMIZER_STATE_FILE (deleted once the cell's result is written)."""
+        return join(self.cell_dir(cell_id), "train")

@@ -1,10 +1,11 @@
 """The `cotstudy` command (also `python -m study`).
 
     cotstudy demo                      the embedded demo study, end to end, on local Ray
-    cotstudy plan SPEC [--cluster cluster.yaml]
-                                       cells, corpora, estimated train tokens, the node types a
-                                       trial's workers fit; runs nothing
-    cotstudy run SPEC [--storage DIR] [--data-dir DIR] [--cluster cluster.yaml]
+    cotstudy plan SPEC [--cluster FILE | --gpu NAME] [--mfu X]
+                                       cells, corpora, train tokens; the node types a trial's workers
+                                       fit; per cell memory per GPU, FLOPs, GPU-hours, evaluation
+                                       time; totals, dollars, storage; runs nothing
+    cotstudy run SPEC [--storage DIR] [--data-dir DIR] [--cluster FILE | --gpu NAME]
                                        build corpora, train and evaluate every cell, draw figures
     cotstudy corpus-stats SPEC | --files GLOB... [--data-dir DIR]
                                        rows, rationale length, steps, correct rate per corpus
@@ -18,7 +19,8 @@
                                        (both write into the first study folder, uploaded when it
                                        is a URI, or into --out)
 
-Exit codes: 0 all cells done, 1 some cells failed, 2 bad input (spec, data, flag, storage), nothing run.
+Exit codes: 0 all cells done, 1 some cells failed, 2 bad input (spec, data, flag, storage, a cell that
+fits no node type), nothing run.
 """
 
 from __future__ import annotations
@@ -35,8 +37,10 @@ from analysis.report import main as report_main
 from analysis.tables import accuracy_table
 from study.core import storage
 from study.core.cells import corpus_keys, expand_grid
-from study.core.cluster import AUTOSCALER_CONFIG, ClusterConfig, ClusterConfigError, load_cluster, placement
+from study.core.cluster import (AUTOSCALER_CONFIG, ClusterConfig, ClusterConfigError, any_gpu_cluster, gpu_cluster,
+                                load_cluster, placement)
 from study.core.datasets import DataError, DatasetSpec, dataset_info, load_split
+from study.core.hardware import GPU_NAMES
 from study.run.inputs import check_inputs, estimate_corpus_tokens
 from study.core.results import cell_states
 from study.core.spec import DATA_DIR_VARIABLE, SpecError, StudySpec, load_spec
@@ -68,9 +72,14 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("spec", help="study spec (YAML)")
         command.add_argument("--storage", help="override the spec's storage (local folder or URI)")
         command.add_argument("--data-dir", help="folder of source data sets (<dir>/<dataset>, <dir>/paper/<dataset>); overrides the spec's")
-        command.add_argument("--cluster", help=CLUSTER_HELP)
+        target = command.add_mutually_exclusive_group()
+        target.add_argument("--cluster", metavar="FILE", help=CLUSTER_HELP)
+        target.add_argument("--gpu", choices=GPU_NAMES, help="fit and time cells on nodes of this GPU")
         if name == "run":
             command.add_argument("--break-lock", action="store_true", help=BREAK_LOCK_HELP)
+        else:
+            command.add_argument("--mfu", type=float, help="model FLOPs utilization for GPU-hours (default: the "
+                                 "trainer's measured 0.279, or 0.407 with resources.compile)")
     stats = commands.add_parser("corpus-stats", help="rows, rationale length, steps, correct rate per corpus")
     stats.add_argument("spec", nargs="?", help="study spec (YAML): every corpus it needs")
     stats.add_argument("--files", nargs="+", metavar="GLOB", help="released corpus files instead of a spec")
@@ -114,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             return analysis_main([*args.study_dirs, *(["--out", args.out] if args.out else []),
                                   "--accuracy", args.accuracy])
         if args.command == "plan":
-            return plan(_checked_spec(args), _cluster(args))
+            return plan(_checked_spec(args), _cluster(args), args.gpu, args.mfu)
         if args.command == "corpus-stats":
             return corpus_stats(args)
         if args.command == "serve-teacher":
@@ -171,10 +180,11 @@ def _launch(args: argparse.Namespace) -> int:
     if args.command in ("run", "demo"):  # validate before Ray starts
         spec = _checked_spec(args)
     cluster = _cluster(args)
+    fit_on = gpu_cluster(args.gpu) if getattr(args, "gpu", None) else None
     from study.run.launch import resume_study, run_study  # Ray and torch load only from here on
 
     try:
-        outcome = (run_study(spec, break_lock=args.break_lock, cluster=cluster) if spec is not None
+        outcome = (run_study(spec, break_lock=args.break_lock, cluster=cluster, fit_on=fit_on) if spec is not None
                    else resume_study(args.study_dir, break_lock=args.break_lock, cluster=cluster))
     except StudyError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -197,9 +207,12 @@ def _print_outcome(outcome: StudyOutcome) -> None:
         print(f"failed cells: cotstudy status {outcome.paths.root}")
 
 
-def plan(spec: StudySpec, cluster: ClusterConfig | None = None) -> int:
-    """What a run would do; with a cluster config, also where each trial's Train workers fit
-    (exit 2 when they fit nowhere: `run` would refuse the spec)."""
+def plan(spec: StudySpec, cluster: ClusterConfig | None = None, gpu: str | None = None, mfu: float | None = None) -> int:
+    """What a run would do: cells, corpora and train tokens; with a cluster config, where each
+    trial's Train workers fit; then memory, cost and storage on the cluster's node types (or
+    `gpu`'s, or any listed GPU). Exit 2 when a cell fits nowhere: `run` would refuse the spec."""
+    from study.run.planning import plan_study, print_plan
+
     cells = expand_grid(spec)
     keys = corpus_keys(spec)
     corpus_tokens = {key.corpus_id: estimate_corpus_tokens(key) for key in keys}
@@ -224,7 +237,10 @@ def plan(spec: StudySpec, cluster: ClusterConfig | None = None) -> int:
         total += tokens or 0
         print(f"  {cell.cell_id}  {cell.name:<56} {_approx(tokens):>12} train tokens")
     print(f"\nestimated train tokens, all cells: ~{total:,} (corpora a teacher must generate not counted)")
-    return EXIT_OK if cluster is None else _plan_placement(spec, cluster)
+    placed = EXIT_OK if cluster is None else _plan_placement(spec, cluster)
+    study_plan = plan_study(spec, gpu_cluster(gpu) if gpu else cluster or any_gpu_cluster(), mfu)
+    print_plan(spec, study_plan)
+    return EXIT_BAD_INPUT if study_plan.refusals or placed != EXIT_OK else EXIT_OK
 
 
 def _plan_placement(spec: StudySpec, cluster: ClusterConfig) -> int:

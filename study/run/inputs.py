@@ -37,6 +37,12 @@ def estimate_corpus_tokens(key: CorpusKey) -> int | None:
     """Prompt + rationale tokens of a corpus, estimated offline (words and symbols): label
     formats are rendered from the data set, a teacher's corpus as its kind says (the program
     teacher renders, released files are read); None for a teacher that must generate."""
+    lengths = example_token_counts(key)
+    return None if lengths is None else sum(lengths)
+
+
+def example_token_counts(key: CorpusKey) -> list[int] | None:
+    """Each training example's estimated tokens (words and symbols), as `estimate_corpus_tokens` counts them."""
     dataset = key.dataset.name
     if key.teacher is None:
         texts: list[str] | None = [training_text(dataset, problem_text(p), label_rationale(p, key.format))
@@ -45,4 +51,10 @@ def estimate_corpus_tokens(key: CorpusKey) -> int | None:
         texts = kind_of(key.teacher).training_texts(key)
     if texts is None:
         return None
-    return sum(len(WORD_OR_SYMBOL.findall(text)) for text in texts)
+    return [count_tokens(text) for text in texts]
+
+
+def count_tokens(text: str) -> int:
+    """The offline token estimate: words and symbols (a student's tokenizer may split numbers and
+    rare words further)."""
+    return len(WORD_OR_SYMBOL.findall(text))

@@ -21,10 +21,12 @@ from ray import tune
 from analysis.figures import plot_all
 from study.core import storage
 from study.core.cells import Cell, corpus_keys, expand_grid
-from study.core.cluster import AUTOSCALER_CONFIG, ClusterConfig, load_cluster, on_cluster, placement, trials_at_once
+from study.core.cluster import (AUTOSCALER_CONFIG, ClusterConfig, any_gpu_cluster, load_cluster, on_cluster, placement,
+                                trials_at_once)
 from study.core.results import CellState, cell_states, collect_results, set_aside_corrupt_results
 from study.core.spec import ResourcesSpec, StudySpec
 from study.core.storage import StudyPaths
+from study.run.planning import check_fit
 from study.run.studies import StudyError, open_study, prepare_storage, study_lock
 from study.teachers.generate import build_corpora
 from trainables.cell import cell_config, run_cell
@@ -212,13 +214,17 @@ def _prepare_inputs(spec: StudySpec, paths: StudyPaths) -> None:
     ensure_study_tokenizer(paths, keys, spec.tokenizer.vocab_size, tiny_templates(spec))
 
 
-def _checks_before_writing(spec: StudySpec, cluster: ClusterConfig | None) -> ClusterConfig | None:
+def _checks_before_writing(spec: StudySpec, cluster: ClusterConfig | None,
+                           fit_on: ClusterConfig | None = None) -> ClusterConfig | None:
     """What can refuse a study before its folder is touched; returns the cluster config that
-    sets placement and concurrency (see `known_cluster`). A cluster is joined here (cheap, and
-    local storage must be refused before it is written); a local Ray starts only after the
-    storage lock has proved the storage writable (`_start_ray`)."""
+    sets placement and concurrency (see `known_cluster`). `fit_on`: node types a GPU study's
+    cells must fit in memory (study.run.planning.check_fit; `resume` does not size them again).
+    A cluster is joined here (cheap, and local storage must be refused before it is written); a
+    local Ray starts only after the storage lock has proved the storage writable (`_start_ray`)."""
     cluster = known_cluster(cluster)
     check_node_types(spec, cluster)
+    if fit_on is not None:
+        check_fit(spec, fit_on)  # before the students are looked up (a hub id can take seconds)
     check_students(spec)  # an unloadable student or LoRA target stops the run before it writes
     check_beam_search(spec)
     if on_cluster():
@@ -232,10 +238,12 @@ def _start_ray(spec: StudySpec, cluster: ClusterConfig | None) -> None:
 
 
 def run_study(spec: StudySpec, trainable: Trainable = run_cell, break_lock: bool = False,
-              cluster: ClusterConfig | None = None) -> StudyOutcome:
+              cluster: ClusterConfig | None = None, fit_on: ClusterConfig | None = None) -> StudyOutcome:
     """One driver per study: a second `run`/`resume` of it refuses (study.run.studies.study_lock).
-    `cluster`: the cluster's launcher config (--cluster), for placement and concurrency."""
-    cluster = _checks_before_writing(spec, cluster)
+    `cluster`: the cluster's launcher config (--cluster), for placement and concurrency; `fit_on`:
+    the nodes to fit cells' memory on instead (--gpu). A GPU study's cells must each fit a node type
+    (memory, GPUs, CPUs) of `fit_on`, else of the cluster, else of some listed GPU."""
+    cluster = _checks_before_writing(spec, cluster, fit_on=fit_on or cluster or any_gpu_cluster())
     with study_lock(StudyPaths.of(spec.storage, spec.name), "run", break_lock):
         paths, cells = prepare_storage(spec)
         print(f"study {spec.name}: {len(cells)} cells -> {paths.root}", flush=True)
