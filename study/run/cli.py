@@ -8,7 +8,9 @@
                                        rows, rationale length, steps, correct rate per corpus
     cotstudy serve-teacher SPEC TEACHER
                                        serve one teacher on Ray Serve for reuse across studies
-    cotstudy resume STUDY_DIR          finish every unfinished cell of a study
+    cotstudy resume STUDY_DIR [--data-dir DIR]
+                                       finish every unfinished cell of a study (from its folder alone;
+                                       --data-dir only rebuilds inputs missing from it)
     cotstudy status STUDY_DIR          done / failed / pending cells, and each failure's error
     cotstudy figures STUDY_DIR...      redraw the figures (same as python -m analysis)
     cotstudy report STUDY_DIR...       report.md / report.html: figures, tables, findings
@@ -80,6 +82,8 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("study_dir", help="<storage>/<study name>")
         if name == "resume":
             command.add_argument("--break-lock", action="store_true", help=BREAK_LOCK_HELP)
+            command.add_argument("--data-dir", help="folder or URI of the source data sets, only to rebuild a study's "
+                                                    "stored splits or imported corpora that are missing from its folder")
     for name, help_text in (("figures", "draw a study's figures (same as python -m analysis)"),
                             ("report", "write report.md / report.html with figures, tables and findings")):
         command = commands.add_parser(name, help=help_text)
@@ -151,11 +155,13 @@ def _launch(args: argparse.Namespace) -> int:
     spec = None
     if args.command in ("run", "demo"):  # validate before Ray starts
         spec = _checked_spec(args)
-    from study.run.launch import resume_study, run_study  # Ray and torch load only from here on
-
     try:
+        if args.command == "resume" and args.data_dir is not None:  # a data folder to rebuild from: checked first
+            check_inputs(open_study(args.study_dir, args.data_dir)[0])
+        from study.run.launch import resume_study, run_study  # Ray and torch load only from here on
+
         outcome = (run_study(spec, break_lock=args.break_lock) if spec is not None
-                   else resume_study(args.study_dir, break_lock=args.break_lock))
+                   else resume_study(args.study_dir, break_lock=args.break_lock, data_dir=args.data_dir))
     except StudyError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT

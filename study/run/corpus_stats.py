@@ -13,7 +13,6 @@ closing "The answer is X" sentence.
 
 from __future__ import annotations
 
-import glob
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,7 +88,8 @@ def spec_corpora(spec: StudySpec) -> list[CorpusSource]:
         if storage.exists(paths.corpus(key.corpus_id)):
             found.append(_key_source(key, paths.corpus(key.corpus_id), load_corpus(paths, key)))
             continue
-        rows = label_corpus(key) if key.teacher is None else kind_of(key.teacher).offline_corpus(key)
+        problems = load_split(key.dataset, "train")
+        rows = label_corpus(key, problems) if key.teacher is None else kind_of(key.teacher).offline_corpus(key, problems)
         if rows is None:
             print(f"skipped {key.name}: not built yet, and its teacher must generate it")
             continue
@@ -118,7 +118,7 @@ def file_corpora(patterns: list[str], data_dir: Path) -> list[CorpusSource]:
 
 
 def _glob(pattern: str) -> list[str]:
-    matches = sorted(glob.glob(pattern))
+    matches = storage.glob_files(pattern)
     if not matches:
         raise DataError(f"no file matches {pattern}")
     return matches
