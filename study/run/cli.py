@@ -246,7 +246,7 @@ def corpus_stats(args: argparse.Namespace) -> int:
     if args.spec is not None:
         found = spec_corpora(_checked_spec(args))
     else:
-        found = file_corpora(args.files, Path(args.data_dir or os.environ.get(DATA_DIR_VARIABLE, ".")))
+        found = file_corpora(args.files, args.data_dir or os.environ.get(DATA_DIR_VARIABLE, "."))
     table = stats_table(found)
     shown = table.drop(columns=["source"]).astype(object)
     print(shown.where(shown.notna(), "-").to_markdown(index=False, floatfmt=".3g"))

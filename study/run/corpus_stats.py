@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -101,7 +100,7 @@ def _key_source(key: CorpusKey, source: str, rows: pd.DataFrame) -> CorpusSource
     return CorpusSource(key.dataset.name, key.teacher_name, key.granularity, key.format, source, rows)
 
 
-def file_corpora(patterns: list[str], data_dir: Path) -> list[CorpusSource]:
+def file_corpora(patterns: list[str], data_dir: str) -> list[CorpusSource]:
     """Released files described directly; gold from <data_dir>/<dataset>, else from the
     answer-only file among them."""
     files = [parse_release_name(path) for pattern in patterns for path in _glob(pattern)]
@@ -124,10 +123,10 @@ def _glob(pattern: str) -> list[str]:
     return matches
 
 
-def _gold_problems(dataset: str, files: list[ReleaseFile], data_dir: Path) -> list[Problem]:
+def _gold_problems(dataset: str, files: list[ReleaseFile], data_dir: str) -> list[Problem]:
     try:
         spec = DatasetSpec(name=dataset)  # type: ignore[arg-type]  # its paper split, where its files are by default
-        return load_split(spec.model_copy(update={"path": str(data_dir / spec.folder())}), "train")
+        return load_split(spec.model_copy(update={"path": storage.join(data_dir, spec.folder())}), "train")
     except DataError as missing:
         answer_files = [f for f in files if f.dataset == dataset and f.format == "answer_only"]
         if not answer_files:

@@ -29,7 +29,7 @@ from study.core.datasets import dataset_info, load_split
 from study.core.results import CellState, cell_states, collect_results, set_aside_corrupt_results
 from study.core.spec import ResourcesSpec, StudySpec
 from study.core.storage import StudyPaths
-from study.core.stored_splits import missing_splits
+from study.core.stored_splits import missing_splits, store_splits
 from study.run.studies import StudyError, open_study, prepare_storage, study_lock
 from study.teachers.generate import build_corpora
 from study.teachers.registry import kind_of
@@ -168,6 +168,7 @@ def run_study(spec: StudySpec, trainable: Trainable = run_cell, break_lock: bool
         paths, cells = prepare_storage(spec)
         print(f"study {spec.name}: {len(cells)} cells -> {paths.root}", flush=True)
         set_aside_corrupt_results(paths, cells)
+        store_splits(paths, spec.datasets)  # before Ray: from here on nothing reads the data folder
         init_ray(spec.resources)
         _prepare_inputs(spec, paths)
         _new_tuner(spec, paths, cells, trainable).fit()
@@ -186,6 +187,7 @@ def resume_study(study_dir: str, trainable: Trainable = run_cell, break_lock: bo
         print(f"study {spec.name}: {len(cells) - len(pending)} of {len(cells)} cells done; resuming", flush=True)
         if pending:
             check_rebuildable(spec, paths, corpus_keys(spec))
+            store_splits(paths, spec.datasets)  # only those missing (from --data-dir), before Ray
             check_students(spec)
             check_beam_search(spec)
             init_ray(spec.resources)
