@@ -3,6 +3,7 @@ own pipeline (so the real error handling writes error.txt and Tune marks the tri
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import trainables.cell
@@ -26,9 +27,18 @@ def _run_failing(config: dict) -> None:
 
 
 def fail_first_attempt(config: dict) -> None:
+    _fail_first_attempt_of(FAILING_FORMAT, config)
+
+
+def fail_first_attempt_of(fmt: str) -> Callable[[dict], None]:
+    """The same trainable, failing the first attempt at the cells of another format."""
+    return lambda config: _fail_first_attempt_of(fmt, config)
+
+
+def _fail_first_attempt_of(fmt: str, config: dict) -> None:
     cell = Cell.model_validate(config["cell"])
     marker = Path(config["study_root"]) / f"attempted-{cell.cell_id}"
-    first_attempt = cell.corpus.format == FAILING_FORMAT and not marker.exists()
+    first_attempt = cell.corpus.format == fmt and not marker.exists()
     marker.touch()
     if first_attempt:
         _run_failing(config)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
@@ -144,6 +145,19 @@ def test_alpaca_test_file_row_without_output_or_label(tmp_path, capsys, nothing_
     spec = _gsm8k_spec(tmp_path, GSM_ROW, test_file="alpaca.json")
     (tmp_path / "data/gsm8k/alpaca.json").write_text(json.dumps([{"instruction": "How many?"}]))
     _fails(capsys, ["run", spec], f"{tmp_path / 'data/gsm8k/alpaca.json'}: row 0: missing field")
+
+
+def test_a_data_uri_that_cannot_be_reached(tmp_path, capsys, monkeypatch, nothing_written):
+    """An S3 endpoint where nothing listens: one error naming the location, before anything starts."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    data_dir = f"s3://no-bucket/data?endpoint_override=127.0.0.1:{port}&scheme=http"
+    spec = _spec(tmp_path, datasets=[{"name": "gsm8k"}], teachers=[], formats=["answer_only"])
+    _fails(capsys, ["run", spec, "--data-dir", data_dir],
+           f"s3://no-bucket/data/gsm8k?endpoint_override=127.0.0.1:{port}&scheme=http: cannot be reached")
 
 
 def _svamp_release_spec(tmp_path: Path, shared_data: Path, files: list) -> str:

@@ -2,6 +2,7 @@
 
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -126,19 +127,33 @@ def test_a_lora_cell_trains_on_two_ddp_workers_and_vllm_evaluates_it(tmp_path, r
     assert row["train_tokens"] == sum(len(examples[i].input_ids) for batch in stream for i in batch)
 
 
-def test_a_study_on_real_svamp_with_released_corpora(tmp_path, ray_local, shared_data):
+def test_a_study_on_real_svamp_with_released_corpora(tmp_path, ray_local, shared_data, monkeypatch):
     """The paper's released ChatGPT level-1 CoT and SVAMP's own equations (human), imported,
-    trained on and evaluated on the paper's test split."""
+    trained on and evaluated on the paper's test split. The human cell fails once; then the data
+    folder is renamed away, and `resume` from another folder finishes it from the study folder
+    alone (stored splits and corpora: no worker, corpus or check reads the data folder)."""
     from study.run.inputs import check_inputs
     from study.core.spec import load_spec
 
+    data = tmp_path / "data"
+    (data / "svamp" / "cot").mkdir(parents=True)
+    for file in ("svamp/SVAMP.json", "svamp/cot/SVAMP_ChatGPT_level1_ranked.json"):
+        shutil.copy(shared_data / file, data / file)
     raw = small_spec(tmp_path / "out", name="svamp-e2e", datasets=[{"name": "svamp"}], granularities=[1],
                      formats=["cot", "human"], evaluation={"max_new_tokens": 24, "test_size": 24},
                      teachers=[{"kind": "released", "name": "chatgpt", "release_name": "ChatGPT",
                                 "files": ["svamp/cot/SVAMP_ChatGPT_level1_ranked.json"]}])
-    spec = load_spec(write_spec(tmp_path / "spec.yaml", raw), data_dir=str(shared_data))
+    spec = load_spec(write_spec(tmp_path / "spec.yaml", raw), data_dir=str(data))
     check_inputs(spec)
-    outcome = run_study(spec)
+    fail_human_once = faults.fail_first_attempt_of("human")
+    first = run_study(spec, trainable=fail_human_once)
+    assert (first.count("done"), first.count("failed")) == (1, 1), [s.error for s in first.states]
+    assert str(data) not in (tmp_path / "out" / "svamp-e2e" / "spec.yaml").read_text()
+
+    data.rename(tmp_path / "data-gone")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    outcome = resume_study(first.paths.root, trainable=fail_human_once)  # Tune restores the same trainable
     assert outcome.count("done") == 2, [s.error for s in outcome.states]
     results = outcome.results.set_index("format")
     assert sorted(results.index) == ["cot", "human"] and (results["n_test"] == 24).all()

@@ -25,10 +25,12 @@ from test_generation import SECRET, FakeTeacher
 import analysis
 from study.core import storage
 from study.core.cells import expand_grid
-from study.core.datasets import load_split
-from study.core.spec import parse_spec
+from study.core.datasets import DatasetSpec, load_split
+from study.core.spec import parse_spec, resolve_locations
 from study.core.storage import ChecksumError, StudyPaths
-from study.run.studies import StudyError, acquire_lock, open_study, release_lock
+from study.core.stored_splits import store_splits, stored_split
+from study.run.inputs import check_inputs
+from study.run.studies import StudyError, acquire_lock, open_study, prepare_storage, release_lock
 
 BUCKET = "cotstudy-test"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -211,6 +213,33 @@ def test_a_study_on_s3_survives_a_killed_driver_and_resumes_from_s3_alone(tmp_pa
     assert logs, "Ray wrote its logs under RAY_TMPDIR"
     for path, data in zip(logs, log_bytes):
         assert SECRET.encode() not in data, path
+
+
+def test_a_study_reads_its_data_from_s3_and_stores_its_splits_there(s3_endpoint, monkeypatch, shared_data):
+    """data_dir on S3 (the endpoint in the URI): the data set's file and a released glob are read
+    through it, the frozen spec keeps the URI, and the splits go into the study folder on S3."""
+    endpoint, s3 = s3_endpoint
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    query = f"?endpoint_override={endpoint.removeprefix('http://')}&scheme=http"
+    for file in ("svamp/SVAMP.json", "svamp/cot/SVAMP_ChatGPT_level1_ranked.json"):
+        with s3.open_output_stream(f"{BUCKET}/data/{file}") as stream:
+            stream.write((shared_data / file).read_bytes())
+    spec = parse_spec(small_spec(f"s3://{BUCKET}/studies{query}", name="svamp-s3", datasets=[{"name": "svamp"}],
+                                 granularities=[1], formats=["cot"],
+                                 teachers=[{"kind": "released", "name": "chatgpt", "release_name": "ChatGPT",
+                                            "files": ["svamp/cot/SVAMP_ChatGPT_level*_ranked.json"]}]))
+    spec = resolve_locations(spec, f"s3://{BUCKET}/data{query}")
+    check_inputs(spec)
+    paths, _ = prepare_storage(spec)
+    store_splits(paths, spec.datasets)
+    assert stored_split(paths, spec.datasets[0], "test") == load_split(
+        DatasetSpec(name="svamp", path=str(shared_data / "svamp")), "test")
+    frozen, _ = open_study(paths.root)
+    assert frozen.data_dir == f"s3://{BUCKET}/data{query}"
+    assert frozen.datasets[0].path == f"s3://{BUCKET}/data/svamp{query}"  # resolved against the kept URI
+    assert {"data/svamp/train.jsonl", "data/svamp/test.jsonl.sha256"} <= set(_objects(s3, f"{BUCKET}/studies/svamp-s3"))
 
 
 def test_analysis_names_a_study_on_s3_without_the_uri_query(s3_endpoint, monkeypatch):

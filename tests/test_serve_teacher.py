@@ -25,7 +25,8 @@ DATASET = DatasetSpec(name="arith", arith={"n_train": 30, "n_test": 5})
 @pytest.fixture(scope="module")
 def endpoint(ray_local):
     port = start_serve()
-    endpoint = deploy_program_teacher(ProgramTeacher(kind="program", name="prog"), [DATASET], port)
+    problems = [p for split in ("train", "test") for p in load_split(DATASET, split)]
+    endpoint = deploy_program_teacher(ProgramTeacher(kind="program", name="prog"), problems, port)
     yield endpoint
     stop_teacher(endpoint)
 

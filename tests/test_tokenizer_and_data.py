@@ -99,6 +99,7 @@ def test_a_fixed_batch_is_split_over_the_workers_and_each_epoch_covers_the_corpu
 
     from study.core.cells import expand_grid
     from study.core.corpora import label_corpus, save_corpus
+    from study.core.datasets import load_split
     from study.core.spec import parse_spec
     from study.core.storage import StudyPaths
     from trainables.methods import training_method
@@ -109,7 +110,7 @@ def test_a_fixed_batch_is_split_over_the_workers_and_each_epoch_covers_the_corpu
                                  training={"examples_per_batch": 64, "max_steps": 8, "max_length": 256}))
     (cell,) = expand_grid(spec)
     paths = StudyPaths(str(tmp_path / "study"))
-    save_corpus(paths, cell.corpus, label_corpus(cell.corpus))
+    save_corpus(paths, cell.corpus, label_corpus(cell.corpus, load_split(cell.corpus.dataset, "train")))
     data = training_data(cell, paths, tokenizer, world=3, method=training_method(cell.method), role="student")
     assert len(data.examples) == 200 and data.per_epoch == 4  # 3 steps of 64, then the 8 left over
     steps = [data.stream[step * 3:(step + 1) * 3] for step in range(data.n_steps)]

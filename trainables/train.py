@@ -33,10 +33,10 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_scheduler
 from study.core import storage
 from study.core.cells import Cell
 from study.core.corpora import load_corpus, training_rows
-from study.core.datasets import load_split
 from study.core.results import Measurements
 from study.core.spec import ResourcesSpec
 from study.core.storage import StudyPaths
+from study.core.stored_splits import stored_split
 from trainables import checkpoints
 from trainables.accounting import flop_count, peak_flops
 from trainables.checkpoints import Counters, TrainingState
@@ -266,8 +266,9 @@ def _checkpoint_due(last_checkpoint: float, every_s: float, world: int, device: 
 
 def _evaluate(cell: Cell, paths: StudyPaths, method: TrainingMethod, students: dict[str, PreTrainedModel],
               tokenizer: PreTrainedTokenizerBase) -> Evaluation:
-    """The method's evaluation on the cell's test problems; its predictions written to the cell."""
-    problems = load_split(cell.corpus.dataset, "test")[: cell.evaluation.test_size]
+    """The method's evaluation on the cell's test problems (the study's stored split: a worker reads
+    nothing outside the study folder); its predictions written to the cell."""
+    problems = stored_split(paths, cell.corpus.dataset, "test")[: cell.evaluation.test_size]
     evaluation = method.evaluate(students, tokenizer, cell.corpus.dataset.name, problems, cell.evaluation,
                                  cell.student.template)
     storage.write_parquet_atomic(paths.cell_predictions(cell.cell_id), evaluation.predictions)

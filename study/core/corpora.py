@@ -19,7 +19,7 @@ import pandas as pd
 
 from study.core import storage
 from study.core.cells import CorpusKey
-from study.core.datasets import Problem, extract_answer, load_split, problem_text, score
+from study.core.datasets import Problem, extract_answer, problem_text, score
 from study.core.spec import Format
 from study.core.storage import StudyPaths
 
@@ -72,15 +72,14 @@ def label_rationale(problem: Problem, fmt: Format) -> str:
     return f"{problem.human_rationale.rstrip().rstrip('.')}. {answer}"
 
 
-def rendered_corpus(key: CorpusKey, rationale: Callable[[Problem], str]) -> pd.DataFrame:
+def rendered_corpus(key: CorpusKey, problems: list[Problem], rationale: Callable[[Problem], str]) -> pd.DataFrame:
     """A corpus rendered in process from the training problems, one rationale each."""
-    problems = load_split(key.dataset, "train")
     return corpus_rows(key, problems, [ChatReply(rationale(p), 0, 0) for p in problems])
 
 
-def label_corpus(key: CorpusKey) -> pd.DataFrame:
-    """An answer_only / human corpus, straight from the data set's labels."""
-    return rendered_corpus(key, lambda problem: label_rationale(problem, key.format))
+def label_corpus(key: CorpusKey, problems: list[Problem]) -> pd.DataFrame:
+    """An answer_only / human corpus of these training problems, straight from their labels."""
+    return rendered_corpus(key, problems, lambda problem: label_rationale(problem, key.format))
 
 
 def training_rows(key: CorpusKey, corpus: pd.DataFrame) -> pd.DataFrame:
@@ -96,16 +95,7 @@ def training_rows(key: CorpusKey, corpus: pd.DataFrame) -> pd.DataFrame:
 
 def missing_corpora(paths: StudyPaths, keys: list[CorpusKey]) -> list[CorpusKey]:
     """Corpora to build: absent, or failing their checksum (reported, moved aside, rebuilt)."""
-    missing = []
-    for key in keys:
-        location = paths.corpus(key.corpus_id)
-        if not storage.exists(location):
-            missing.append(key)
-        elif (error := storage.verify_checksum(location)) is not None:
-            moved = storage.quarantine(location)
-            print(f"corpus {key.name}: {error}; moved to {moved}, building it again", flush=True)
-            missing.append(key)
-    return missing
+    return [key for key in keys if not storage.intact(paths.corpus(key.corpus_id), f"corpus {key.name}")]
 
 
 def save_corpus(paths: StudyPaths, key: CorpusKey, frame: pd.DataFrame) -> None:

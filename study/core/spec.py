@@ -18,6 +18,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 # the data sets' own settings and the frozen base live in the datasets package, below this module
+from study.core import storage as files  # `storage` is the spec's own field: the module goes by what it reads
 from study.core.datasets import ArithSettings, DatasetName, DatasetSpec, Frozen, dataset_info
 from study.core.profiles import Profile
 from study.core.templates import TemplateName
@@ -100,9 +101,9 @@ class TeacherBase(Frozen):
         """This teacher with its prompt-library file, if it has one, at `move(file)`."""
         return self
 
-    def resolve_locations(self, data_dir: Path) -> Self:
-        """This teacher with every file location it reads made absolute (relative ones are taken
-        from `data_dir`)."""
+    def relocate_files(self, move: Callable[[str], str]) -> Self:
+        """This teacher with each data file it reads (other than a prompt library, which is frozen
+        into the study folder) at `move(file)`: `resolve_locations` and `frozen_locations`."""
         return self
 
 
@@ -143,10 +144,10 @@ class ReleasedTeacher(TeacherBase):
                           "else the column conventions.",
     )
 
-    def resolve_locations(self, data_dir: Path) -> Self:
-        files = [str(data_dir / entry) if isinstance(entry, str) else
-                 entry.model_copy(update={"path": str(data_dir / entry.path)}) for entry in self.files]
-        info = str(data_dir / self.dataset_info) if self.dataset_info is not None else None
+    def relocate_files(self, move: Callable[[str], str]) -> Self:
+        files = [move(entry) if isinstance(entry, str) else entry.model_copy(update={"path": move(entry.path)})
+                 for entry in self.files]
+        info = move(self.dataset_info) if self.dataset_info is not None else None
         return self.model_copy(update={"files": files, "dataset_info": info})
 
 
@@ -196,9 +197,6 @@ class GeneratingTeacher(TeacherBase):
 
     def relocate_prompts(self, move: Callable[[str], str]) -> Self:
         return self if self.prompts is None else self.model_copy(update={"prompts": move(self.prompts)})
-
-    def resolve_locations(self, data_dir: Path) -> Self:
-        return self.relocate_prompts(lambda prompts: str(data_dir / prompts))
 
 
 class HfTeacher(GeneratingTeacher):
@@ -387,7 +385,9 @@ class StudySpec(Frozen):
     name: str = Field(pattern=NAME_PATTERN, description="Study name; its folder under storage.")
     storage: str = Field(description="Local folder or URI (s3://...) that holds every study.")
     data_dir: str | None = Field(
-        None, description="Folder of source data sets (<data_dir>/<dataset>, <data_dir>/paper/<dataset>); relative to the spec file."
+        None, description="Folder or URI (s3://, gs://, file://) of source data sets (<data_dir>/<dataset>, "
+                          "<data_dir>/paper/<dataset>); a folder is relative to the spec file. Read only at `run` "
+                          "(the splits are stored with the study); a study folder keeps it only when it is a URI."
     )
     datasets: list[DatasetSpec] = Field(min_length=1)
     teachers: list[TeacherSpec] = Field(default_factory=list)
@@ -461,8 +461,9 @@ DATA_DIR_VARIABLE = "COTSTUDY_DATA_DIR"
 
 def load_spec(path: str | Path, storage: str | None = None, data_dir: str | None = None) -> StudySpec:
     """Load and validate a study spec; `storage` and `data_dir` (from --storage / --data-dir)
-    override the file's. The data folder becomes absolute: the flag, else the spec's `data_dir`
-    (relative to the spec file), else $COTSTUDY_DATA_DIR, else the current folder."""
+    override the file's. The data folder (a local folder or a URI) becomes absolute: the flag,
+    else the spec's `data_dir` (relative to the spec file), else $COTSTUDY_DATA_DIR, else the
+    current folder."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -470,22 +471,52 @@ def load_spec(path: str | Path, storage: str | None = None, data_dir: str | None
         raise SpecError(f"{path}: no such spec file") from None
     spec = parse_spec_text(text, source=str(path), storage=storage)
     if data_dir is not None:
-        folder = Path(data_dir)
+        folder = data_dir
     elif spec.data_dir is not None:
-        folder = path.parent / spec.data_dir
+        folder = spec.data_dir if files.is_uri(spec.data_dir) else str(path.parent / spec.data_dir)
     else:
-        folder = Path(os.environ.get(DATA_DIR_VARIABLE, "."))
-    return resolve_locations(spec, folder.resolve())
+        folder = os.environ.get(DATA_DIR_VARIABLE, ".")
+    return resolve_locations(spec, files.normalize_location(folder))
 
 
-def resolve_locations(spec: StudySpec, data_dir: Path) -> StudySpec:
+def resolve_locations(spec: StudySpec, data_dir: str) -> StudySpec:
     """The spec with every data location absolute: data set folders (default <data_dir>/<name>, or
-    <data_dir>/paper/<name> for a paper split of its own),
-    released-file globs and prompt files, relative ones taken from `data_dir`. Locations are in no id."""
+    <data_dir>/paper/<name> for a paper split of its own), released-file globs and prompt files,
+    relative ones taken from `data_dir` (a folder or a URI). Locations are in no id."""
+
+    def locate(location: str) -> str:
+        if files.is_uri(location) or Path(location).is_absolute():
+            return location
+        return files.join(data_dir, location) if files.is_uri(data_dir) else str(Path(data_dir) / location)
+
     datasets = [d if d.hub is not None or dataset_info(d.name).generated else
-                d.model_copy(update={"path": str(data_dir / (d.path or d.folder()))}) for d in spec.datasets]
-    teachers = [teacher.resolve_locations(data_dir) for teacher in spec.teachers]
-    return spec.model_copy(update={"data_dir": str(data_dir), "datasets": datasets, "teachers": teachers})
+                d.model_copy(update={"path": locate(d.path or d.folder())}) for d in spec.datasets]
+    teachers = [teacher.relocate_files(locate).relocate_prompts(locate) for teacher in spec.teachers]
+    return spec.model_copy(update={"data_dir": data_dir, "datasets": datasets, "teachers": teachers})
+
+
+def relative_locations(spec: StudySpec) -> StudySpec:
+    """`resolve_locations` undone: data set folders and released files relative to the spec's
+    `data_dir` (an absolute path outside it, or a URI elsewhere, stays as it is)."""
+    if spec.data_dir is None:
+        return spec
+    data_dir = spec.data_dir
+
+    def relative(location: str) -> str:
+        inside = files.relative_to(location, data_dir)
+        return location if inside is None else inside
+
+    datasets = [d if d.path is None else d.model_copy(update={"path": relative(d.path)}) for d in spec.datasets]
+    teachers = [teacher.relocate_files(relative) for teacher in spec.teachers]
+    return spec.model_copy(update={"datasets": datasets, "teachers": teachers})
+
+
+def frozen_locations(spec: StudySpec) -> StudySpec:
+    """The spec as a study folder keeps it: its locations relative to the data folder, and
+    `data_dir` kept only when it is a URI, never one machine's folder. Data locations are needed
+    only to rebuild inputs missing from the study folder (`cotstudy resume --data-dir`)."""
+    data_dir = spec.data_dir if spec.data_dir is not None and files.is_uri(spec.data_dir) else None
+    return relative_locations(spec).model_copy(update={"data_dir": data_dir})
 
 
 def parse_spec_text(text: str, source: str, storage: str | None = None) -> StudySpec:

@@ -11,8 +11,9 @@
                                        rows, rationale length, steps, correct rate per corpus
     cotstudy serve-teacher SPEC TEACHER [--host HOST]
                                        serve one teacher on Ray Serve for reuse across studies
-    cotstudy resume STUDY_DIR [--cluster cluster.yaml]
-                                       finish every unfinished cell of a study
+    cotstudy resume STUDY_DIR [--cluster cluster.yaml] [--data-dir DIR]
+                                       finish every unfinished cell of a study (from its folder alone;
+                                       --data-dir only rebuilds inputs missing from it)
     cotstudy status STUDY_DIR          done / failed / pending cells, and each failure's error
     cotstudy figures STUDY_DIR...      redraw the figures (same as python -m analysis)
     cotstudy report STUDY_DIR...       report.md / report.html: figures, tables, findings
@@ -102,6 +103,8 @@ def _parser() -> argparse.ArgumentParser:
         if name == "resume":
             command.add_argument("--break-lock", action="store_true", help=BREAK_LOCK_HELP)
             command.add_argument("--cluster", help=CLUSTER_HELP)
+            command.add_argument("--data-dir", help="folder or URI of the source data sets, only to rebuild a study's "
+                                                    "stored splits or imported corpora that are missing from its folder")
     for name, help_text in (("figures", "draw a study's figures (same as python -m analysis)"),
                             ("report", "write report.md / report.html with figures, tables and findings")):
         command = commands.add_parser(name, help=help_text)
@@ -181,11 +184,14 @@ def _launch(args: argparse.Namespace) -> int:
         spec = _checked_spec(args)
     cluster = _cluster(args)
     fit_on = gpu_cluster(args.gpu) if getattr(args, "gpu", None) else None
-    from study.run.launch import resume_study, run_study  # Ray and torch load only from here on
-
     try:
+        if args.command == "resume" and args.data_dir is not None:  # a data folder to rebuild from: checked first
+            check_inputs(open_study(args.study_dir, args.data_dir)[0])
+        from study.run.launch import resume_study, run_study  # Ray and torch load only from here on
+
         outcome = (run_study(spec, break_lock=args.break_lock, cluster=cluster, fit_on=fit_on) if spec is not None
-                   else resume_study(args.study_dir, break_lock=args.break_lock, cluster=cluster))
+                   else resume_study(args.study_dir, break_lock=args.break_lock, cluster=cluster,
+                                     data_dir=args.data_dir))
     except StudyError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -290,7 +296,7 @@ def corpus_stats(args: argparse.Namespace) -> int:
     if args.spec is not None:
         found = spec_corpora(_checked_spec(args))
     else:
-        found = file_corpora(args.files, Path(args.data_dir or os.environ.get(DATA_DIR_VARIABLE, ".")))
+        found = file_corpora(args.files, args.data_dir or os.environ.get(DATA_DIR_VARIABLE, "."))
     table = stats_table(found)
     shown = table.drop(columns=["source"]).astype(object)
     print(shown.where(shown.notna(), "-").to_markdown(index=False, floatfmt=".3g"))

@@ -13,10 +13,8 @@ closing "The answer is X" sentence.
 
 from __future__ import annotations
 
-import glob
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -89,7 +87,8 @@ def spec_corpora(spec: StudySpec) -> list[CorpusSource]:
         if storage.exists(paths.corpus(key.corpus_id)):
             found.append(_key_source(key, paths.corpus(key.corpus_id), load_corpus(paths, key)))
             continue
-        rows = label_corpus(key) if key.teacher is None else kind_of(key.teacher).offline_corpus(key)
+        problems = load_split(key.dataset, "train")
+        rows = label_corpus(key, problems) if key.teacher is None else kind_of(key.teacher).offline_corpus(key, problems)
         if rows is None:
             print(f"skipped {key.name}: not built yet, and its teacher must generate it")
             continue
@@ -101,7 +100,7 @@ def _key_source(key: CorpusKey, source: str, rows: pd.DataFrame) -> CorpusSource
     return CorpusSource(key.dataset.name, key.teacher_name, key.granularity, key.format, source, rows)
 
 
-def file_corpora(patterns: list[str], data_dir: Path) -> list[CorpusSource]:
+def file_corpora(patterns: list[str], data_dir: str) -> list[CorpusSource]:
     """Released files described directly; gold from <data_dir>/<dataset>, else from the
     answer-only file among them."""
     files = [parse_release_name(path) for pattern in patterns for path in _glob(pattern)]
@@ -118,16 +117,16 @@ def file_corpora(patterns: list[str], data_dir: Path) -> list[CorpusSource]:
 
 
 def _glob(pattern: str) -> list[str]:
-    matches = sorted(glob.glob(pattern))
+    matches = storage.glob_files(pattern)
     if not matches:
         raise DataError(f"no file matches {pattern}")
     return matches
 
 
-def _gold_problems(dataset: str, files: list[ReleaseFile], data_dir: Path) -> list[Problem]:
+def _gold_problems(dataset: str, files: list[ReleaseFile], data_dir: str) -> list[Problem]:
     try:
         spec = DatasetSpec(name=dataset)  # type: ignore[arg-type]  # its paper split, where its files are by default
-        return load_split(spec.model_copy(update={"path": str(data_dir / spec.folder())}), "train")
+        return load_split(spec.model_copy(update={"path": storage.join(data_dir, spec.folder())}), "train")
     except DataError as missing:
         answer_files = [f for f in files if f.dataset == dataset and f.format == "answer_only"]
         if not answer_files:

@@ -3,7 +3,9 @@
 run:    spec -> storage checks -> Ray -> corpora (teachers on Serve) -> tokenizer -> Tune grid
         (one trial per cell) -> results.parquet -> figures.
 resume: the same from a study folder's frozen spec.yaml, restoring the Tune experiment
-        (errored trials re-run); cells with a result.json are never run again.
+        (errored trials re-run); cells with a result.json are never run again. It reads only the
+        study folder: the data sets' splits are stored there at `run` (study.core.stored_splits),
+        the corpora too; the data folder (--data-dir) is needed only to rebuild a missing one.
 """
 
 from __future__ import annotations
@@ -20,15 +22,19 @@ from ray import tune
 
 from analysis.figures import plot_all
 from study.core import storage
-from study.core.cells import Cell, corpus_keys, expand_grid
+from study.core.cells import Cell, CorpusKey, corpus_keys, expand_grid
 from study.core.cluster import (AUTOSCALER_CONFIG, ClusterConfig, any_gpu_cluster, load_cluster, on_cluster, placement,
                                 trials_at_once)
+from study.core.corpora import missing_corpora
+from study.core.datasets import dataset_info, load_split
 from study.core.results import CellState, cell_states, collect_results, set_aside_corrupt_results
 from study.core.spec import ResourcesSpec, StudySpec
 from study.core.storage import StudyPaths
+from study.core.stored_splits import missing_splits, store_splits
 from study.run.planning import check_fit
 from study.run.studies import StudyError, open_study, prepare_storage, study_lock
 from study.teachers.generate import build_corpora
+from study.teachers.registry import kind_of
 from trainables.cell import cell_config, run_cell
 from trainables.evaluate import check_beam_search
 from trainables.students import check_students, tiny_templates
@@ -248,6 +254,7 @@ def run_study(spec: StudySpec, trainable: Trainable = run_cell, break_lock: bool
         paths, cells = prepare_storage(spec)
         print(f"study {spec.name}: {len(cells)} cells -> {paths.root}", flush=True)
         set_aside_corrupt_results(paths, cells)
+        store_splits(paths, spec.datasets)  # from here on nothing reads the data folder
         if not on_cluster():  # a local Ray starts once the lock has found the storage writable
             _start_ray(spec, cluster)
         _prepare_inputs(spec, paths)
@@ -256,16 +263,20 @@ def run_study(spec: StudySpec, trainable: Trainable = run_cell, break_lock: bool
 
 
 def resume_study(study_dir: str, trainable: Trainable = run_cell, break_lock: bool = False,
-                 cluster: ClusterConfig | None = None) -> StudyOutcome:
-    spec, paths = open_study(study_dir)
+                 cluster: ClusterConfig | None = None, data_dir: str | None = None) -> StudyOutcome:
+    """Finish a study from its folder alone; `data_dir` (--data-dir) only rebuilds inputs missing
+    from it (see `open_study`)."""
+    spec, paths = open_study(study_dir, data_dir)
     cells = expand_grid(spec)
     if any(s.state != "done" for s in cell_states(paths, cells)):
+        check_rebuildable(spec, paths, corpus_keys(spec))
         cluster = _checks_before_writing(spec, cluster)
     with study_lock(paths, "resume", break_lock):
         set_aside_corrupt_results(paths, cells)
         pending = [s for s in cell_states(paths, cells) if s.state != "done"]
         print(f"study {spec.name}: {len(cells) - len(pending)} of {len(cells)} cells done; resuming", flush=True)
         if pending:
+            store_splits(paths, spec.datasets)  # only those missing (from --data-dir), before Ray
             if not on_cluster():
                 _start_ray(spec, cluster)
             _prepare_inputs(spec, paths)
@@ -280,6 +291,22 @@ def resume_study(study_dir: str, trainable: Trainable = run_cell, break_lock: bo
             if left:
                 _new_tuner(spec, paths, left, trainable, cluster).fit()
         return finish_study(paths, cells)
+
+
+def check_rebuildable(spec: StudySpec, paths: StudyPaths, keys: list[CorpusKey]) -> None:
+    """Before Ray starts: inputs missing from the study folder that only the data folder can give
+    back (the splits of a data set read from files, the corpora of an imported teacher) while no
+    data folder is known raise StudyError naming them and the fix."""
+    if spec.data_dir is not None:
+        return
+    lost = [f"the splits of '{d.name}'" for d in missing_splits(paths, spec.datasets)
+            if d.hub is None and not dataset_info(d.name).generated]
+    lost += [f"corpus {key.name}" for key in missing_corpora(paths, keys)
+             if key.teacher is not None and kind_of(key.teacher).source == "imported"]
+    if lost:
+        raise StudyError(f"{paths.root}: not in the study folder: {', '.join(lost)} (a study run before its data was "
+                         "stored with it, or files deleted); rebuild them from the data set's files: "
+                         f"cotstudy resume {paths.root} --data-dir DIR")
 
 
 def finish_study(paths: StudyPaths, cells: list[Cell]) -> StudyOutcome:
@@ -302,8 +329,9 @@ def serve_teacher(spec: StudySpec, teacher_name: str, host: str | None = None) -
     from study.teachers.generate import reach_teacher
 
     teacher = spec.teacher(teacher_name)
+    problems = [p for dataset in spec.datasets for split in ("train", "test") for p in load_split(dataset, split)]
     init_ray()
-    endpoint = reach_teacher(teacher, spec, start_serve(host=host))
+    endpoint = reach_teacher(teacher, problems, start_serve(host=host))
     print(f"teacher {teacher.name} ({teacher.kind}) answers at {endpoint.base_url}"
           f"{f' as model {endpoint.model!r}' if endpoint.model else ''}\n"
           f"use it from a study as: {{kind: openai, name: {teacher.name}, base_url: {endpoint.base_url}, "

@@ -19,7 +19,15 @@ from pathlib import Path
 
 from study.core import storage
 from study.core.cells import Cell, expand_grid
-from study.core.spec import StudySpec, TeacherSpec, parse_spec_text, spec_to_yaml
+from study.core.spec import (
+    StudySpec,
+    TeacherSpec,
+    frozen_locations,
+    parse_spec_text,
+    relative_locations,
+    resolve_locations,
+    spec_to_yaml,
+)
 from study.core.storage import StudyPaths
 
 
@@ -29,8 +37,9 @@ class StudyError(RuntimeError):
 
 def prepare_storage(spec: StudySpec) -> tuple[StudyPaths, list[Cell]]:
     """Freeze the spec in the study folder, with the teachers' own prompt libraries (their content
-    is in the ids); refuse a spec whose cells changed. Call it under `study_lock`, which has
-    checked that storage is writable."""
+    is in the ids) and its data locations relative to the data folder (`frozen_locations`);
+    refuse a spec whose cells changed. Call it under `study_lock`, which has checked that storage
+    is writable."""
     paths = StudyPaths.of(spec.storage, spec.name)
     cells = expand_grid(spec)
     if storage.exists(paths.spec):
@@ -40,7 +49,7 @@ def prepare_storage(spec: StudySpec) -> tuple[StudyPaths, list[Cell]]:
                 f"{paths.spec}: study '{spec.name}' already exists with different cells; "
                 "give the study a new name, or resume it with 'cotstudy resume'"
             )
-    storage.write_text_atomic(paths.spec, spec_to_yaml(_freeze_prompts(spec, paths)))
+    storage.write_text_atomic(paths.spec, spec_to_yaml(frozen_locations(_freeze_prompts(spec, paths))))
     return paths, cells
 
 
@@ -65,8 +74,13 @@ def read_frozen_spec(paths: StudyPaths) -> StudySpec:
     return spec.model_copy(update={"teachers": teachers})
 
 
-def open_study(study_dir: str) -> tuple[StudySpec, StudyPaths]:
-    """The frozen spec of an existing study folder, with storage set to where the folder is."""
+def open_study(study_dir: str, data_dir: str | None = None) -> tuple[StudySpec, StudyPaths]:
+    """The frozen spec of an existing study folder, with storage set to where the folder is.
+
+    Its data locations (needed only to rebuild inputs missing from the folder) are resolved
+    against `data_dir` (--data-dir), else the frozen spec's own `data_dir` (a URI, or the folder a
+    study frozen before its data was stored with it names), else left relative, with `data_dir`
+    None: then nothing can be rebuilt from the data set's files."""
     paths = StudyPaths(storage.normalize_location(study_dir))
     try:
         found = storage.exists(paths.spec)
@@ -75,6 +89,9 @@ def open_study(study_dir: str) -> tuple[StudySpec, StudyPaths]:
     if not found:
         raise StudyError(f"{study_dir}: not a study folder (no spec.yaml)")
     spec = read_frozen_spec(paths)
+    source = data_dir if data_dir is not None else spec.data_dir
+    if source is not None:
+        spec = resolve_locations(relative_locations(spec), storage.normalize_location(source))
     return spec.model_copy(update={"storage": storage.parent(paths.root)}), paths
 
 

@@ -2,7 +2,9 @@
 from files, and the rest generated: each needed teacher is served on Ray Serve (program, hf,
 vllm) or reached where it runs (openai) and asked over HTTP with the one OpenAI-compatible
 client. How is each kind's to say (study.teachers.registry). Served teachers run only while their
-corpora are built.
+corpora are built. Every corpus is made from the study's stored splits (study.core.stored_splits),
+which are stored first where missing: after that, only a released teacher's own files are read
+from outside the study folder, and only while its corpora are imported.
 
 Generation resumes: replies are saved in shards as they arrive (`ReplyCache`), so a re-run asks
 only for the missing rows, and a corpus that exists is never asked for again. With
@@ -21,10 +23,11 @@ import pandas as pd
 from study.core import storage
 from study.core.cells import CorpusKey
 from study.core.corpora import corpus_rows, label_corpus, missing_corpora, save_corpus
-from study.core.datasets import Problem, dataset_info, load_split, problem_text, score
+from study.core.datasets import Problem, dataset_info, problem_text, score
 from study.core.prompts import teacher_messages
 from study.core.spec import GeneratingTeacher, GenerationSettings, StudySpec, TeacherSpec
 from study.core.storage import StudyPaths
+from study.core.stored_splits import store_splits, stored_split
 from study.teachers.cache import ReplyCache
 from study.teachers.client import ChatClient, ChatReply, ChatRequest
 from study.teachers.endpoint import ServeTarget, TeacherEndpoint, start_serve, stop_teacher
@@ -49,18 +52,20 @@ class CorpusCard:
 
 
 def build_corpora(spec: StudySpec, paths: StudyPaths, keys: list[CorpusKey]) -> None:
-    """Build every missing corpus. Served teachers run only while their corpora are built."""
+    """Store the study's splits where missing, then build every missing corpus from them. Served
+    teachers run only while their corpora are built."""
+    store_splits(paths, spec.datasets)
     todo = missing_corpora(paths, keys)
     if not todo:
         print(f"corpora: all {len(keys)} already built", flush=True)
         return
     for key in [k for k in todo if k.teacher is None]:
-        save_corpus(paths, key, label_corpus(key))
+        save_corpus(paths, key, label_corpus(key, stored_split(paths, key.dataset, "train")))
     asked: list[CorpusKey] = []
     for key in [k for k in todo if k.teacher is not None]:
         kind = kind_of(key.teacher)
         if kind.source == "imported":
-            corpus = kind.offline_corpus(key)
+            corpus = kind.offline_corpus(key, stored_split(paths, key.dataset, "train"))
             assert corpus is not None, f"{key.name}: an imported kind builds its corpus offline"
             save_corpus(paths, key, corpus)
         else:
@@ -68,9 +73,10 @@ def build_corpora(spec: StudySpec, paths: StudyPaths, keys: list[CorpusKey]) -> 
     if not asked:
         return
     serve = start_serve(spec.name) if any(kind_of(k.teacher).source == "served" for k in asked) else None
+    problems = [p for dataset in spec.datasets for split in ("train", "test") for p in stored_split(paths, dataset, split)]
     for teacher_name in dict.fromkeys(k.teacher_name for k in asked):
         teacher = spec.teacher(teacher_name)
-        endpoint = reach_teacher(teacher, spec, serve)
+        endpoint = reach_teacher(teacher, problems, serve)
         try:
             client = kind_of(teacher).client(teacher, endpoint)
             for key in [k for k in asked if k.teacher_name == teacher_name]:
@@ -79,11 +85,12 @@ def build_corpora(spec: StudySpec, paths: StudyPaths, keys: list[CorpusKey]) -> 
             stop_teacher(endpoint)  # this study's application only: Serve itself stays up for others
 
 
-def reach_teacher(teacher: TeacherSpec, spec: StudySpec, serve: ServeTarget | None) -> TeacherEndpoint:
+def reach_teacher(teacher: TeacherSpec, problems: list[Problem], serve: ServeTarget | None) -> TeacherEndpoint:
     """Serve the teacher on Ray Serve, or point at the endpoint where it answers; checked before
-    any row (a served application that fails the check is deleted again)."""
+    any row (a served application that fails the check is deleted again). `problems`: every
+    problem it may be asked about."""
     kind = kind_of(teacher)
-    endpoint = kind.reach(teacher, spec.datasets, serve)
+    endpoint = kind.reach(teacher, problems, serve)
     if endpoint.model is not None:
         try:
             kind.client(teacher, endpoint).check_model(endpoint.model)
@@ -98,7 +105,7 @@ def generate_corpus(paths: StudyPaths, key: CorpusKey, client: ChatClient, endpo
     corpus and its card atomically."""
     started = time.monotonic()
     settings = _settings(key.teacher)
-    problems = load_split(key.dataset, "train")
+    problems = stored_split(paths, key.dataset, "train")
     cache = ReplyCache(paths.generation_shards(key.corpus_id))
     chosen: dict[str, ChatReply] = {}
     pending, used, new_requests = list(problems), [], 0

@@ -17,7 +17,8 @@ from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, ClassVar, Generic, Literal, TypeVar
 
 from study.core.cells import CorpusKey
-from study.core.spec import DatasetSpec, GeneratingTeacher, TeacherBase
+from study.core.datasets import Problem
+from study.core.spec import GeneratingTeacher, TeacherBase
 from study.teachers.client import ChatClient
 from study.teachers.endpoint import ServeTarget, TeacherEndpoint
 
@@ -49,14 +50,15 @@ class TeacherKind(ABC, Generic[T]):
         corpus's tokens (`cotstudy plan`); None: only generating it can tell."""
         return None
 
-    def offline_corpus(self, key: CorpusKey) -> pd.DataFrame | None:
-        """The corpus built in this process, with no server: imported or rendered; None: it must
-        be generated."""
+    def offline_corpus(self, key: CorpusKey, problems: list[Problem]) -> pd.DataFrame | None:
+        """The corpus of these training problems built in this process, with no server: imported
+        or rendered; None: it must be generated."""
         return None
 
-    def reach(self, teacher: T, datasets: list[DatasetSpec], serve: ServeTarget | None) -> TeacherEndpoint:
+    def reach(self, teacher: T, problems: list[Problem], serve: ServeTarget | None) -> TeacherEndpoint:
         """Where the teacher answers while its corpora are generated: deployed on the running
-        Serve (`serve`: its port and owner; served kinds), or its own endpoint."""
+        Serve (`serve`: its port and owner; served kinds), or its own endpoint. `problems` are
+        every problem it may be asked about (the program teacher answers only these)."""
         raise TypeError(f"teacher '{teacher.name}' ({teacher.kind}) is {self.source}, never asked over HTTP")
 
     def client(self, teacher: T, endpoint: TeacherEndpoint) -> ChatClient:

@@ -7,8 +7,8 @@ from __future__ import annotations
 import os
 
 from study.core.cells import CorpusKey
-from study.core.datasets import DataError
-from study.core.spec import DatasetSpec, OpenAITeacher
+from study.core.datasets import DataError, Problem
+from study.core.spec import OpenAITeacher
 from study.teachers.client import TeacherError
 from study.teachers.endpoint import ServeTarget, TeacherEndpoint
 from study.teachers.kind import GeneratingKind
@@ -24,7 +24,7 @@ class OpenAIKind(GeneratingKind[OpenAITeacher]):
         except TeacherError as missing:
             raise DataError(str(missing)) from None
 
-    def reach(self, teacher: OpenAITeacher, datasets: list[DatasetSpec], serve: ServeTarget | None) -> TeacherEndpoint:
+    def reach(self, teacher: OpenAITeacher, problems: list[Problem], serve: ServeTarget | None) -> TeacherEndpoint:
         return TeacherEndpoint(base_url=teacher.base_url.rstrip("/"), app_name=None, model=teacher.model)
 
     def api_key(self, teacher: OpenAITeacher) -> str | None:

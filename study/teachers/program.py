@@ -11,8 +11,8 @@ from __future__ import annotations
 import pandas as pd
 
 from study.core.cells import CorpusKey
-from study.core.datasets import DataError, load_split, problem_text, training_text
-from study.core.spec import DatasetSpec, ProgramTeacher
+from study.core.datasets import DataError, Problem, load_split, problem_text, training_text
+from study.core.spec import ProgramTeacher
 from study.teachers.endpoint import ServeTarget, TeacherEndpoint, running
 from study.teachers.kind import TeacherKind
 from study.teachers.program_render import program_corpus, render
@@ -31,13 +31,13 @@ class ProgramKind(TeacherKind[ProgramTeacher]):
         return [training_text(key.dataset.name, problem_text(p), render(p, key.granularity, key.format))
                 for p in load_split(key.dataset, "train")]
 
-    def offline_corpus(self, key: CorpusKey) -> pd.DataFrame:
-        return program_corpus(key)
+    def offline_corpus(self, key: CorpusKey, problems: list[Problem]) -> pd.DataFrame:
+        return program_corpus(key, problems)
 
-    def reach(self, teacher: ProgramTeacher, datasets: list[DatasetSpec], serve: ServeTarget | None) -> TeacherEndpoint:
+    def reach(self, teacher: ProgramTeacher, problems: list[Problem], serve: ServeTarget | None) -> TeacherEndpoint:
         from study.teachers.program_serve import deploy_program_teacher  # Ray loads only to serve
 
-        return deploy_program_teacher(teacher, datasets, running(serve))
+        return deploy_program_teacher(teacher, problems, running(serve))
 
 
 KIND = ProgramKind()

@@ -128,6 +128,6 @@ def render(problem: Problem, granularity: int | None, fmt: Format) -> str:
     raise ValueError(f"unknown format '{fmt}'")
 
 
-def program_corpus(key: CorpusKey) -> pd.DataFrame:
+def program_corpus(key: CorpusKey, problems: list[Problem]) -> pd.DataFrame:
     """The program teacher's corpus rendered in process: what its server answers, without the server."""
-    return rendered_corpus(key, lambda problem: render(problem, key.granularity, key.format))
+    return rendered_corpus(key, problems, lambda problem: render(problem, key.granularity, key.format))

@@ -3,7 +3,8 @@
 
 (No `from __future__ import annotations` here: FastAPI must see the request model types.)
 
-It looks the question (the user message) up among its data sets' problems and renders that
+It looks the question (the user message) up among the problems it was given (the study's stored
+splits: a replica on any node reads no data folder) and renders that
 problem's own solution in the style named by the model id (`NAME/L<level>/<format>`). The corpus
 builder talks to it with the same `ChatClient` that vLLM and API teachers get.
 """
@@ -13,8 +14,8 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from ray import serve
 
-from study.core.datasets import Problem, load_split, problem_text
-from study.core.spec import DatasetSpec, ProgramTeacher
+from study.core.datasets import Problem, problem_text
+from study.core.spec import ProgramTeacher
 from study.teachers.endpoint import (
     ChatCompletionRequest,
     ServeTarget,
@@ -31,14 +32,9 @@ program_api = FastAPI(title="cotstudy program teacher")
 @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=64)
 @serve.ingress(program_api)
 class ProgramTeacherServer:
-    def __init__(self, teacher_name: str, datasets: list[DatasetSpec]) -> None:
+    def __init__(self, teacher_name: str, problems: list[Problem]) -> None:
         self.teacher_name = teacher_name
-        self.problems: dict[str, Problem] = {
-            problem_text(problem): problem
-            for dataset in datasets
-            for split in ("train", "test")
-            for problem in load_split(dataset, split)
-        }
+        self.problems: dict[str, Problem] = {problem_text(problem): problem for problem in problems}
 
     @program_api.get("/v1/models")
     def models(self) -> dict:
@@ -61,7 +57,7 @@ class ProgramTeacherServer:
         return chat_completion(problem.uid, request.model, text, "stop", prompt_tokens, len(text.split()))
 
 
-def deploy_program_teacher(teacher: ProgramTeacher, datasets: list[DatasetSpec], target: ServeTarget) -> TeacherEndpoint:
+def deploy_program_teacher(teacher: ProgramTeacher, problems: list[Problem], target: ServeTarget) -> TeacherEndpoint:
     """Deploy the program teacher on the running Serve (see `start_serve`). Its model names the
     style asked for, so there is no one model to wait for: `serve.run` returns once it is running."""
-    return deploy_app(ProgramTeacherServer.bind(teacher.name, list(datasets)), teacher.name, target, None, 0.0)
+    return deploy_app(ProgramTeacherServer.bind(teacher.name, list(problems)), teacher.name, target, None, 0.0)

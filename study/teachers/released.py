@@ -20,14 +20,13 @@ rows write that cannot be read or differ from the data set's.
 
 from __future__ import annotations
 
-import glob
 import json
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 
+from study.core import storage
 from study.core.cells import CorpusKey
 from study.core.corpora import CORPUS_COLUMNS
 from study.core.datasets import (
@@ -45,7 +44,15 @@ from study.core.datasets import (
 )
 from study.core.datasets import dataset_info as dataset_info_of
 from study.core.datasets.golds import unreadable_golds_line
-from study.core.datasets.sources import Record, read_records, require_json_list
+from study.core.datasets.sources import (
+    Location,
+    Record,
+    location_exists,
+    location_is_dir,
+    read_records,
+    read_text,
+    require_json_list,
+)
 from study.core.spec import LABEL_FORMATS, Format, ReleasedFile, ReleasedTeacher
 from study.teachers.kind import TeacherKind
 
@@ -60,9 +67,10 @@ NAMING_HELP = ("name it like '{dataset}_{teacher}_level{N}_ranked.json' (cot), '
 
 @dataclass(frozen=True)
 class ReleaseFile:
-    """What one released file holds (teacher and granularity are None for label formats)."""
+    """What one released file holds (teacher and granularity are None for label formats); `path`
+    is a local path or a URI."""
 
-    path: Path
+    path: str
     dataset: str
     teacher: str | None
     granularity: int | None
@@ -96,10 +104,10 @@ class ImportReport:
                 + "".join(f"; warning: {w}" for w in warnings))
 
 
-def parse_release_name(path: str | Path) -> ReleaseFile:
+def parse_release_name(path: Location) -> ReleaseFile:
     """Data set, teacher, level and format from a released file's name (`DataError` if unclear)."""
-    path = Path(path)
-    tokens = [t for t in path.stem.lower().split("_") if t]
+    path = str(path)
+    tokens = [t for t in storage.stem(path).lower().split("_") if t]
     if tokens and tokens[0].isdigit():
         tokens = tokens[1:]  # the release's "0_" prefix
     dataset = RELEASE_ALIASES.get(tokens[0]) if tokens else None  # each data set declares its names
@@ -137,13 +145,20 @@ def released_files(teacher: ReleasedTeacher) -> list[ReleaseFile]:
     files: list[ReleaseFile] = []
     for entry in teacher.files:
         if isinstance(entry, ReleasedFile):
-            files.append(ReleaseFile(Path(entry.path), entry.dataset, teacher.name, entry.granularity, entry.format))
+            files.append(ReleaseFile(entry.path, entry.dataset, teacher.name, entry.granularity, entry.format))
             continue
-        matches = sorted(glob.glob(entry))
+        matches = _glob(entry)
         if not matches:
             raise DataError(f"teacher '{teacher.name}': no file matches {entry}")
         files += [parse_release_name(match) for match in matches]
     return files
+
+
+def _glob(pattern: str) -> list[str]:
+    try:
+        return storage.glob_files(pattern)
+    except OSError as error:
+        raise DataError(f"{pattern}: cannot be reached: {error}") from None
 
 
 def find_release(teacher: ReleasedTeacher, dataset: str, granularity: int | None, fmt: Format) -> ReleaseFile:
@@ -185,7 +200,7 @@ class Columns:
 
 
 def read_release_rows(release: ReleaseFile, teacher_names: tuple[str, ...] = (),
-                      dataset_info: Path | None = None) -> list[ReleaseRow]:
+                      dataset_info: Location | None = None) -> list[ReleaseRow]:
     """Every row of a released file; a malformed row names the file and the row index.
 
     Which column is the rationale: the one `dataset_info` (or a dataset_info.json beside the file)
@@ -195,7 +210,7 @@ def read_release_rows(release: ReleaseFile, teacher_names: tuple[str, ...] = (),
 
 
 def read_release(release: ReleaseFile, teacher_names: tuple[str, ...] = (),
-                 dataset_info: Path | None = None) -> tuple[Columns, list[ReleaseRow]]:
+                 dataset_info: Location | None = None) -> tuple[Columns, list[ReleaseRow]]:
     """The columns chosen for a released file (`read_release_rows`), and its rows."""
     path = release.path
     require_json_list(path, "a released file")
@@ -211,10 +226,10 @@ def read_release(release: ReleaseFile, teacher_names: tuple[str, ...] = (),
 
 
 def release_columns(release: ReleaseFile, records: list[Record], teacher_names: tuple[str, ...],
-                    dataset_info: Path | None) -> Columns:
+                    dataset_info: Location | None) -> Columns:
     """The file's columns, from its dataset_info entry or from the conventions (see `read_release_rows`)."""
-    beside = release.path.parent / DATASET_INFO
-    info = dataset_info or (beside if beside.is_file() else None)
+    beside = storage.join(storage.parent(release.path), DATASET_INFO)
+    info = dataset_info or (beside if location_exists(beside) and not location_is_dir(beside) else None)
     listed = dataset_info_columns(info, release.path) if info is not None else None
     if listed is not None:
         return listed
@@ -264,37 +279,37 @@ def _release_row(record: Record, columns: Columns) -> ReleaseRow:
     return ReleaseRow(question, rationale.strip(), None if gold is None else str(gold))
 
 
-def dataset_info_columns(info: Path, file: Path) -> Columns | None:
+def dataset_info_columns(info: Location, file: Location) -> Columns | None:
     """The columns a LLaMA-Factory `dataset_info.json` gives for `file` (None when it lists the
     file nowhere): `{"name": {"file_name": ..., "columns": {"prompt": ..., "query": ..., "response": ...}}}`."""
     try:
-        table = json.loads(info.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
+        table = json.loads(read_text(info))
+    except (DataError, json.JSONDecodeError) as error:
         raise DataError(f"{info}: cannot read the dataset_info file: {error}") from None
     if not isinstance(table, dict):
         raise DataError(f"{info}: expected an object of {{name: {{file_name, columns}}}}, got {type(table).__name__}")
     found: dict[str, Columns] = {}
     for name, entry in table.items():
-        if isinstance(entry, dict) and entry.get("file_name") == file.name:
+        if isinstance(entry, dict) and entry.get("file_name") == storage.base_name(str(file)):
             found[name] = _info_entry_columns(info, name, entry)
     if len({(c.prompt, c.query, c.response) for c in found.values()}) > 1:
-        raise DataError(f"{info}: entries {sorted(found)} give {file.name} different columns; list the file "
+        raise DataError(f"{info}: entries {sorted(found)} give {storage.base_name(str(file))} different columns; list the file "
                         f"explicitly or give a dataset_info with one entry for it")
     return next(iter(found.values()), None)
 
 
-def _info_entry_columns(info: Path, name: str, entry: dict) -> Columns:
+def _info_entry_columns(info: Location, name: str, entry: dict) -> Columns:
     columns = entry.get("columns", {})
     if entry.get("formatting", "alpaca") != "alpaca" or not isinstance(columns, dict) \
             or not isinstance(columns.get("prompt"), str) or not isinstance(columns.get("response"), str):
         raise DataError(f"{info}: entry '{name}': expected alpaca columns with 'prompt' and 'response', got {entry}")
     response = columns["response"]
     gold = "output" if response != "output" else None  # the MATH release: `output` holds the gold
-    return Columns(columns["prompt"], columns.get("query"), response, gold, f"{info.name} entry '{name}'")
+    return Columns(columns["prompt"], columns.get("query"), response, gold, f"{storage.base_name(str(info))} entry '{name}'")
 
 
-def import_release(release: ReleaseFile | Path, dataset: str, problems: list[Problem],
-                   teacher_names: tuple[str, ...] = (), dataset_info: Path | None = None
+def import_release(release: ReleaseFile | Location, dataset: str, problems: list[Problem],
+                   teacher_names: tuple[str, ...] = (), dataset_info: Location | None = None
                    ) -> tuple[pd.DataFrame, ImportReport]:
     """Match each released row to a problem, score it against gold, and report the join.
 
@@ -328,14 +343,14 @@ def import_release(release: ReleaseFile | Path, dataset: str, problems: list[Pro
     return frame, report
 
 
-def _release_of(release: ReleaseFile | Path, dataset: str) -> ReleaseFile:
+def _release_of(release: ReleaseFile | Location, dataset: str) -> ReleaseFile:
     """A path whose name says nothing of what it holds is read as a CoT file of `dataset`."""
     if isinstance(release, ReleaseFile):
         return release
     try:
         return parse_release_name(release)
     except DataError:
-        return ReleaseFile(Path(release), dataset, None, None, "cot")
+        return ReleaseFile(str(release), dataset, None, None, "cot")
 
 
 def _same_gold(dataset: str, gold: str, problem: Problem) -> bool:
@@ -372,7 +387,7 @@ def _row(dataset: str, fmt: Format, row: ReleaseRow, problem: Problem | None, ch
     }
 
 
-def problems_from_answer_file(dataset: str, path: Path, dataset_info: Path | None = None) -> list[Problem]:
+def problems_from_answer_file(dataset: str, path: Location, dataset_info: Location | None = None) -> list[Problem]:
     """Gold answers from the paper's answer-only release, for when the data set's own files are
     absent: each row's question with the gold it writes (its gold column, else its output). A
     gold that cannot be read leaves its row out, counted in one warning line."""
@@ -386,17 +401,17 @@ def problems_from_answer_file(dataset: str, path: Path, dataset_info: Path | Non
         if answer is None:
             unreadable.append(written)
             continue
-        problems.append(Problem(uid=f"{path.stem}-{index}", question=row.question, answer=answer))
+        problems.append(Problem(uid=f"{storage.stem(str(path))}-{index}", question=row.question, answer=answer))
     if unreadable:
         print(unreadable_golds_line(path, len(unreadable), len(rows), unreadable), flush=True)
     return problems
 
 
-def released_corpus(key: CorpusKey) -> pd.DataFrame:
-    """A released teacher's file for this key, matched to the training split, with its report."""
+def released_corpus(key: CorpusKey, problems: list[Problem]) -> pd.DataFrame:
+    """A released teacher's file for this key, matched to the training problems, with its report."""
     assert isinstance(key.teacher, ReleasedTeacher)
     release = find_release(key.teacher, key.dataset.name, key.granularity, key.format)
-    frame, report = import_release(release, key.dataset.name, load_split(key.dataset, "train"),
+    frame, report = import_release(release, key.dataset.name, problems,
                                    _teacher_names(key.teacher), _info_path(key.teacher))
     if report.rows and not report.matched:
         _refuse_unmatched(release, key.dataset.name, report.rows, str(frame.loc[0, "question"]))
@@ -416,8 +431,8 @@ def _teacher_names(teacher: ReleasedTeacher) -> tuple[str, ...]:
     return tuple(name for name in (teacher.name, teacher.release_name) if name)
 
 
-def _info_path(teacher: ReleasedTeacher) -> Path | None:
-    return Path(teacher.dataset_info) if teacher.dataset_info is not None else None
+def _info_path(teacher: ReleasedTeacher) -> str | None:
+    return teacher.dataset_info
 
 
 class ReleasedKind(TeacherKind[ReleasedTeacher]):
@@ -439,8 +454,8 @@ class ReleasedKind(TeacherKind[ReleasedTeacher]):
         rows = read_release_rows(release, _teacher_names(key.teacher), _info_path(key.teacher))
         return [training_text(key.dataset.name, row.question, row.rationale) for row in rows]
 
-    def offline_corpus(self, key: CorpusKey) -> pd.DataFrame:
-        return released_corpus(key)
+    def offline_corpus(self, key: CorpusKey, problems: list[Problem]) -> pd.DataFrame:
+        return released_corpus(key, problems)
 
 
 KIND = ReleasedKind()

@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 from study.core.cells import CorpusKey
-from study.core.spec import DatasetSpec, VllmTeacher
+from study.core.datasets import Problem
+from study.core.spec import VllmTeacher
 from study.teachers.endpoint import ServeTarget, TeacherEndpoint, running
 from study.teachers.kind import GeneratingKind
 
@@ -16,7 +17,7 @@ class VllmKind(GeneratingKind[VllmTeacher]):
         """Nothing to check offline: vLLM is imported, and the model loaded, when it is served
         (a missing vLLM is a TeacherError naming the extra to install)."""
 
-    def reach(self, teacher: VllmTeacher, datasets: list[DatasetSpec], serve: ServeTarget | None) -> TeacherEndpoint:
+    def reach(self, teacher: VllmTeacher, problems: list[Problem], serve: ServeTarget | None) -> TeacherEndpoint:
         from study.teachers.vllm_serve import deploy_vllm_teacher  # vLLM and Ray load only to serve
 
         return deploy_vllm_teacher(teacher, running(serve))

@@ -6,7 +6,10 @@ the shapes several data sets share live here: the question / choices / answerKey
 CommonsenseQA and OpenBookQA, and alpaca lists ({instruction, output} or {instruction, label}),
 which work for any data set's files (their golds read by `golds.py`).
 
-A bad row raises `DataError` naming the file and the row index.
+A file is named by its location: a local path or a URI (s3://, gs://, file://), read through
+`study.core.storage`. A bad row raises `DataError` naming the file and the row index; a location
+that cannot be reached (no such bucket, a scheme no filesystem handles, a network error) is a
+`DataError` naming it too.
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import study.core.storage as storage  # the module path, so the layer check sees storage, not all of study.core
 from study.core.datasets.answers import canonical_number
 from study.core.datasets.golds import GoldReader, inline_choices, read_choice_gold, unreadable_golds_line
 from study.core.datasets.problems import Choice, Problem
@@ -33,11 +37,16 @@ def normalize_text(text: str) -> str:
     return " ".join(text.split()).lower()
 
 
-def read_records(path: Path) -> list[Record]:
+Location = str | Path  # a local path or a URI
+Reached = TypeVar("Reached")
+
+
+def read_records(path: Location) -> list[Record]:
     """Every record of a source file: a JSON list, JSON lines (whatever the extension: AQuA's
     `.json` files are JSON lines), or a folder of one-object JSON files (MATH's layout)."""
-    if path.is_dir():
-        files = sorted(path.rglob("*.json"))
+    path = str(path)
+    if _reach(path, storage.is_dir):
+        files = _reach(path, lambda folder: storage.files_under(folder, ".json"))
         if not files:
             raise DataError(f"{path}: folder holds no .json files")
         return [_read_object(file) for file in files]
@@ -56,32 +65,55 @@ def read_records(path: Path) -> list[Record]:
     return records
 
 
-def require_json_list(path: Path, what: str) -> None:
+def _reach(location: str, look: Callable[[str], Reached]) -> Reached:
+    """`look(location)`, with a location that cannot be reached (OSError: no such bucket, no
+    network, a scheme pyarrow cannot open) as one `DataError` naming it."""
+    try:
+        return look(location)
+    except OSError as error:
+        raise DataError(f"{location}: cannot be reached: {error}") from None
+
+
+def location_exists(location: Location) -> bool:
+    """Whether a data file or folder exists (`DataError` when its location cannot be reached)."""
+    return _reach(str(location), storage.exists)
+
+
+def location_is_dir(location: Location) -> bool:
+    return _reach(str(location), storage.is_dir)
+
+
+def require_json_list(path: Location, what: str) -> None:
     """Alpaca files are JSON lists; a lone object is not read as a one-row file."""
-    if not _read_text(path).lstrip().startswith("["):
+    if not _read_text(str(path)).lstrip().startswith("["):
         raise DataError(f"{path}: {what} is a JSON list of rows ([{{...}}, ...]), not a single object or JSON lines")
 
 
-def _read_text(path: Path) -> str:
+def read_text(location: Location) -> str:
+    """A data file's UTF-8 text (`DataError` naming it when it is absent, unreachable or not UTF-8)."""
+    return _read_text(str(location))
+
+
+def _read_text(path: str) -> str:
+    if not _reach(path, storage.exists):
+        raise DataError(f"{path}: no such file")
     try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
+        return _reach(path, storage.read_bytes).decode("utf-8")
     except UnicodeDecodeError as error:
         raise DataError(f"{path}: not UTF-8 text: {error}") from None
 
 
-def _read_object(path: Path) -> Record:
+def _read_object(path: str) -> Record:
     try:
         record = json.loads(_read_text(path))
     except json.JSONDecodeError as error:
         raise DataError(f"{path}: not valid JSON: {error}") from None
     if not isinstance(record, dict):
         raise DataError(f"{path}: expected one JSON object, got {type(record).__name__}")
-    return {**record, "_file": path.stem}
+    return {**record, "_file": storage.stem(path)}
 
 
-def _json_lines(path: Path, text: str) -> Iterator[Any]:
+def _json_lines(path: str, text: str) -> Iterator[Any]:
     for index, line in enumerate(line for line in text.splitlines() if line.strip()):
         try:
             yield json.loads(line)
@@ -89,12 +121,12 @@ def _json_lines(path: Path, text: str) -> Iterator[Any]:
             raise DataError(f"{path}: row {index}: not valid JSON: {error}") from None
 
 
-def parse_records(path: Path, records: list[Record], parser: RecordParser) -> list[Problem]:
+def parse_records(path: Location, records: list[Record], parser: RecordParser) -> list[Problem]:
     """Apply a record parser to every row; a bad row names the file, the row and what is wrong."""
     problems = []
     for index, record in enumerate(records):
         try:
-            problems.append(parser(record, f"{path.stem}-{index}"))
+            problems.append(parser(record, f"{storage.stem(str(path))}-{index}"))
         except KeyError as error:
             raise DataError(f"{path}: row {index}: missing field {error}; has {sorted(record)}") from None
         except (TypeError, ValueError, AttributeError) as error:
@@ -144,7 +176,7 @@ def is_alpaca(record: Record) -> bool:
     return "instruction" in record and ("output" in record or "label" in record)
 
 
-def alpaca_problems(path: Path, records: list[Record], read_gold: GoldReader) -> list[Problem]:
+def alpaca_problems(path: Location, records: list[Record], read_gold: GoldReader) -> list[Problem]:
     """Alpaca rows: the question is `instruction` (+ `input`); gold is `label`, else `output`,
     read with the data set's gold reader (options written in the question map an option's text
     to its label). A row whose gold cannot be read is left out and counted in one warning line:
@@ -160,7 +192,8 @@ def alpaca_problems(path: Path, records: list[Record], read_gold: GoldReader) ->
         if answer is None:
             unreadable.append(str(raw))
             continue
-        problems.append(Problem(uid=str(record.get("id", f"{path.stem}-{index}")), question=question, answer=answer))
+        problems.append(Problem(uid=str(record.get("id", f"{storage.stem(str(path))}-{index}")), question=question,
+                                answer=answer))
     if unreadable:
         print(unreadable_golds_line(path, len(unreadable), len(records), unreadable), flush=True)
     return problems

@@ -11,8 +11,8 @@ module (`svamp.py`, ...).
 
 from __future__ import annotations
 
-from pathlib import Path
 
+import study.core.storage as storage  # the module path, so the layer check sees storage, not all of study.core
 from study.core.datasets.descriptor import Source, Splits
 from study.core.datasets.golds import GoldReader
 from study.core.datasets.problems import Problem
@@ -23,6 +23,8 @@ from study.core.datasets.sources import (
     RecordParser,
     alpaca_problems,
     is_alpaca,
+    location_exists,
+    location_is_dir,
     parse_records,
     read_records,
     require_json_list,
@@ -33,8 +35,8 @@ def load_source_splits(spec: DatasetSpec, source: Source, read_gold: GoldReader)
     """Train and test problems of a data set from its files (or the hub when `hub:` is set)."""
     if spec.hub is not None:
         return _hub_splits(spec, source)  # the official split's hub copy (the spec refuses hub: with a paper split)
-    folder = Path(spec.path if spec.path is not None else spec.folder())
-    if not folder.is_dir():
+    folder = spec.path if spec.path is not None else spec.folder()
+    if not location_is_dir(folder):
         raise DataError(f"dataset '{spec.name}': no folder {folder} for its {spec.split} split; set the dataset's "
                         f"`path:`, the spec's `data_dir:`, or --data-dir{_help(source)}")
     train_file = _find(folder, spec.train_file, source, spec, "train")
@@ -46,14 +48,14 @@ def load_source_splits(spec: DatasetSpec, source: Source, read_gold: GoldReader)
     return {"train": problems, "test": _read_problems(test_file, source.parse, read_gold)}
 
 
-def _find(folder: Path, given: str | None, source: Source, spec: DatasetSpec, split: str,
-          required: bool = True) -> Path | None:
+def _find(folder: str, given: str | None, source: Source, spec: DatasetSpec, split: str,
+          required: bool = True) -> str | None:
     if given is not None:
-        if not (folder / given).exists():
-            raise DataError(f"dataset '{spec.name}': {split} file {folder / given} does not exist")
-        return folder / given
+        if not location_exists(storage.join(folder, given)):
+            raise DataError(f"dataset '{spec.name}': {split} file {storage.join(folder, given)} does not exist")
+        return storage.join(folder, given)
     names = source.train_names if split == "train" else source.test_names
-    found = next((folder / name for name in names if (folder / name).exists()), None)
+    found = next((storage.join(folder, name) for name in names if location_exists(storage.join(folder, name))), None)
     if found is None and required:
         raise DataError(f"dataset '{spec.name}': no {split} file of its {spec.split} split in {folder} "
                         f"(looked for {', '.join(names)}); "
@@ -65,7 +67,7 @@ def _help(source: Source) -> str:
     return f"; {source.missing_help}" if source.missing_help else ""
 
 
-def _read_problems(path: Path, parse: RecordParser, read_gold: GoldReader) -> list[Problem]:
+def _read_problems(path: str, parse: RecordParser, read_gold: GoldReader) -> list[Problem]:
     records = read_records(path)
     if not records:
         raise DataError(f"{path}: holds no rows")
@@ -86,7 +88,7 @@ def _hub_splits(spec: DatasetSpec, source: Source) -> Splits:
             rows += [dict(row) for row in load_dataset(spec.hub, config, split=hub_split)]
         if source.hub_row is not None:
             rows = [source.hub_row(row) for row in rows]
-        splits[name] = parse_records(Path(f"hub:{spec.hub}/{hub_split}"), rows, source.parse)
+        splits[name] = parse_records(f"hub:{spec.hub}/{hub_split}", rows, source.parse)
     if source.divide is not None:
         return source.divide(splits["train"] + splits["test"])
     return splits

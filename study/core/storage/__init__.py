@@ -1,15 +1,23 @@
 """Where a study's files live, on a local folder or any pyarrow filesystem URI (s3://, gs://...).
 
+Also how every file the project reads is reached: the data sets' source files and released
+teacher files are read through the same functions, so a data folder may be a URI too. This is its
+own folder below `study.core.datasets` (it imports nothing of the project), so the data set
+readers can use it.
+
 The layout (design.md):
-    <storage>/<study>/spec.yaml, prompts/<teacher>.yaml, corpora/<corpus_id>.parquet, tokenizer/, tune/,
+    <storage>/<study>/spec.yaml, prompts/<teacher>.yaml, data/<dataset>/{train,test}.jsonl,
+    corpora/<corpus_id>.parquet, tokenizer/, tune/,
     cells/<cell_id>/{result.json, predictions.parquet, error.txt, train/}, results.parquet, figures/
 Writes that mark something done are atomic: write a temporary file, then move it into place.
-Corpora and cell results also get a checksum at write (`<file>.sha256`, sha256sum's format),
+Stored splits, corpora and cell results also get a checksum at write (`<file>.sha256`, sha256sum's format),
 verified on every read: a truncated or corrupted file raises ChecksumError, never reaches a reader.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import glob
 import hashlib
 import io
 import os
@@ -68,20 +76,69 @@ def sibling(location: str, suffix: str) -> str:
     return base + suffix + query
 
 
+def relative_to(location: str, folder: str) -> str | None:
+    """`location`'s path below `folder` (`a/b.json`), or None when it is not below it. A URI's
+    query is ignored; a local path is compared as given (both are absolute where this is used)."""
+    base, _ = _split_query(location)
+    folder_base, _ = _split_query(folder)
+    prefix = folder_base.rstrip("/") + "/"
+    return base[len(prefix):] if base.startswith(prefix) and len(base) > len(prefix) else None
+
+
 def base_name(location: str) -> str:
     """The last path part."""
     return _split_query(location)[0].rstrip("/").rsplit("/", 1)[-1]
 
 
 def parent(location: str) -> str:
-    """The folder holding a location."""
+    """The folder holding a location (`.` for a bare local file name)."""
     base, query = _split_query(location)
-    return base.rstrip("/").rsplit("/", 1)[0] + query
+    base = base.rstrip("/")
+    return (base.rsplit("/", 1)[0] if "/" in base else ".") + query
 
 
 def exists(location: str) -> bool:
     fs, path = _filesystem(location)
     return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def is_dir(location: str) -> bool:
+    fs, path = _filesystem(location)
+    return fs.get_file_info(path).type == pafs.FileType.Directory
+
+
+def stem(location: str) -> str:
+    """The last path part without its extension (`.../SVAMP.json` -> `SVAMP`)."""
+    name = base_name(location)
+    return name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
+
+
+def files_under(location: str, suffix: str = "") -> list[str]:
+    """Files anywhere below a folder whose names end with `suffix`, sorted by path."""
+    fs, path = _filesystem(location)
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
+    relative = sorted(info.path[len(path.rstrip("/")) + 1:] for info in infos
+                      if info.type == pafs.FileType.File and info.base_name.endswith(suffix))
+    return [join(location, name) for name in relative]
+
+
+def glob_files(pattern: str) -> list[str]:
+    """Files matching a glob, sorted; as `glob.glob` does (a wildcard never crosses a `/`), also for
+    a URI, whose folder before the first wildcard is listed and matched part by part."""
+    if not is_uri(pattern):
+        return sorted(path for path in glob.glob(pattern) if not Path(path).is_dir())
+    base, query = _split_query(pattern)
+    wildcard = min((base.find(c) for c in "*?[" if c in base), default=len(base))
+    folder = base[:wildcard].rsplit("/", 1)[0]
+    if wildcard == len(base):
+        return [pattern] if exists(pattern) and not is_dir(pattern) else []
+    wanted = base.split("/")
+    found = files_under(folder + query) if is_dir(folder + query) else []
+    return [location for location in found if _parts_match(_split_query(location)[0].split("/"), wanted)]
+
+
+def _parts_match(parts: list[str], wanted: list[str]) -> bool:
+    return len(parts) == len(wanted) and all(fnmatch.fnmatchcase(p, w) for p, w in zip(parts, wanted))
 
 
 def list_files(location: str, suffix: str = "") -> list[str]:
@@ -216,6 +273,18 @@ def quarantine(location: str) -> str:
     return sibling(location, suffix)
 
 
+def intact(location: str, what: str) -> bool:
+    """Whether a checksummed file is there and matches its checksum. A corrupted one is reported
+    (`what` names it), moved aside (`quarantine`) and counted as absent, so that it is built again."""
+    if not exists(location):
+        return False
+    error = verify_checksum(location)
+    if error is None:
+        return True
+    print(f"{what}: {error}; moved to {quarantine(location)}, building it again", flush=True)
+    return False
+
+
 def download_dir(location: str, local_dir: Path) -> Path:
     fs, path = _filesystem(location)
     local_dir.mkdir(parents=True, exist_ok=True)
@@ -303,6 +372,10 @@ class StudyPaths:
     @property
     def figures(self) -> str:
         return join(self.root, "figures")
+
+    def split(self, dataset_name: str, split: str) -> str:
+        """A data set's train or test problems, stored at `run` (study.core.stored_splits)."""
+        return join(self.root, "data", dataset_name, f"{split}.jsonl")
 
     def corpus(self, corpus_id: str) -> str:
         return join(self.root, "corpora", f"{corpus_id}.parquet")
