@@ -6,7 +6,7 @@ import random
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import BloomConfig, BloomForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from trainables.data import IGNORE_INDEX, Example, batch_indices
 from trainables.packing import (
@@ -14,6 +14,7 @@ from trainables.packing import (
     collate_packed,
     collate_padded,
     flatten_for_varlen,
+    keeps_documents_apart,
     pack_rows,
     pack_rows_two_lengths,
     plan_packing,
@@ -238,3 +239,15 @@ def test_a_step_whose_examples_all_need_long_rows_packs():
     examples = random_examples(6, seed=10, shortest=30, longest=30)
     micro_batches = step_micro_batches(examples, PackingPlan(packing=True), PAD, micro_batch_tokens=None)
     assert [b["input_ids"].shape for b in micro_batches] == [(6, 32)]
+
+
+def test_packing_is_checked_on_the_model_itself_and_bloom_cannot_pack():
+    """LLaMA keeps packed documents apart (its position ids restart per document); BLOOM's ALiBi
+    attention takes no position ids, so its packed documents would see each other: the trainer
+    trains it on padded rows (trainables.train.packing_for). The check leaves the model's mode."""
+    llama = tiny_model()
+    assert keeps_documents_apart(llama) and llama.training
+    torch.manual_seed(0)
+    bloom = BloomForCausalLM(BloomConfig(vocab_size=VOCAB, hidden_size=32, n_layer=2, n_head=2))
+    bloom.eval()
+    assert not keeps_documents_apart(bloom) and not bloom.training

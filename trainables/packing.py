@@ -7,7 +7,9 @@ squared). Inside a row, position ids restart at 0 at every document, and the unu
 is one more "document" of padding whose targets are ignored. Targets are shifted per document, so a document's last token never learns to predict the
 next document's first one: a packed document sees exactly what it would see alone.
 
-How attention stays inside documents:
+How attention stays inside documents (an architecture whose attention takes no position ids, such
+as BLOOM's ALiBi, cannot: `keeps_documents_apart` finds that out on the model itself, and the
+trainer then trains it on padded rows, which give the same loss):
 - sdpa / eager (CPU, and the GPU fallback): the model gets `position_ids` and no attention mask
   (and `use_cache=False`). transformers 5 then finds the document boundaries in the position ids
   and builds the block-diagonal causal mask itself. An all-ones attention mask would silently
@@ -214,3 +216,24 @@ def plan_packing(examples: list[Example], packing: bool, pack_length: int | None
     if packing and pack_length is not None and pack_length < longest:
         raise ValueError(f"training.pack_length={pack_length} is shorter than the longest kept example ({longest} tokens)")
     return PackingPlan(packing=packing, pack_length=pack_length)
+
+
+@torch.no_grad()
+def keeps_documents_apart(model: PreTrainedModel, length: int = 6) -> bool:
+    """Whether `model` keeps packed documents apart: the logits of a document packed after another
+    (position ids restarting at 0) equal the logits of the document alone. Checked on the model
+    itself (in eval mode, on its device), so any architecture is judged by what it does."""
+    was_training = model.training
+    model.eval()
+    try:
+        vocab = model.get_input_embeddings().num_embeddings
+        device = model.get_input_embeddings().weight.device
+        tokens = torch.arange(3, 3 + 2 * length, device=device).remainder(vocab).unsqueeze(0)
+        positions = torch.arange(length, device=device).repeat(2).unsqueeze(0)
+        packed = model(input_ids=tokens, position_ids=positions, use_cache=False).logits[0, length:]
+        alone = model(input_ids=tokens[:, length:], position_ids=positions[:, :length], use_cache=False).logits[0]
+    except TypeError:  # a forward that takes no position ids
+        return False
+    finally:
+        model.train(was_training)
+    return bool(torch.allclose(packed.float(), alone.float(), rtol=1e-3, atol=1e-4))

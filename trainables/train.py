@@ -47,6 +47,7 @@ from trainables.methods import TrainingMethod, training_method
 from trainables.packing import (
     PackingPlan,
     flatten_for_varlen,
+    keeps_documents_apart,
     plan_packing,
     step_micro_batches,
     use_varlen_attention,
@@ -81,6 +82,7 @@ class CorpusFacts:
     truncated_examples: int
     teacher_accuracy: float  # of the whole corpus, before the teacher's filter
     mean_rationale_tokens: float
+    packed: bool  # trained on packed rows (else padded: the spec said so, or the student cannot pack)
 
 
 @dataclass(frozen=True)
@@ -103,20 +105,22 @@ def single_role(method: TrainingMethod) -> str:
 
 
 def training_data(cell: Cell, paths: StudyPaths, tokenizer: PreTrainedTokenizerBase, world: int,
-                  method: TrainingMethod, role: str) -> TrainingData:
+                  method: TrainingMethod, role: str, packing: bool | None = None) -> TrainingData:
+    """The cell's examples and its batches; `packing`: the spec's, unless the student cannot keep
+    packed documents apart (trainables.packing.keeps_documents_apart)."""
     settings = cell.train
     corpus = load_corpus(paths, cell.corpus)
     encoded = method.examples(role, tokenizer, cell.corpus.dataset.name, training_rows(cell.corpus, corpus), settings,
                               cell.student.template)
     examples = encoded.examples
-    plan = plan_packing(examples, settings.packing, settings.pack_length)
+    plan = plan_packing(examples, settings.packing if packing is None else packing, settings.pack_length)
     per_epoch = steps_per_epoch(examples, settings.tokens_per_batch, world, settings.examples_per_batch, plan.packing)
     n_steps = total_steps(settings.epochs, settings.max_steps, per_epoch)
     stream = batch_stream(examples, settings.tokens_per_batch, cell.seed, n_steps * world, settings.examples_per_batch,
                           plan.packing, world)
     facts = CorpusFacts(dropped_examples=encoded.dropped, truncated_examples=encoded.truncated,
                         teacher_accuracy=float(corpus["correct"].mean()),
-                        mean_rationale_tokens=mean_target_tokens(examples))
+                        mean_rationale_tokens=mean_target_tokens(examples), packed=plan.packing)
     return TrainingData(examples, plan, stream, n_steps, per_epoch, facts)
 
 
@@ -134,11 +138,11 @@ class Layout:
     varlen: bool
 
 
-def build_layout(cell: Cell, resources: ResourcesSpec, tokenizer: PreTrainedTokenizerBase, data: TrainingData,
+def build_layout(cell: Cell, resources: ResourcesSpec, student: PreTrainedModel, data: TrainingData,
                  device: torch.device, world: int, loss_module_of: Callable[[PreTrainedModel], torch.nn.Module]) -> Layout:
-    """GPU: bf16 compute over fp32 master weights, fused AdamW, varlen flash attention when packing."""
+    """The built `student` (on `device`) laid out for training. GPU: bf16 compute over fp32 master
+    weights, fused AdamW, varlen flash attention when packing."""
     settings = cell.train
-    student = build_student(cell.student, tokenizer, settings.max_length, cell.seed).to(device)
     if settings.finetune == "lora":
         student = with_lora(student, settings.lora, cell.student.name)
     varlen = data.plan.packing and device.type == "cuda"
@@ -211,9 +215,11 @@ def train_and_evaluate(config: dict) -> None:
     method = training_method(cell.method)
     role = single_role(method)
     loss_module_of = partial(method.loss_module, role)
-    data = training_data(cell, paths, tokenizer, world, method, role)
     device = ray.train.torch.get_device() if resources.gpus_per_worker > 0 else torch.device("cpu")
-    layout = build_layout(cell, resources, tokenizer, data, device, world, loss_module_of)
+    student = build_student(cell.student, tokenizer, cell.train.max_length, cell.seed).to(device)
+    data = training_data(cell, paths, tokenizer, world, method, role, packing_for(cell, student, rank))
+    layout = build_layout(cell, resources, student, data, device, world, loss_module_of)
+    del student
     final = train(cell, resources, layout, data, tokenizer, device, rank, world)
     del layout  # free the training memory (sharded weights, optimizer) before evaluation
     gc.collect()
@@ -228,6 +234,17 @@ def train_and_evaluate(config: dict) -> None:
         evaluation = _evaluate(cell, paths, method, students, tokenizer)
         measured = _measurements(evaluation, students, final.counters, data.facts, cost).model_dump()
     _report(final, rank, metrics=measured)
+
+
+def packing_for(cell: Cell, student: PreTrainedModel, rank: int) -> bool:
+    """The spec's packing, or padded rows for a student whose attention lets packed documents see
+    each other (same loss either way; the result records which: `packed`)."""
+    if not cell.train.packing or keeps_documents_apart(student):
+        return cell.train.packing
+    if rank == 0:
+        print(f"student {cell.student.name}: its attention ignores position ids, so packed documents would see each "
+              "other; training on padded rows instead (the same loss per document)", flush=True)
+    return False
 
 
 def evaluation_student(cell: Cell, tokenizer: PreTrainedTokenizerBase, state: TrainingState, device: torch.device,
@@ -295,6 +312,7 @@ def _measurements(evaluation: Evaluation, students: dict[str, PreTrainedModel], 
         eval_engine=evaluation.engine,
         dropped_examples=facts.dropped_examples,
         truncated_examples=facts.truncated_examples,
+        packed=facts.packed,
         teacher_accuracy=facts.teacher_accuracy,
         mean_rationale_tokens=facts.mean_rationale_tokens,
         peak_memory_gb=cost.peak_memory_gb,

@@ -49,6 +49,14 @@ class Architecture:
     source: str = ""  # where these numbers come from
 
     @property
+    def packs_documents_apart(self) -> bool:
+        """Whether packed documents stay apart in this family's attention (position ids restarting
+        at each document). BLOOM's ALiBi attention takes no position ids: the trainer finds that
+        out on the model itself (trainables.packing.keeps_documents_apart) and trains it on padded
+        rows, so the planner sizes those."""
+        return self.family != "bloom"
+
+    @property
     def query_width(self) -> int:
         return self.heads * self.head_dim
 

@@ -121,20 +121,17 @@ def _adapted(arch: Architecture, layout: TrainLayout) -> list:
     return [m for m in arch.layer_linears() if targets == ["all-linear"] or m.name in targets]
 
 
-def attention_score_bytes(arch: Architecture, device: Device, batch: MicroBatch, packed: bool) -> float:
+def attention_score_bytes(arch: Architecture, device: Device, batch: MicroBatch) -> float:
     """Per layer and micro-batch: BLOOM's eager scores (its fp32 softmax, and the bf16 cast of it on
-    a GPU); none for sdpa / flash attention. On a GPU the trainer flattens packed rows into one
-    sequence for varlen attention, which BLOOM does not support: its eager attention then spans the
-    whole micro-batch (and crosses documents)."""
+    a GPU); none for sdpa / flash attention. BLOOM is never packed (Architecture.packs_documents_apart)."""
     if arch.family != "bloom":
         return 0.0
-    squares = batch.tokens**2 if packed and device == "cuda" else batch.rows * batch.row_length**2
-    return arch.heads * squares * (6 if device == "cuda" else 4)
+    return arch.heads * batch.rows * batch.row_length**2 * (6 if device == "cuda" else 4)
 
 
 def mask_bytes(arch: Architecture, device: Device, batch: MicroBatch, packed: bool) -> float:
     """Packed rows through sdpa on a CPU carry one boolean document mask for all layers."""
-    return batch.rows * batch.row_length**2 if packed and device == "cpu" and arch.family != "bloom" else 0.0
+    return batch.rows * batch.row_length**2 if packed and device == "cpu" and arch.packs_documents_apart else 0.0
 
 
 def estimate_memory(arch: Architecture, layout: TrainLayout, batch: MicroBatch, packed: bool = True) -> MemoryEstimate:
@@ -145,7 +142,7 @@ def estimate_memory(arch: Architecture, layout: TrainLayout, batch: MicroBatch, 
     sharded = layout.workers if layout.workers > 1 and layout.sharding == "fsdp" else 1
     weights, gradients, optimizer = 4 * parameters / sharded, 4 * trained / sharded, 8 * trained / sharded
     gathered = _gathered(arch, layout, trained, matmul)
-    per_layer = batch.tokens * layer_activation_bytes(arch, layout) + attention_score_bytes(arch, layout.device, batch, packed)
+    per_layer = batch.tokens * layer_activation_bytes(arch, layout) + attention_score_bytes(arch, layout.device, batch)
     mask = mask_bytes(arch, layout.device, batch, packed)
     logits = batch.targets * (10 if layout.device == "cuda" else 12) * arch.vocab_size
     if layout.activation_checkpointing:

@@ -161,6 +161,8 @@ def eval_seconds(arch: Architecture, gpu: Gpu, cell: Cell, lengths: CorpusLength
 def cell_memory_gb(arch: Architecture, train: TrainSettings, resources: ResourcesSpec,
                    lengths: CorpusLengths) -> tuple[MemoryEstimate, float]:
     """One worker's peak, and what it puts on one GPU."""
+    if not arch.packs_documents_apart:  # trained on padded rows (see Architecture.packs_documents_apart)
+        train = train.model_copy(update={"packing": False})
     memory = estimate_memory(arch, train_layout(train, resources), micro_batch(train, resources.workers_per_trial, lengths),
                              train.packing)
     return memory, memory_per_gpu(memory, resources)
@@ -182,8 +184,6 @@ def fixes(arch: Architecture, train: TrainSettings, resources: ResourcesSpec, le
         if workers > resources.workers_per_trial and (fsdp := gb(layout=sharded)) <= largest:
             found.append(f"resources.workers_per_trial: {workers} with sharding: fsdp ({fsdp:.1f} GB per GPU)")
             break
-    if train.packing and arch.family == "bloom" and (padded := gb(train.model_copy(update={"packing": False}))) <= largest:
-        found.append(f"training.packing: false ({padded:.1f} GB; BLOOM's attention ignores packing's document bounds)")
     if not resources.activation_checkpointing:
         checkpointed = gb(layout=resources.model_copy(update={"activation_checkpointing": True}))
         if checkpointed <= largest:

@@ -45,6 +45,9 @@ class Measurements(Frozen):
     final_loss: float
     dropped_examples: int  # corpus rows longer than max_length, left out
     truncated_examples: int = 0  # corpus rows cut to max_length (overlong: truncate)
+    # trained on packed rows; False: padded (training.packing: false, or a student whose attention
+    # cannot keep packed documents apart, e.g. BLOOM); None in results written before it was recorded
+    packed: bool | None = None
     eval_s: float
     eval_engine: str = "transformers"  # transformers | vllm (EvalSpec.engine, resolved on the worker)
     teacher_accuracy: float  # the corpus's correct rate against gold (train split)
@@ -85,7 +88,7 @@ PANDAS_DTYPES: dict[type, str] = {str: "string", int: "int64", float: "float64",
 
 def column_dtypes() -> dict[str, str]:
     """The pandas dtype of every results.parquet column, from CellResult's own annotations (an
-    optional int is the nullable "Int64"); the flattened `<package>_version` columns are strings."""
+    optional int is the nullable "Int64", an optional bool the nullable "boolean"); the flattened `<package>_version` columns are strings."""
     dtypes = {}
     for name, field in CellResult.model_fields.items():
         union = typing.get_origin(field.annotation) in (typing.Union, types.UnionType)
@@ -94,7 +97,8 @@ def column_dtypes() -> dict[str, str]:
         (kind,) = kinds - {type(None)}
         if typing.get_origin(kind) is dict:
             continue  # versions: flattened into <package>_version columns (_flat)
-        dtypes[name] = "Int64" if kind is int and optional else PANDAS_DTYPES[kind]
+        nullable = {int: "Int64", bool: "boolean"}
+        dtypes[name] = nullable[kind] if optional and kind in nullable else PANDAS_DTYPES[kind]
     return dtypes
 
 
