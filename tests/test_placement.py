@@ -123,8 +123,10 @@ def test_concurrency_is_what_the_cluster_can_place_not_the_heads_cpus():
     head_now = [{"CPU": 8.0, "cotstudy_driver": 1.0, "memory": 20 * GIB}]
     paper = _resources(cpus_per_worker=4, gpus_per_worker=1)
     assert max_concurrent(paper, CLUSTER, head_now, joined=True)[0] == 24
-    limit, why = max_concurrent(paper, None, head_now, joined=True)
-    assert limit is None and "left to Ray" in why  # Tune queues what cannot be placed
+    limit, why = max_concurrent(paper, None, head_now, joined=True)  # no config: the cluster as it is now
+    assert limit == 1 and "no cluster config known" in why
+    two_gpu_nodes = head_now + [{"CPU": 4.0, "GPU": 1.0}] * 2
+    assert max_concurrent(paper, None, two_gpu_nodes, joined=True)[0] == 2
     assert max_concurrent(_resources(cpus_per_worker=4, gpus_per_worker=1, max_concurrent_trials=3), CLUSTER,
                           head_now, joined=True) == (3, "resources.max_concurrent_trials")
     # a local 2-core Ray and the demo's 1 CPU per worker: 2 trials at once, as before

@@ -139,20 +139,20 @@ def check_trial_fits(resources: ResourcesSpec, cluster: dict[str, float], autosc
 
 
 def max_concurrent(resources: ResourcesSpec, cluster: ClusterConfig | None, nodes: list[dict[str, float]],
-                   joined: bool) -> tuple[int | None, str]:
+                   joined: bool) -> tuple[int, str]:
     """How many trials run at once, and why: resources.max_concurrent_trials when set; else the
     trials whose Train workers the cluster holds now or once its autoscaler has started every node
-    it may (a cluster config known); on a cluster whose config is unknown, None: Tune starts
-    every trial and a trial's workers wait until they can be placed. A trial itself holds no
-    CPU, so the head's CPUs are no limit."""
+    it may (a cluster config known), else those its nodes hold now. A trial itself holds no CPU,
+    so the head's CPUs are no limit."""
     if resources.max_concurrent_trials is not None:
         return resources.max_concurrent_trials, "resources.max_concurrent_trials"
     now = trials_at_once(resources.per_worker, resources.workers_per_trial, nodes)
     if cluster is not None and joined:
         largest = placement(resources.per_worker, resources.workers_per_trial, cluster).trials_at_once
         return max(now, largest, 1), f"the Train workers its node types hold at most ({cluster.source})"
-    if joined:
-        return None, "left to Ray: no cluster config known (--cluster cluster.yaml sets a limit)"
+    if joined:  # no autoscaler config known: the cluster is what it is now (every trial driver would
+        # otherwise start on the head at once, each with its own worker processes)
+        return max(now, 1), "the Train workers its nodes hold now; no cluster config known, --cluster FILE for one that grows"
     return max(now, 1), "the Train workers this machine's Ray holds"
 
 
@@ -198,7 +198,7 @@ def _trainable_with_resources(trainable: Trainable) -> tune.trainable.Trainable:
 def _new_tuner(spec: StudySpec, paths: StudyPaths, cells: list[Cell], trainable: Trainable,
                cluster: ClusterConfig | None) -> tune.Tuner:
     limit, why = max_concurrent(spec.resources, cluster, _alive_nodes(), on_cluster())
-    print(f"trials at once: {'no limit' if limit is None else f'up to {limit}'} ({why})", flush=True)
+    print(f"trials at once: up to {limit} ({why})", flush=True)
     return tune.Tuner(
         _trainable_with_resources(trainable),
         param_space=cell_config(tune.grid_search([c.model_dump(mode="json") for c in cells]), paths, spec.resources),
