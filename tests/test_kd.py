@@ -183,3 +183,37 @@ def test_stored_teacher_logits_are_computed_once_and_read_by_every_student(tmp_p
         assert logits_id(cell, examples) in {p.stem for p in (Path(paths.root) / "teacher_logits").glob("*.npz")}
     stored = read_teacher_logits(paths, logits_id(cells[0], examples))
     assert len(stored) == len(examples)
+
+
+# --- bad input ---------------------------------------------------------------------------------------
+
+def _fails_with_nothing_written(tmp_path: Path, capsys, raw: dict, *expected: str) -> None:
+    from conftest import write_spec
+
+    from study.run.cli import main
+
+    assert main(["run", str(write_spec(tmp_path / "spec.yaml", raw))]) == 2
+    error = capsys.readouterr().err
+    assert error.count("error: ") == 1, error
+    for text in expected:
+        assert text in error, error
+    assert not (tmp_path / "out").exists(), "bad input must write nothing to storage"
+
+
+def test_a_teacher_of_another_vocabulary_is_refused_naming_both(tmp_path, capsys):
+    from trainables.tokenizer import train_tokenizer
+
+    folder = tmp_path / "teacher"
+    tokenizer = train_tokenizer(["a teacher's own words, 1 2 3"] * 4, 300)
+    LlamaForCausalLM(tiny_config(TinyArch(layers=1, width=32, heads=2), tokenizer, 64)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    raw = small_spec(tmp_path / "out", formats=["answer_only"], method={"kind": "kd", "teacher_model": str(folder)})
+    _fails_with_nothing_written(tmp_path, capsys, raw, f"teacher '{folder}' (a vocabulary of {len(tokenizer)} tokens)",
+                                "student 's' (the study tokenizer)", "do not share a vocabulary")
+
+
+def test_a_cell_teacher_that_names_no_cell_is_refused(tmp_path, capsys):
+    raw = small_spec(tmp_path / "out", formats=["answer_only"],
+                     methods=["sft", {"kind": "kd", "teacher_model": "cell:arith.answer_only.big.sft.s0"}])
+    _fails_with_nothing_written(tmp_path, capsys, raw, "methods.kd.teacher_model: 'cell:arith.answer_only.big.sft.s0' "
+                                "names no cell of another method", "['arith.answer_only.s.sft.s0']")

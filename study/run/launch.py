@@ -1,7 +1,8 @@
 """Launching and resuming a study: the one place that knows Tune, trainables and analysis together.
 
 run:    spec -> storage checks -> Ray -> corpora (teachers on Serve) -> tokenizer -> Tune grid
-        (one trial per cell) -> results.parquet -> figures.
+        (one trial per cell; kd teacher cells first, in a grid of their own, then the stored
+        teacher log-probs of offline kd) -> results.parquet -> figures.
 resume: the same from a study folder's frozen spec.yaml, restoring the Tune experiment
         (errored trials re-run); cells with a result.json are never run again.
 """
@@ -21,14 +22,15 @@ from ray import tune
 
 from analysis.figures import plot_all
 from study.core import storage
-from study.core.cells import Cell, corpus_keys, expand_grid
+from study.core.cells import Cell, corpus_keys, expand_grid, teacher_cells
 from study.core.results import CellState, cell_states, collect_results, set_aside_corrupt_results
-from study.core.spec import ResourcesSpec, StudySpec
+from study.core.spec import KdMethod, ResourcesSpec, StudySpec
 from study.core.storage import StudyPaths
 from study.run.studies import StudyError, open_study, prepare_storage, study_lock
 from study.teachers.generate import build_corpora
 from trainables.cell import cell_config, run_cell
 from trainables.evaluate import check_beam_search
+from trainables.kd import check_kd_teachers, ensure_teacher_logits
 from trainables.students import check_students
 from trainables.tokenizer import ensure_study_tokenizer
 
@@ -157,6 +159,7 @@ def _prepare_inputs(spec: StudySpec, paths: StudyPaths) -> None:
 def run_study(spec: StudySpec, trainable: Trainable = run_cell, break_lock: bool = False) -> StudyOutcome:
     """One driver per study: a second `run`/`resume` of it refuses (study.run.studies.study_lock)."""
     check_students(spec)  # first: an unloadable student or LoRA target stops the run before it writes
+    check_kd_teachers(spec)
     check_beam_search(spec)
     with study_lock(StudyPaths.of(spec.storage, spec.name), "run", break_lock):
         paths, cells = prepare_storage(spec)
@@ -164,7 +167,7 @@ def run_study(spec: StudySpec, trainable: Trainable = run_cell, break_lock: bool
         set_aside_corrupt_results(paths, cells)
         init_ray(spec.resources)
         _prepare_inputs(spec, paths)
-        _new_tuner(spec, paths, cells, trainable).fit()
+        run_teachers_first(spec, paths, cells, trainable)
         return finish_study(paths, cells)
 
 
@@ -177,10 +180,12 @@ def resume_study(study_dir: str, trainable: Trainable = run_cell, break_lock: bo
         print(f"study {spec.name}: {len(cells) - len(pending)} of {len(cells)} cells done; resuming", flush=True)
         if pending:
             check_students(spec)
+            check_kd_teachers(spec)
             check_beam_search(spec)
             init_ray(spec.resources)
             _prepare_inputs(spec, paths)
-            restored = tune.Tuner.can_restore(paths.tune)
+            # a study with teacher cells ran several grids into one Tune folder: order, not Tune, decides
+            restored = not teacher_cells(cells) and tune.Tuner.can_restore(paths.tune)
             if restored:
                 tune.Tuner.restore(paths.tune, _trainable_with_resources(trainable),
                                    resume_unfinished=True, resume_errored=True).fit()
@@ -189,8 +194,48 @@ def resume_study(study_dir: str, trainable: Trainable = run_cell, break_lock: bo
             left = [s.cell for s in cell_states(paths, cells)
                     if s.state == "pending" or (s.state == "failed" and not restored)]
             if left:
-                _new_tuner(spec, paths, left, trainable).fit()
+                run_teachers_first(spec, paths, left, trainable)
         return finish_study(paths, cells)
+
+
+def run_teachers_first(spec: StudySpec, paths: StudyPaths, cells: list[Cell], trainable: Trainable) -> None:
+    """Run `cells` so that every kd cell's teacher cell (`cell:`) is done before it starts: the
+    teacher cells among them in a grid of their own, then the stored teacher log-probs the others
+    need (offline kd, `_compute_teacher_logits`), then the others in one grid. A kd cell whose
+    teacher cell did not finish is left pending, with a note (resume runs both, in this order).
+    Without teacher cells or offline kd this is one grid of every cell, as before kd."""
+    teacher_ids = {cell.cell_id for cell in teacher_cells(expand_grid(spec))}
+    first = [cell for cell in cells if cell.cell_id in teacher_ids]
+    if first:
+        print(f"teacher cells first: {[cell.name for cell in first]}", flush=True)
+        _new_tuner(spec, paths, first, trainable).fit()
+    done = {state.cell.cell_id for state in cell_states(paths, teacher_cells(expand_grid(spec))) if state.state == "done"}
+    rest = [cell for cell in cells if cell.cell_id not in teacher_ids]
+    ready = [cell for cell in rest if cell.teacher_cell is None or cell.teacher_cell.cell_id in done]
+    for cell in rest:
+        if cell not in ready:
+            print(f"  wait   {cell.name}: its teacher cell {cell.teacher_cell.name} is not done", flush=True)
+    _compute_teacher_logits(spec, paths, ready)
+    if ready:
+        _new_tuner(spec, paths, ready, trainable).fit()
+
+
+def _compute_teacher_logits(spec: StudySpec, paths: StudyPaths, cells: list[Cell]) -> None:
+    """The offline kd cells' teacher top-k, each file once, as one Ray task with one Train
+    worker's resources (a GPU when workers have one)."""
+    offline = [cell for cell in cells if isinstance(cell.method, KdMethod) and cell.method.mode == "offline"]
+    if not offline:
+        return
+    resources = spec.resources
+    task = ray.remote(num_cpus=resources.cpus_per_worker, num_gpus=resources.gpus_per_worker)(_teacher_logits_task)
+    passes = ray.get(task.remote(offline, paths, resources.gpus_per_worker > 0))
+    print(f"teacher log-probs: {passes} teacher forward passes for {len(offline)} kd cells", flush=True)
+
+
+def _teacher_logits_task(cells: list[Cell], paths: StudyPaths, use_gpu: bool) -> int:
+    import torch
+
+    return ensure_teacher_logits(cells, paths, torch.device("cuda" if use_gpu else "cpu"))
 
 
 def finish_study(paths: StudyPaths, cells: list[Cell]) -> StudyOutcome:
