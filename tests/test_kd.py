@@ -217,3 +217,58 @@ def test_a_cell_teacher_that_names_no_cell_is_refused(tmp_path, capsys):
                      methods=["sft", {"kind": "kd", "teacher_model": "cell:arith.answer_only.big.sft.s0"}])
     _fails_with_nothing_written(tmp_path, capsys, raw, "methods.kd.teacher_model: 'cell:arith.answer_only.big.sft.s0' "
                                 "names no cell of another method", "['arith.answer_only.s.sft.s0']")
+
+
+# --- two FSDP2 processes ---------------------------------------------------------------------------
+
+def _kd_losses(rank: int, world: int, port: int, results) -> None:
+    """Four steps of kd (offline, then online) on a tiny LLaMA, each step's 8 examples split over
+    `world` processes sharded by FSDP2; rank 0 puts both runs' losses per step."""
+    import os
+
+    from trainables.parallel import distribute
+    from trainables.step import train_step
+
+    if world > 1:
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    teacher = _model(1).requires_grad_(False).eval()
+    losses = {}
+    for mode in ("offline", "online"):
+        student = _model(0)
+        loss_module = DistillationLoss(student, KdMethod(teacher_model="t", alpha=0.5, loss="jsd", top_k=8, mode=mode),
+                                       teacher if mode == "online" else None)
+        wrapped = distribute(loss_module, student, world, "fsdp", torch.device("cpu"))
+        optimizer = torch.optim.AdamW(loss_module.parameters(), lr=1e-2)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+        losses[mode] = []
+        for step in range(4):
+            examples = _with_teacher(_examples(10 + step, n=8), teacher, k=8)
+            share = examples[rank * 8 // world:(rank + 1) * 8 // world]
+            plan = PackingPlan(packing=True, pack_length=48)
+            losses[mode].append(train_step(wrapped, optimizer, scheduler, step_micro_batches(share, plan, 0, 24), world))
+    if rank == 0:
+        results.put(losses)
+    if world > 1:
+        torch.distributed.destroy_process_group()
+
+
+def test_kd_under_two_fsdp2_processes_gives_the_losses_of_one():
+    """Packed, in micro-batches of 24 tokens, split over two FSDP2 ranks: the per-token loss of
+    every step is the single process's (the teacher rows follow their tokens through collation)."""
+    import queue
+    import socket
+
+    import torch.multiprocessing as mp
+
+    _kd_losses(0, 1, 0, local := queue.Queue())
+    one = local.get()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    results = mp.get_context("spawn").Queue()
+    mp.start_processes(_kd_losses, args=(2, port, results), nprocs=2, start_method="spawn")
+    two = results.get(timeout=60)
+    for mode in ("offline", "online"):
+        assert two[mode] == pytest.approx(one[mode], rel=1e-5), mode
+    assert one["offline"] == pytest.approx(one["online"], rel=2e-3)
