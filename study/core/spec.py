@@ -583,7 +583,10 @@ def parse_spec(raw: dict[str, Any], source: str = "spec") -> StudySpec:
     try:
         return StudySpec.model_validate(raw)
     except ValidationError as error:
-        raise SpecError(f"{source}: {describe_validation_error(error)}") from None
+        message = describe_validation_error(error)
+        if "method" in raw and "methods" not in raw:  # the single-method form: name the key it was given as
+            message = message.replace("methods[0]", "method", 1)
+        raise SpecError(f"{source}: {message}") from None
 
 
 def describe_validation_error(error: ValidationError) -> str:
