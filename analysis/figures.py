@@ -129,6 +129,8 @@ def draw_format_effect(results: pd.DataFrame) -> plt.Figure:
     keys = by_method(["dataset", "teacher", "granularity", "student"], curves)
     cot = intervals[intervals["format"] == "cot"].set_index(keys)["accuracy"]
     effect = intervals[intervals["format"] != "cot"].join(cot.rename("cot"), on=keys).dropna(subset=["cot"])
+    if effect.empty:  # e.g. only socratic trains on bsm: no cot of the same method to compare with
+        raise ValueError("no other reasoning format shares a teacher, level, student and method with 'cot'")
     effect = effect.assign(delta=effect["accuracy"] - effect["cot"], delta_low=effect["low"] - effect["cot"],
                            delta_high=effect["high"] - effect["cot"])
     palette = _student_palette(results)
