@@ -15,7 +15,15 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from analysis.load import accuracy_caption, with_accuracy  # noqa: E402
-from analysis.stats import accuracy_intervals, interval_note, reasoning_rows, student_gains  # noqa: E402
+from analysis.stats import (  # noqa: E402
+    GRID_POINT,
+    accuracy_intervals,
+    by_method,
+    interval_note,
+    reasoning_rows,
+    student_gains,
+)
+from analysis.tables import level_label  # noqa: E402
 
 FIGURE_FORMATS = ("png", "pdf")
 PANEL_SIZE_IN = (3.2, 2.6)
@@ -40,6 +48,8 @@ def _with_panels(results: pd.DataFrame) -> pd.DataFrame:
     if curves.empty:
         raise ValueError("no results with a granularity level to plot (only answer-only / human cells)")
     curves["panel"] = curves["dataset"] + " / " + curves["teacher"].astype(str) + " / " + curves["format"]
+    if "method" in curves.columns and results["method"].nunique() > 1:
+        curves["panel"] += " / " + curves["method"]
     return curves
 
 
@@ -115,10 +125,12 @@ def draw_format_effect(results: pd.DataFrame) -> plt.Figure:
     curves = _with_panels(results)
     if "cot" not in set(curves["format"]) or curves["format"].nunique() < 2:
         raise ValueError("the format effect needs 'cot' and at least one other reasoning format")
-    intervals = accuracy_intervals(curves, ["dataset", "teacher", "granularity", "student", "format"])
-    keys = ["dataset", "teacher", "granularity", "student"]
+    intervals = accuracy_intervals(curves, by_method(["dataset", "teacher", "granularity", "student", "format"], curves))
+    keys = by_method(["dataset", "teacher", "granularity", "student"], curves)
     cot = intervals[intervals["format"] == "cot"].set_index(keys)["accuracy"]
     effect = intervals[intervals["format"] != "cot"].join(cot.rename("cot"), on=keys).dropna(subset=["cot"])
+    if effect.empty:  # e.g. only socratic trains on bsm: no cot of the same method to compare with
+        raise ValueError("no other reasoning format shares a teacher, level, student and method with 'cot'")
     effect = effect.assign(delta=effect["accuracy"] - effect["cot"], delta_low=effect["low"] - effect["cot"],
                            delta_high=effect["high"] - effect["cot"])
     palette = _student_palette(results)
@@ -197,6 +209,37 @@ def draw_rationale_length(results: pd.DataFrame) -> plt.Figure:
     return figure
 
 
+def draw_method_effect(results: pd.DataFrame) -> plt.Figure:
+    """Accuracy by method (bars, 95% intervals) at each matched teacher, level and student (a group
+    of bars each, labelled student / level / teacher), a panel per dataset."""
+    sns.set_theme(style="whitegrid", context="paper")
+    if "method" not in results.columns or results["method"].nunique() < 2:
+        raise ValueError("the method effect needs results of at least two methods")
+    intervals = accuracy_intervals(results, [*GRID_POINT, "method"])
+    intervals["point"] = [f"{s}\n{level_label(g, f)}" + ("" if pd.isna(t) else f"\n{t}") for s, g, f, t in
+                          zip(intervals["student"], intervals["granularity"], intervals["format"], intervals["teacher"])]
+    methods = sorted(intervals["method"].unique())
+    palette = dict(zip(methods, sns.color_palette("colorblind", len(methods))))
+    datasets = sorted(intervals["dataset"].unique())
+    figure, axes_list = _panel_grid(len(datasets))
+    width = 0.8 / len(methods)
+    for dataset, axes in zip(datasets, axes_list):
+        rows = intervals[intervals["dataset"] == dataset]
+        points = sorted(rows["point"].unique())
+        for index, method in enumerate(methods):
+            bars = rows[rows["method"] == method]
+            x = [points.index(p) + (index - (len(methods) - 1) / 2) * width for p in bars["point"]]
+            axes.bar(x, bars["accuracy"], width=width, color=palette[method], label=method,
+                     yerr=_yerr(bars, "accuracy"), capsize=2)
+        axes.set(title=dataset, xticks=range(len(points)), ylabel="accuracy")
+        axes.set_xticklabels(points, fontsize="x-small")
+    axes_list[0].legend(title="method", frameon=False)
+    figure.set_size_inches(max(PANEL_SIZE_IN[0], 0.5 * len(points) * len(methods)) * min(3, len(datasets)),
+                           PANEL_SIZE_IN[1] * 1.3 * -(-len(datasets) // 3))
+    figure.tight_layout()
+    return figure
+
+
 def draw_cost(results: pd.DataFrame) -> plt.Figure:
     """Per cell: seconds (train + eval), GPU-seconds (zero on CPU) and train tokens."""
     sns.set_theme(style="whitegrid", context="paper")
@@ -250,6 +293,7 @@ FIGURES = {
     "format_effect": draw_format_effect,
     "teacher_effect": draw_teacher_effect,
     "rationale_length": draw_rationale_length,
+    "method_effect": draw_method_effect,
     "cost": draw_cost,
 }
 

@@ -5,7 +5,11 @@
 - format: per student and data set, the largest accuracy difference between reasoning formats,
   with its 95% bootstrap interval (it "matters" when the interval excludes 0);
 - teacher: per student and data set with 3+ teachers, the rank correlation between a teacher's
-  own accuracy (its corpus's correct rate) and the student's gain over answer-only.
+  own accuracy (its corpus's correct rate) and the student's gain over answer-only;
+- method: per student, data set and method other than sft (kd, socratic, ...), whether it beats
+  sft at matched teacher, level and format (a method on a format sft lacks is matched with sft on
+  cot: "Socratic vs CoT"), by the mean difference with its 95% paired bootstrap interval.
+Each is per method when the results hold several.
 """
 
 from __future__ import annotations
@@ -15,7 +19,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from analysis.stats import LEVEL, N_BOOT, bootstrap_means, fewest_seeds, reasoning_rows, student_gains
+from analysis.stats import (
+    BASELINE_METHOD,
+    LEVEL,
+    N_BOOT,
+    bootstrap_means,
+    by_method,
+    fewest_seeds,
+    method_comparisons,
+    reasoning_rows,
+    student_gains,
+)
 
 MIN_LEVELS_FOR_SHAPE = 3
 MIN_TEACHERS_FOR_CORRELATION = 3
@@ -23,7 +37,7 @@ MIN_TEACHERS_FOR_CORRELATION = 3
 
 @dataclass(frozen=True)
 class Finding:
-    kind: str  # granularity | format
+    kind: str  # granularity | format | teacher | method
     dataset: str
     student: str
     holds: bool
@@ -40,8 +54,8 @@ class Finding:
 def granularity_findings(results: pd.DataFrame, n_boot: int = N_BOOT, seed: int = 0) -> list[Finding]:
     rng = np.random.default_rng(seed)
     findings = []
-    keys = ["dataset", "teacher", "format", "student"]
-    for (dataset, teacher, fmt, student), rows in reasoning_rows(results).groupby(keys, sort=True):
+    keys = by_method(["dataset", "teacher", "format", "student"], results)
+    for (dataset, teacher, fmt, student, *_), rows in reasoning_rows(results).groupby(keys, sort=True):
         levels = sorted(rows["granularity"].unique())
         if len(levels) < MIN_LEVELS_FOR_SHAPE:
             continue
@@ -62,7 +76,8 @@ def granularity_findings(results: pd.DataFrame, n_boot: int = N_BOOT, seed: int 
 def format_findings(results: pd.DataFrame, n_boot: int = N_BOOT, seed: int = 0) -> list[Finding]:
     rng = np.random.default_rng(seed)
     findings = []
-    for (dataset, student), rows in reasoning_rows(results).groupby(["dataset", "student"], sort=True):
+    for (dataset, student, *_), rows in reasoning_rows(results).groupby(by_method(["dataset", "student"], results),
+                                                                        sort=True):
         formats = sorted(rows["format"].unique())
         if len(formats) < 2:
             continue
@@ -98,7 +113,8 @@ def teacher_findings(results: pd.DataFrame) -> list[Finding]:
     if "teacher_accuracy" not in results.columns:
         return []
     findings = []
-    for (dataset, student), rows in student_gains(results).groupby(["dataset", "student"], sort=True):
+    for (dataset, student, *_), rows in student_gains(results).groupby(by_method(["dataset", "student"], results),
+                                                                       sort=True):
         per_teacher = rows.groupby("teacher")[["teacher_accuracy", "gain"]].mean()
         if len(per_teacher) < MIN_TEACHERS_FOR_CORRELATION:
             continue
@@ -113,7 +129,33 @@ def teacher_findings(results: pd.DataFrame) -> list[Finding]:
     return findings
 
 
+def method_findings(results: pd.DataFrame, n_boot: int = N_BOOT, seed: int = 0) -> list[Finding]:
+    """Per data set, student and method other than sft: does it beat sft, and by how much (mean
+    over the matched grid points of the paired difference, 95% bootstrap interval)."""
+    rng = np.random.default_rng(seed)
+    grouped: dict[tuple[str, str, str], list[tuple[pd.DataFrame, pd.DataFrame]]] = {}
+    for method, cells, baseline in method_comparisons(results):
+        grouped.setdefault((cells["dataset"].iloc[0], cells["student"].iloc[0], method), []).append((cells, baseline))
+    findings = []
+    for (dataset, student, method), pairs in sorted(grouped.items()):
+        replicates = np.mean([bootstrap_means(c, rng, n_boot) - bootstrap_means(b, rng, n_boot) for c, b in pairs], 0)
+        low, high = np.quantile(replicates, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
+        ours = float(np.mean([c["accuracy"].mean() for c, _ in pairs]))
+        theirs = float(np.mean([b["accuracy"].mean() for _, b in pairs]))
+        formats = sorted({b["format"].iloc[0] for _, b in pairs})
+        beats = bool(low > 0)
+        statement = (f"{student} on {dataset}: {method} {'beats' if beats else 'does not clearly beat'} "
+                     f"{BASELINE_METHOD} ({'/'.join(formats)}); {method} {ours:.3f} vs {BASELINE_METHOD} {theirs:.3f}, "
+                     f"difference {ours - theirs:+.3f} (95% interval {low:+.3f} to {high:+.3f}) over {len(pairs)} "
+                     "matched teacher/level/format points")
+        seeds = min(fewest_seeds(pd.concat([c, b])) for c, b in pairs)
+        findings.append(Finding("method", dataset, student, beats, statement, seeds,
+                                {"difference": ours - theirs, "low": float(low), "high": float(high),
+                                 "points": float(len(pairs))}))
+    return findings
+
+
 def findings(results: pd.DataFrame, n_boot: int = N_BOOT, seed: int = 0) -> list[Finding]:
     """Every finding the results can speak to, as sentences with their numbers."""
     return (granularity_findings(results, n_boot, seed) + format_findings(results, n_boot, seed)
-            + teacher_findings(results))
+            + teacher_findings(results) + method_findings(results, n_boot, seed))

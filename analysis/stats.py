@@ -37,12 +37,18 @@ def accuracy_intervals(results: pd.DataFrame, by: list[str], n_boot: int = N_BOO
     return pd.DataFrame(rows)
 
 
-GRID_POINT = ["dataset", "teacher", "granularity", "format", "student"]  # a cell but for its seed
+GRID_POINT = ["dataset", "teacher", "granularity", "format", "student"]  # a cell but for its seed and method
+
+
+def by_method(keys: list[str], results: pd.DataFrame) -> list[str]:
+    """Grouping keys that keep methods apart (results written by cotstudy always have `method`;
+    a frame without it is one method)."""
+    return [*keys, "method"] if "method" in results.columns else keys
 
 
 def fewest_seeds(results: pd.DataFrame) -> int:
     """The fewest seeds behind any grid point of the results (0 for no results)."""
-    return int(results.groupby(GRID_POINT, dropna=False).size().min()) if len(results) else 0
+    return int(results.groupby(by_method(GRID_POINT, results), dropna=False).size().min()) if len(results) else 0
 
 
 def interval_note(results: pd.DataFrame) -> str:
@@ -62,7 +68,36 @@ def reasoning_rows(results: pd.DataFrame) -> pd.DataFrame:
 def student_gains(results: pd.DataFrame) -> pd.DataFrame:
     """Reasoning cells with `gain`: accuracy minus the answer-only accuracy of the same dataset
     and student (mean over seeds); cells without an answer-only baseline are dropped."""
-    baseline = (results[results["format"] == "answer_only"].groupby(["dataset", "student"])["accuracy"].mean()
+    keys = by_method(["dataset", "student"], results)
+    baseline = (results[results["format"] == "answer_only"].groupby(keys)["accuracy"].mean()
                 .rename("answer_only_accuracy"))
-    gains = reasoning_rows(results).join(baseline, on=["dataset", "student"]).dropna(subset=["answer_only_accuracy"])
+    gains = reasoning_rows(results).join(baseline, on=keys).dropna(subset=["answer_only_accuracy"])
     return gains.assign(gain=gains["accuracy"] - gains["answer_only_accuracy"])
+
+
+BASELINE_METHOD = "sft"
+FALLBACK_FORMAT = "cot"
+
+
+def method_comparisons(results: pd.DataFrame) -> list[tuple[str, pd.DataFrame, pd.DataFrame]]:
+    """For each method but sft, at every grid point (dataset, teacher, level, format, student) it
+    shares with sft: (method, its cells, sft's cells), one triple per point. A method that trains
+    on a format sft does not (socratic on bsm) is matched with sft on `cot` at the same teacher,
+    level and student. Empty without a method column or without sft."""
+    if "method" not in results.columns or BASELINE_METHOD not in set(results["method"]):
+        return []
+    baseline = results[results["method"] == BASELINE_METHOD]
+    point = {_plain(key): cells for key, cells in baseline.groupby(GRID_POINT, dropna=False)}
+    pairs = []
+    for (method, *key), cells in results[results["method"] != BASELINE_METHOD].groupby(
+            ["method", *GRID_POINT], dropna=False, sort=True):
+        dataset, teacher, level, _, student = _plain(key)
+        matched = point.get(_plain(key), point.get((dataset, teacher, level, FALLBACK_FORMAT, student)))
+        if matched is not None:
+            pairs.append((method, cells, matched))
+    return pairs
+
+
+def _plain(key: tuple | list) -> tuple:
+    """A group key with every missing value (no teacher, no level) as None, so keys compare equal."""
+    return tuple(None if pd.isna(value) else value for value in key)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from analysis.stats import GRID_POINT, accuracy_intervals
 from study.core.spec import LABEL_FORMATS
 
 
@@ -36,7 +37,21 @@ def paper_tables(results: pd.DataFrame) -> dict[str, pd.DataFrame]:
         tables["student x format"] = reasoning.pivot_table(index="student", columns="format", values="accuracy")
     if reasoning["teacher"].nunique() > 1:
         tables["student x teacher"] = reasoning.pivot_table(index="student", columns="teacher", values="accuracy")
+    if "method" in results.columns and results["method"].nunique() > 1:
+        tables["method effect"] = method_table(results)
     return tables
+
+
+def method_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy by method (columns, each with its 95% bootstrap interval) at every matched
+    dataset, teacher, level and student (rows): the `method_effect` table."""
+    intervals = accuracy_intervals(_labelled(results), [*GRID_POINT, "level", "method"])
+    intervals["shown"] = [f"{a:.3f} [{lo:.3f}, {hi:.3f}]" for a, lo, hi in
+                          zip(intervals["accuracy"], intervals["low"], intervals["high"])]
+    intervals["teacher"] = intervals["teacher"].fillna("-")
+    table = intervals.pivot_table(index=["dataset", "teacher", "level", "format", "student"], columns="method",
+                                  values="shown", aggfunc="first")
+    return table.fillna("-")
 
 
 def to_markdown(table: pd.DataFrame) -> str:

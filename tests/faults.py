@@ -86,3 +86,22 @@ def failing_train_loop(fail_at_call: int, records: Path):
             train.train_step = real_step
 
     return loop
+
+
+TEACHER_STUDENT = "teacher"
+
+
+def fail_teacher_first_attempt(config: dict) -> None:
+    """The sft cells of student `teacher` (a kd `cell:` teacher in tests) fail on their first
+    attempt; every attempt at any cell leaves its name in <study>/order.txt, in start order."""
+    cell = Cell.model_validate(config["cell"])
+    root = Path(config["study_root"])
+    with open(root / "order.txt", "a") as order:
+        order.write(f"{cell.name}\n")
+    marker = root / f"attempted-{cell.cell_id}"
+    first_attempt = cell.method.kind == "sft" and cell.student.name == TEACHER_STUDENT and not marker.exists()
+    marker.touch()
+    if first_attempt:
+        _run_failing(config)
+    else:
+        trainables.cell.run_cell(config)

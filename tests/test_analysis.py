@@ -221,7 +221,10 @@ def test_every_figure_is_a_non_blank_image(tmp_path):
     results = with_teachers({"weak": 0.5, "mid": 0.7, "strong": 0.9}, True)
     bsm = results[results["format"] == "cot"].assign(format="bsm", cell_id=lambda d: d["cell_id"] + "b",
                                                      name=lambda d: d["name"] + "b")
-    written = plot_all(pd.concat([results, bsm], ignore_index=True), tmp_path)
+    kd = results[results["format"] == "cot"].assign(method="kd", cell_id=lambda d: d["cell_id"] + "k",
+                                                    name=lambda d: d["name"] + "k")
+    written = plot_all(pd.concat([results.assign(method="sft"), bsm.assign(method="sft"), kd], ignore_index=True),
+                       tmp_path)
     assert {p.stem for p in written} == set(FIGURES)
     for stem in FIGURES:
         image = matplotlib.image.imread(tmp_path / f"{stem}.png")

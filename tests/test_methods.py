@@ -1,6 +1,7 @@
 """The method seam: every method of the spec has a training method, and SFT's pieces are the
 ones the trainer used before the seam (same examples, same loss, same parameter names)."""
 
+from types import UnionType
 from typing import ClassVar, Union, get_args, get_origin
 
 import pandas as pd
@@ -21,7 +22,7 @@ from trainables.train import single_role
 
 def _members(union: object) -> set[type]:
     inner = get_args(union)[0]  # Annotated[members, discriminator]
-    return set(get_args(inner)) if get_origin(inner) is Union else {inner}
+    return set(get_args(inner)) if get_origin(inner) in (Union, UnionType) else {inner}
 
 
 def test_every_method_of_the_spec_is_registered():

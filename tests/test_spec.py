@@ -11,7 +11,7 @@ from study.core.spec import SftMethod, SpecError, StudySpec, load_spec, parse_sp
 def test_small_spec_loads_with_schema_defaults(tmp_path):
     spec = parse_spec(small_spec(tmp_path))
     assert isinstance(spec, StudySpec)
-    assert spec.method == SftMethod() and spec.training.schedule == "cosine" and spec.training.seeds == [0]
+    assert spec.methods == [SftMethod()] and spec.training.schedule == "cosine" and spec.training.seeds == [0]
     with pytest.raises(Exception):
         spec.name = "other"  # frozen
 
@@ -19,9 +19,53 @@ def test_small_spec_loads_with_schema_defaults(tmp_path):
 def test_a_method_is_a_kind_with_its_settings_and_a_bare_kind_is_short_for_it(tmp_path):
     short = parse_spec(small_spec(tmp_path, method="sft"))
     full = parse_spec(small_spec(tmp_path, method={"kind": "sft"}))
-    assert short.method == full.method == SftMethod()
-    assert [c.cell_id for c in expand_grid(short)] == [c.cell_id for c in expand_grid(full)]
+    axis = parse_spec(small_spec(tmp_path, methods=["sft"]))
+    assert short.methods == full.methods == axis.methods == [SftMethod()]
+    assert [c.cell_id for c in expand_grid(short)] == [c.cell_id for c in expand_grid(full)] == \
+        [c.cell_id for c in expand_grid(axis)]
     assert parse_spec_text(spec_to_yaml(short), "frozen") == short  # the frozen copy reads back
+
+
+def test_the_single_method_form_keeps_the_cell_ids_of_earlier_studies(tmp_path):
+    """`method: sft` studies from before `methods:` existed: their ids, pinned (specs/demo.yaml)."""
+    ids = [c.cell_id for c in expand_grid(load_spec(REPO / "specs" / "demo.yaml"))]
+    assert ids[:2] == DEMO_IDS_BEFORE_METHODS and len(ids) == 12
+
+
+DEMO_IDS_BEFORE_METHODS = ["66f14d959c27", "e97d7e3a087c"]  # computed before `methods:` existed
+
+
+def test_methods_are_a_grid_axis_of_admitted_combinations_and_name_their_kind(tmp_path):
+    kd = {"kind": "kd", "teacher_model": "cell:arith.program.L3.cot.s.sft.s0", "alpha": 0.3, "top_k": 8}
+    spec = parse_spec(small_spec(tmp_path, methods=["sft", kd]))
+    cells = expand_grid(spec)
+    assert [c.name for c in cells] == ["arith.program.L3.cot.s.sft.s0", "arith.program.L3.cot.s.kd.s0",
+                                       "arith.answer_only.s.sft.s0", "arith.answer_only.s.kd.s0"]
+    teacher = cells[0]
+    assert all(c.teacher_cell == teacher for c in cells if c.method.kind == "kd")
+    assert len({c.cell_id for c in cells}) == 4
+    retrained = parse_spec(small_spec(tmp_path, methods=["sft", kd], training={"max_steps": 7}))
+    assert expand_grid(retrained)[1].identity()["teacher_cell"] == expand_grid(retrained)[0].cell_id
+    assert parse_spec_text(spec_to_yaml(spec), "frozen") == spec
+
+
+def test_a_method_that_does_not_admit_a_corpus_makes_no_cell_for_it(tmp_path, monkeypatch):
+    from study.core.spec import KdMethod
+
+    monkeypatch.setattr(KdMethod, "admits", lambda self, fmt, teacher: fmt != "answer_only")
+    spec = parse_spec(small_spec(tmp_path, methods=["sft", {"kind": "kd", "teacher_model": "org/teacher"}]))
+    assert [c.name for c in expand_grid(spec)] == ["arith.program.L3.cot.s.sft.s0", "arith.program.L3.cot.s.kd.s0",
+                                                   "arith.answer_only.s.sft.s0"]
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    ({"method": "sft", "methods": ["sft"]}, "give 'method' (one) or 'methods' (a grid axis), not both"),
+    ({"methods": ["sft", {"kind": "sft"}]}, "methods (kinds): names must be unique, repeated: ['sft']"),
+    ({"method": {"kind": "kd", "teacher_model": "t", "mode": "offline", "top_k": None}}, "give top_k (or mode: online)"),
+    ({"method": {"kind": "kd", "teacher_model": "t", "alpha": 1.5}}, "method.alpha: Input should be less than or equal to 1"),
+])
+def test_bad_method_settings_name_the_field(tmp_path, overrides, expected):
+    assert expected in _error_for(tmp_path, **overrides)
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "specs").glob("*.yaml")), ids=lambda p: p.name)

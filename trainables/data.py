@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -19,9 +20,38 @@ IGNORE_INDEX = -100
 
 
 @dataclass(frozen=True)
+class TeacherTopK:
+    """A teacher's k most likely next tokens at each target token of one example, one row per
+    target token in order (offline kd, trainables/kd.py): token ids and their log-probabilities."""
+
+    ids: np.ndarray  # int32, (targets, k)
+    logprobs: np.ndarray  # float16 as stored, (targets, k)
+
+
+# The batch entries that carry the teacher's top-k (one row per target token of the batch, in the
+# order of `target_ids != IGNORE_INDEX`): what the model never sees.
+TEACHER_KEYS = ("teacher_ids", "teacher_logprobs")
+
+
+@dataclass(frozen=True)
 class Example:
     input_ids: list[int]
     labels: list[int]  # IGNORE_INDEX on prompt tokens
+    teacher: TeacherTopK | None = field(default=None, compare=False)  # offline kd only
+
+    @property
+    def n_targets(self) -> int:
+        """Target tokens: the labels a next-token prediction learns (the first token predicts nothing)."""
+        return sum(1 for label in self.labels[1:] if label != IGNORE_INDEX)
+
+
+def teacher_entries(examples: list[Example]) -> dict[str, torch.Tensor]:
+    """The examples' teacher top-k rows stacked in their order ({} when they carry none): in
+    batch order when the examples are taken row by row, as collation lays them out."""
+    if not examples or examples[0].teacher is None:
+        return {}
+    return {"teacher_ids": torch.from_numpy(np.concatenate([e.teacher.ids for e in examples])).long(),
+            "teacher_logprobs": torch.from_numpy(np.concatenate([e.teacher.logprobs for e in examples])).float()}
 
 
 def encode_example(tokenizer: PreTrainedTokenizerBase, prompt: str, target: str) -> Example:

@@ -9,7 +9,8 @@ A method says
 - its evaluation of the trained models on the test problems.
 
 A new method: its settings model in study/core/spec.py (a member of `MethodSpec`, with its own
-`kind`), one module beside trainables/sft.py, and one line in `METHODS`.
+`kind`), one module beside trainables/sft.py, and one line in `METHODS` (a factory of the
+settings and the cell's `MethodContext`, which a method needing only its settings ignores).
 
 The methods are modules of this folder, not a sub-folder: they build on data.py, step.py and
 evaluate.py here, and the trainer here builds on them; a sub-folder would import the folder
@@ -19,16 +20,20 @@ above it (the layering rule of the design: a folder never imports one above it).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 import pandas as pd
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from study.core.cells import Cell
 from study.core.datasets import Problem
-from study.core.spec import EvalSpec, MethodSpec, SftMethod, TrainSettings
+from study.core.spec import EvalSpec, KdMethod, MethodSpec, SftMethod, TrainSettings
+from study.core.storage import StudyPaths
 from trainables.data import EncodedCorpus
 from trainables.evaluate import Evaluation
+from trainables.kd import Kd
 from trainables.sft import Sft
 
 
@@ -52,11 +57,29 @@ class TrainingMethod(Protocol):
         ...
 
 
-METHODS: dict[type[Any], Callable[[Any], TrainingMethod]] = {
-    SftMethod: Sft,
+@dataclass(frozen=True)
+class MethodContext:
+    """Where a cell's method runs, for a method that needs more than its settings (kd: the study's
+    stored teacher log-probs, the teacher cell's checkpoint, the device of an online teacher)."""
+
+    cell: Cell
+    paths: StudyPaths
+    tokenizer: PreTrainedTokenizerBase
+    device: torch.device
+
+
+def _kd(settings: KdMethod, context: MethodContext | None) -> Kd:
+    if context is None:
+        raise ValueError("method kd needs its cell's context (study paths, tokenizer, device)")
+    return Kd(settings, context.cell, context.paths, context.tokenizer, context.device)
+
+
+METHODS: dict[type[Any], Callable[[Any, MethodContext | None], TrainingMethod]] = {
+    SftMethod: lambda settings, context: Sft(settings),
+    KdMethod: _kd,
 }
 
 
-def training_method(spec: MethodSpec) -> TrainingMethod:
-    """The method of a cell's `method` settings."""
-    return METHODS[type(spec)](spec)
+def training_method(spec: MethodSpec, context: MethodContext | None = None) -> TrainingMethod:
+    """The method of a cell's `method` settings, in the cell's context (Train workers give it)."""
+    return METHODS[type(spec)](spec, context)

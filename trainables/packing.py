@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from transformers import AttentionInterface, PreTrainedModel
 
-from trainables.data import IGNORE_INDEX, Example, collate
+from trainables.data import IGNORE_INDEX, TEACHER_KEYS, Example, collate, teacher_entries
 
 VARLEN_ATTENTION = "cotstudy_varlen"
 
@@ -131,7 +131,9 @@ def collate_rows(examples: list[Example], rows: list[list[int]], row_length: int
             positions[row, start:end] = torch.arange(end - start)
             start = end
         positions[row, start:] = torch.arange(row_length - start)  # the padding tail: its own document
-    return {"input_ids": input_ids, "position_ids": positions, "target_ids": targets}
+    in_batch_order = [examples[index] for members in rows for index in members]
+    return {"input_ids": input_ids, "position_ids": positions, "target_ids": targets,
+            **teacher_entries(in_batch_order)}
 
 
 def step_micro_batches(examples: list[Example], plan: PackingPlan, pad_id: int,
@@ -167,7 +169,7 @@ def collate_padded(examples: list[Example], pad_id: int) -> dict[str, torch.Tens
     labels = batch.pop("labels")
     targets = torch.full_like(labels, IGNORE_INDEX)
     targets[:, :-1] = labels[:, 1:]
-    return {**batch, "target_ids": targets}
+    return {**batch, "target_ids": targets, **teacher_entries(examples)}
 
 
 def flatten_for_varlen(batch: dict[str, torch.Tensor], max_length: int) -> dict:
@@ -179,7 +181,8 @@ def flatten_for_varlen(batch: dict[str, torch.Tensor], max_length: int) -> dict:
     cu_seq_lens = torch.cat([starts, torch.tensor([total], device=starts.device)]).to(torch.int32)
     return {"input_ids": batch["input_ids"].reshape(1, -1), "position_ids": positions,
             "target_ids": batch["target_ids"].reshape(1, -1), "cu_seq_lens_q": cu_seq_lens, "cu_seq_lens_k": cu_seq_lens,
-            "max_length_q": max_length, "max_length_k": max_length}
+            "max_length_q": max_length, "max_length_k": max_length,
+            **{name: batch[name] for name in TEACHER_KEYS if name in batch}}  # row-major: the order stays
 
 
 def varlen_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,

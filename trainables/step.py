@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
 
-from trainables.data import IGNORE_INDEX
+from trainables.data import IGNORE_INDEX, TEACHER_KEYS
 from trainables.parallel import gradient_sync
 
 
@@ -41,12 +41,16 @@ class TargetLoss(torch.nn.Module):
         self.student = student
 
     def forward(self, batch: dict) -> torch.Tensor:
-        inputs = {name: value for name, value in batch.items() if name != "target_ids"}
-        hidden = self.student.get_decoder()(**inputs, use_cache=False).last_hidden_state
-        targets = batch["target_ids"]
-        kept = targets != IGNORE_INDEX
-        logits = self.student.get_output_embeddings()(hidden[kept])
-        return F.cross_entropy(logits.float(), targets[kept], reduction="sum")
+        logits = target_logits(self.student, batch)
+        return F.cross_entropy(logits.float(), batch["target_ids"][batch["target_ids"] != IGNORE_INDEX], reduction="sum")
+
+
+def target_logits(model: PreTrainedModel, batch: dict) -> torch.Tensor:
+    """The model's next-token logits at the batch's target tokens only, (targets, vocab), in the
+    order of `target_ids != IGNORE_INDEX` (row-major)."""
+    inputs = {name: value for name, value in batch.items() if name != "target_ids" and name not in TEACHER_KEYS}
+    hidden = model.get_decoder()(**inputs, use_cache=False).last_hidden_state
+    return model.get_output_embeddings()(hidden[batch["target_ids"] != IGNORE_INDEX])
 
 
 def to_device(batch: dict, device: torch.device | str) -> dict:

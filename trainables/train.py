@@ -43,7 +43,7 @@ from trainables.checkpoints import Counters, TrainingState
 from trainables.data import Example, mean_target_tokens, steps_per_epoch, total_steps, worker_batches
 from trainables.evaluate import Evaluation
 from trainables.lora import merged, with_lora
-from trainables.methods import TrainingMethod, training_method
+from trainables.methods import MethodContext, TrainingMethod, training_method
 from trainables.packing import (
     PackingPlan,
     flatten_for_varlen,
@@ -212,10 +212,10 @@ def train_and_evaluate(config: dict) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     with tempfile.TemporaryDirectory() as scratch:
         tokenizer = student_tokenizer(cell.student, load_study_tokenizer(paths, Path(scratch) / "tokenizer"))
-    method = training_method(cell.method)
+    device = ray.train.torch.get_device() if resources.gpus_per_worker > 0 else torch.device("cpu")
+    method = training_method(cell.method, MethodContext(cell, paths, tokenizer, device))
     role = single_role(method)
     loss_module_of = partial(method.loss_module, role)
-    device = ray.train.torch.get_device() if resources.gpus_per_worker > 0 else torch.device("cpu")
     student = build_student(cell.student, tokenizer, cell.train.max_length, cell.seed).to(device)
     data = training_data(cell, paths, tokenizer, world, method, role, packing_for(cell, student, rank))
     layout = build_layout(cell, resources, student, data, device, world, loss_module_of)

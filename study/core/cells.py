@@ -7,7 +7,12 @@ the same id in every run and process, and changing any setting that matters make
 Which combinations exist (the rule, documented in the README):
 - reasoning formats (cot, answer_first, bsm, rar, symbolic) make one cell per teacher x level;
 - label formats (answer_only, human) carry no reasoning: they have no granularity and no teacher
-  (the label comes from the data set), so they make one cell per dataset x student x seed.
+  (the label comes from the data set), so they make one cell per dataset x student x seed;
+- each of those is made once per method of `methods` that admits its format and teacher (each
+  method's settings say which: `admits` in study.core.spec);
+- a kd cell whose teacher is `cell:<name>` learns from that cell's final student: the name must be
+  a cell of the grid of another method (a kd cell cannot teach kd cells), and the teacher cell is
+  part of the kd cell (its id is in the kd cell's id); the launcher trains it first.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from study.core.prompts import prompt_hash
 from study.core.spec import (
     LABEL_FORMATS,
     DatasetSpec,
+    SpecError,
     EvalSpec,
     Format,
     Frozen,
@@ -100,6 +106,8 @@ class Cell(Frozen):
     train: TrainSettings
     evaluation: EvalSpec
     tokenizer: TokenizerSpec | None  # the study tokenizer, for a tiny student (which reads with it); else None
+    # a kd cell's `cell:` teacher: the cell whose final student teaches this one; else None
+    teacher_cell: Cell | None = None
 
     @property
     def cell_id(self) -> str:
@@ -107,12 +115,16 @@ class Cell(Frozen):
 
     def identity(self) -> dict[str, Any]:
         """What the id hashes: every field but where the data is and how the teacher runs, and a
-        later setting (`LATER_SETTINGS`) only when it differs from what earlier cells had."""
-        identity = self.model_dump(mode="json", exclude={"corpus": self.corpus.operational_fields()})
+        later setting (`LATER_SETTINGS`) only when it differs from what earlier cells had; a
+        teacher cell by its own id (absent when there is none, as in every cell before kd)."""
+        identity = self.model_dump(mode="json", exclude={"corpus": self.corpus.operational_fields(),
+                                                         "teacher_cell": True})
         for section, earlier in LATER_SETTINGS.items():
             for field, value in earlier.items():
                 if identity[section][field] == value:
                     del identity[section][field]
+        if self.teacher_cell is not None:
+            identity["teacher_cell"] = self.teacher_cell.cell_id
         return identity
 
     @property
@@ -143,19 +155,46 @@ def _prompt_hash(teacher: TeacherSpec, dataset: DatasetSpec, level: int, fmt: Fo
 
 
 def expand_grid(spec: StudySpec) -> list[Cell]:
-    """Pure and deterministic: the same spec gives the same cells in the same order."""
+    """Pure and deterministic: the same spec gives the same cells in the same order. Raises
+    SpecError for a `cell:` teacher that names no cell of another method."""
     train = TrainSettings(**spec.training.model_dump(exclude={"seeds"}))
-    return [
+    cells = [
         Cell(
             corpus=key,
             student=student,
-            method=spec.method,
+            method=method,
             seed=seed,
             train=train,
             evaluation=spec.evaluation,
             tokenizer=spec.tokenizer if student.tiny is not None else None,
         )
         for key in corpus_keys(spec)
+        for method in spec.methods
+        if method.admits(key.format, key.teacher)
         for student in spec.students
         for seed in spec.training.seeds
     ]
+    return _with_teacher_cells(cells)
+
+
+def _with_teacher_cells(cells: list[Cell]) -> list[Cell]:
+    """Each kd cell with a `cell:` teacher gets that cell (by name, among cells of other methods)."""
+    by_name = {cell.name: cell for cell in cells}
+    resolved = []
+    for cell in cells:
+        name = cell.method.teacher_cell_name
+        if name is not None:
+            teacher = by_name.get(name)
+            if teacher is None or teacher.method.kind == cell.method.kind:
+                others = sorted(n for n, c in by_name.items() if c.method.kind != cell.method.kind)
+                raise SpecError(f"methods.{cell.method.kind}.teacher_model: 'cell:{name}' names no cell of another "
+                                f"method in this study's grid; its cells: {others[:8]}{' ...' if len(others) > 8 else ''}")
+            cell = cell.model_copy(update={"teacher_cell": teacher})
+        resolved.append(cell)
+    return resolved
+
+
+def teacher_cells(cells: list[Cell]) -> list[Cell]:
+    """The cells some other cell of `cells` learns from, each once, in grid order."""
+    ids = {cell.teacher_cell.cell_id for cell in cells if cell.teacher_cell is not None}
+    return [cell for cell in cells if cell.cell_id in ids]

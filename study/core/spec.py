@@ -366,15 +366,74 @@ class ResourcesSpec(Frozen):
         return {kind: amount * self.workers_per_trial for kind, amount in self.per_worker.items()}
 
 
-class SftMethod(Frozen):
+class MethodBase(Frozen):
+    """What every method's settings have: `admits`, the rule of which grid points it makes cells
+    for (study.core.cells.expand_grid; the README's "Which cells exist")."""
+
+    def admits(self, fmt: str, teacher: TeacherSpec | None) -> bool:
+        """Whether a cell of this method is meaningful on a corpus of this format and teacher
+        (None: a label format); every combination by default."""
+        return True
+
+    @property
+    def teacher_cell_name(self) -> str | None:
+        """The cell of the same study whose final student this method learns from; None: none."""
+        return None
+
+
+class SftMethod(MethodBase):
     """Supervised fine-tuning on the teacher's rationales (the prompt is masked from the loss)."""
 
     kind: Literal["sft"] = "sft"
 
 
+CELL_TEACHER_PREFIX = "cell:"
+
+
+class KdMethod(MethodBase):
+    """White-box knowledge distillation (trainables/kd.py): the student learns the teacher model's
+    token distribution at every target token of the corpus, besides the corpus tokens themselves.
+
+    loss per target token = (1 - alpha) * cross-entropy + alpha * divergence(teacher, student),
+    both summed over target tokens like SFT. The teacher reads exactly the student's tokens, so
+    its vocabulary must be the student's (checked before a run starts)."""
+
+    kind: Literal["kd"] = "kd"
+    teacher_model: str = Field(
+        min_length=1, description="The white-box teacher: a Hugging Face model id or folder, or `cell:<cell name>`, "
+        "the final student of another cell of the same study (trained first)."
+    )
+    alpha: float = Field(0.5, ge=0, le=1, description="Weight of the distillation term; 1 - alpha on the cross-entropy.")
+    temperature: float = Field(1.0, gt=0, description="Both distributions are softmax(logits / temperature).")
+    loss: Literal["forward_kl", "reverse_kl", "jsd"] = Field(
+        "forward_kl", description="KL(teacher || student), KL(student || teacher), or the generalised JSD of GKD with `beta`."
+    )
+    beta: float = Field(0.5, gt=0, lt=1, description="jsd: the mixture beta * teacher + (1 - beta) * student (GKD).")
+    top_k: int | None = Field(
+        20, ge=1, description="Compare the distributions on the teacher's top-k tokens, each renormalised over them; "
+        "None: the whole vocabulary (online only)."
+    )
+    mode: Literal["offline", "online"] = Field(
+        "offline", description="offline: the teacher's top-k log-probs computed once per corpus and stored; online: "
+        "the frozen teacher runs in the Train workers."
+    )
+
+    @model_validator(mode="after")
+    def _offline_needs_top_k(self) -> KdMethod:
+        if self.mode == "offline" and self.top_k is None:
+            raise ValueError("mode 'offline' stores the teacher's top-k log-probs: give top_k (or mode: online)")
+        return self
+
+    @property
+    def teacher_cell_name(self) -> str | None:
+        if not self.teacher_model.startswith(CELL_TEACHER_PREFIX):
+            return None
+        return self.teacher_model.removeprefix(CELL_TEACHER_PREFIX)
+
+
 # A method's settings are part of every cell's id. A new method: its settings model here (with its
-# own `kind`), one module in trainables/ and one line in trainables.methods.METHODS.
-MethodSpec = Annotated[SftMethod, Field(discriminator="kind")]
+# own `kind`, a `MethodBase`), one module in trainables/ and one line in trainables.methods.METHODS.
+MethodSpec = Annotated[SftMethod | KdMethod, Field(discriminator="kind")]
 
 
 class TokenizerSpec(Frozen):
@@ -398,16 +457,39 @@ class StudySpec(Frozen):
                           "human rationale); other data sets: all of them."
     )
     students: list[StudentSpec] = Field(min_length=1)
-    method: MethodSpec = Field(default_factory=SftMethod, description="Training method; `sft` is short for {kind: sft}.")
+    methods: list[MethodSpec] = Field(
+        default_factory=lambda: [SftMethod()], min_length=1,
+        description="Training methods, a grid axis like formats; `method: X` is short for `methods: [X]`, and `sft` "
+                    "for {kind: sft}. One of each kind.",
+    )
     training: TrainSpec = Field(default_factory=TrainSpec)
     evaluation: EvalSpec = Field(default_factory=EvalSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     tokenizer: TokenizerSpec = Field(default_factory=TokenizerSpec)
 
-    @field_validator("method", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _method_shorthand(cls, method: Any) -> Any:
-        return {"kind": method} if isinstance(method, str) else method
+    def _one_method_is_a_list_of_one(cls, raw: Any) -> Any:
+        """`method: X` (the single-method form every earlier spec uses) is `methods: [X]`."""
+        if not isinstance(raw, dict) or "method" not in raw:
+            return raw
+        if "methods" in raw:
+            raise ValueError("give 'method' (one) or 'methods' (a grid axis), not both")
+        return {**{k: v for k, v in raw.items() if k != "method"}, "methods": [raw["method"]]}
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _method_shorthand(cls, methods: Any) -> Any:
+        if not isinstance(methods, list):
+            return methods
+        return [{"kind": method} if isinstance(method, str) else method for method in methods]
+
+    @field_validator("methods")
+    @classmethod
+    def _one_method_per_kind(cls, methods: list[MethodBase]) -> list[MethodBase]:
+        # a cell's name says its method's kind, and `cell:` teachers are named by it
+        _require_unique("methods (kinds)", [m.kind for m in methods])
+        return methods
 
     @field_validator("formats")
     @classmethod
@@ -535,7 +617,10 @@ def parse_spec(raw: dict[str, Any], source: str = "spec") -> StudySpec:
     try:
         return StudySpec.model_validate(raw)
     except ValidationError as error:
-        raise SpecError(f"{source}: {describe_validation_error(error)}") from None
+        message = describe_validation_error(error)
+        if "method" in raw and "methods" not in raw:  # the single-method form: name the key it was given as
+            message = message.replace("methods[0]", "method", 1)
+        raise SpecError(f"{source}: {message}") from None
 
 
 def describe_validation_error(error: ValidationError) -> str:
@@ -554,7 +639,7 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             path += f"[{part}]"
-        elif part in ("program", "released", "hf", "vllm", "openai", "sft"):
+        elif part in ("program", "released", "hf", "vllm", "openai", "sft", "kd"):
             continue  # the discriminated-union tag pydantic inserts; not a YAML key
         else:
             path += f".{part}" if path else str(part)

@@ -1,7 +1,8 @@
 """Launching and resuming a study: the one place that knows Tune, trainables and analysis together.
 
 run:    spec -> storage checks -> Ray -> corpora (teachers on Serve) -> tokenizer -> Tune grid
-        (one trial per cell) -> results.parquet -> figures.
+        (one trial per cell; kd teacher cells first, in a grid of their own, then the stored
+        teacher log-probs of offline kd) -> results.parquet -> figures.
 resume: the same from a study folder's frozen spec.yaml, restoring the Tune experiment
         (errored trials re-run); cells with a result.json are never run again. It reads only the
         study folder: the data sets' splits are stored there at `run` (study.core.stored_splits),
@@ -22,13 +23,13 @@ from ray import tune
 
 from analysis.figures import plot_all
 from study.core import storage
-from study.core.cells import Cell, CorpusKey, corpus_keys, expand_grid
+from study.core.cells import Cell, CorpusKey, corpus_keys, expand_grid, teacher_cells
 from study.core.cluster import (AUTOSCALER_CONFIG, ClusterConfig, any_gpu_cluster, load_cluster, on_cluster, placement,
                                 trials_at_once)
 from study.core.corpora import missing_corpora
 from study.core.datasets import dataset_info, load_split
 from study.core.results import CellState, cell_states, collect_results, set_aside_corrupt_results
-from study.core.spec import ResourcesSpec, StudySpec
+from study.core.spec import KdMethod, ResourcesSpec, StudySpec
 from study.core.storage import StudyPaths
 from study.core.stored_splits import missing_splits, store_splits
 from study.run.planning import check_fit
@@ -37,6 +38,7 @@ from study.teachers.generate import build_corpora
 from study.teachers.registry import kind_of
 from trainables.cell import cell_config, run_cell
 from trainables.evaluate import check_beam_search
+from trainables.kd import check_kd_teachers, ensure_teacher_logits
 from trainables.students import check_students, tiny_templates
 from trainables.tokenizer import ensure_study_tokenizer
 
@@ -232,6 +234,7 @@ def _checks_before_writing(spec: StudySpec, cluster: ClusterConfig | None,
     if fit_on is not None:
         check_fit(spec, fit_on)  # before the students are looked up (a hub id can take seconds)
     check_students(spec)  # an unloadable student or LoRA target stops the run before it writes
+    check_kd_teachers(spec)
     check_beam_search(spec)
     if on_cluster():
         _start_ray(spec, cluster)
@@ -258,7 +261,7 @@ def run_study(spec: StudySpec, trainable: Trainable = run_cell, break_lock: bool
         if not on_cluster():  # a local Ray starts once the lock has found the storage writable
             _start_ray(spec, cluster)
         _prepare_inputs(spec, paths)
-        _new_tuner(spec, paths, cells, trainable, cluster).fit()
+        run_teachers_first(spec, paths, cells, trainable, cluster)
         return finish_study(paths, cells)
 
 
@@ -280,7 +283,8 @@ def resume_study(study_dir: str, trainable: Trainable = run_cell, break_lock: bo
             if not on_cluster():
                 _start_ray(spec, cluster)
             _prepare_inputs(spec, paths)
-            restored = tune.Tuner.can_restore(paths.tune)
+            # a study with teacher cells ran several grids into one Tune folder: order, not Tune, decides
+            restored = not teacher_cells(cells) and tune.Tuner.can_restore(paths.tune)
             if restored:
                 tune.Tuner.restore(paths.tune, _trainable_with_resources(trainable),
                                    resume_unfinished=True, resume_errored=True).fit()
@@ -289,7 +293,7 @@ def resume_study(study_dir: str, trainable: Trainable = run_cell, break_lock: bo
             left = [s.cell for s in cell_states(paths, cells)
                     if s.state == "pending" or (s.state == "failed" and not restored)]
             if left:
-                _new_tuner(spec, paths, left, trainable, cluster).fit()
+                run_teachers_first(spec, paths, left, trainable, cluster)
         return finish_study(paths, cells)
 
 
@@ -307,6 +311,47 @@ def check_rebuildable(spec: StudySpec, paths: StudyPaths, keys: list[CorpusKey])
         raise StudyError(f"{paths.root}: not in the study folder: {', '.join(lost)} (a study run before its data was "
                          "stored with it, or files deleted); rebuild them from the data set's files: "
                          f"cotstudy resume {paths.root} --data-dir DIR")
+
+
+def run_teachers_first(spec: StudySpec, paths: StudyPaths, cells: list[Cell], trainable: Trainable,
+                       cluster: ClusterConfig | None = None) -> None:
+    """Run `cells` so that every kd cell's teacher cell (`cell:`) is done before it starts: the
+    teacher cells among them in a grid of their own, then the stored teacher log-probs the others
+    need (offline kd, `_compute_teacher_logits`), then the others in one grid. A kd cell whose
+    teacher cell did not finish is left pending, with a note (resume runs both, in this order).
+    Without teacher cells or offline kd this is one grid of every cell, as before kd."""
+    teacher_ids = {cell.cell_id for cell in teacher_cells(expand_grid(spec))}
+    first = [cell for cell in cells if cell.cell_id in teacher_ids]
+    if first:
+        print(f"teacher cells first: {[cell.name for cell in first]}", flush=True)
+        _new_tuner(spec, paths, first, trainable, cluster).fit()
+    done = {state.cell.cell_id for state in cell_states(paths, teacher_cells(expand_grid(spec))) if state.state == "done"}
+    rest = [cell for cell in cells if cell.cell_id not in teacher_ids]
+    ready = [cell for cell in rest if cell.teacher_cell is None or cell.teacher_cell.cell_id in done]
+    for cell in rest:
+        if cell not in ready:
+            print(f"  wait   {cell.name}: its teacher cell {cell.teacher_cell.name} is not done", flush=True)
+    _compute_teacher_logits(spec, paths, ready)
+    if ready:
+        _new_tuner(spec, paths, ready, trainable, cluster).fit()
+
+
+def _compute_teacher_logits(spec: StudySpec, paths: StudyPaths, cells: list[Cell]) -> None:
+    """The offline kd cells' teacher top-k, each file once, as one Ray task with one Train
+    worker's resources (a GPU when workers have one)."""
+    offline = [cell for cell in cells if isinstance(cell.method, KdMethod) and cell.method.mode == "offline"]
+    if not offline:
+        return
+    resources = spec.resources
+    task = ray.remote(num_cpus=resources.cpus_per_worker, num_gpus=resources.gpus_per_worker)(_teacher_logits_task)
+    passes = ray.get(task.remote(offline, paths, resources.gpus_per_worker > 0))
+    print(f"teacher log-probs: {passes} teacher forward passes for {len(offline)} kd cells", flush=True)
+
+
+def _teacher_logits_task(cells: list[Cell], paths: StudyPaths, use_gpu: bool) -> int:
+    import torch
+
+    return ensure_teacher_logits(cells, paths, torch.device("cuda" if use_gpu else "cpu"))
 
 
 def finish_study(paths: StudyPaths, cells: list[Cell]) -> StudyOutcome:

@@ -8,6 +8,7 @@ readers can use it.
 The layout (design.md):
     <storage>/<study>/spec.yaml, prompts/<teacher>.yaml, data/<dataset>/{train,test}.jsonl,
     corpora/<corpus_id>.parquet, tokenizer/, tune/,
+    teacher_logits/<id>.{npz,json} (offline kd),
     cells/<cell_id>/{result.json, predictions.parquet, error.txt, train/}, results.parquet, figures/
 Writes that mark something done are atomic: write a temporary file, then move it into place.
 Stored splits, corpora and cell results also get a checksum at write (`<file>.sha256`, sha256sum's format),
@@ -159,6 +160,16 @@ def find_files(location: str, name: str) -> list[str]:
     infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
     found = sorted(info.path for info in infos if info.type == pafs.FileType.File and info.base_name == name)
     return [join(location, found_path[len(path):].lstrip("/")) for found_path in found]
+
+
+def list_dirs(location: str, prefix: str = "") -> list[str]:
+    """Folders directly in a folder whose names start with `prefix`, sorted; [] if it is absent."""
+    fs, path = _filesystem(location)
+    if fs.get_file_info(path).type == pafs.FileType.NotFound:
+        return []
+    infos = fs.get_file_info(pafs.FileSelector(path))
+    names = sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory and i.base_name.startswith(prefix))
+    return [join(location, name) for name in names]
 
 
 def delete_file(location: str) -> None:
@@ -387,6 +398,14 @@ class StudyPaths:
     def generation_shards(self, corpus_id: str) -> str:
         """Teacher replies saved as they arrive, while a corpus is generated."""
         return join(self.root, "generation", corpus_id)
+
+    def teacher_logits(self, logits_id: str) -> str:
+        """A kd teacher's top-k log-probs over one cell's examples (trainables/kd.py)."""
+        return join(self.root, "teacher_logits", f"{logits_id}.npz")
+
+    def teacher_logits_card(self, logits_id: str) -> str:
+        """What those log-probs are: teacher, corpus, k, size, the forward passes that made them."""
+        return join(self.root, "teacher_logits", f"{logits_id}.json")
 
     def cell_dir(self, cell_id: str) -> str:
         return join(self.root, "cells", cell_id)
