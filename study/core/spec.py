@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Self
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
 
 # the data sets' own settings and the frozen base live in the datasets package, below this module
 from study.core.datasets import ArithSettings, DatasetName, DatasetSpec, Frozen, dataset_info
+from study.core.datasets.files import InputError, load_yaml, read_text_file
+from study.core.datasets.settings import Seed, no_repeats
 from study.core.profiles import Profile
 from study.core.templates import TemplateName
 
@@ -28,9 +30,14 @@ Format = Literal["cot", "answer_first", "bsm", "rar", "symbolic", "answer_only",
 LABEL_FORMATS: frozenset[str] = frozenset({"answer_only", "human"})
 GRANULARITY_LEVELS = range(1, 7)
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+# Names become folder and file names (study folder, corpus files, a trial's folder joins several):
+# short enough that every path stays under the usual 255-byte limit of one path part.
+NAME_MAX = 64
+Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=NAME_MAX)]
+Levels = Annotated[list[int], AfterValidator(no_repeats)]
 
 
-class SpecError(ValueError):
+class SpecError(InputError):
     """A study spec that cannot be used; the message names the field and what was expected."""
 
 
@@ -55,11 +62,11 @@ class TeacherBase(Frozen):
     # prompt it is asked with is part of its corpus ids.
     asks_with_prompts: ClassVar[bool] = False
 
-    name: str = Field(pattern=NAME_PATTERN)
-    levels_by_format: dict[Format, list[int]] | None = Field(
+    name: Name
+    levels_by_format: dict[Format, Levels] | None = Field(
         None, description="Restrict this teacher to these levels per format (e.g. bsm: [3, 5]); None: the study's grid."
     )
-    levels_by_dataset: dict[DatasetName, dict[Format, list[int]]] | None = Field(
+    levels_by_dataset: dict[DatasetName, dict[Format, Levels]] | None = Field(
         None, description="For these data sets, these levels per format instead of levels_by_format (the paper's "
                           "LLaMA teacher: SVAMP levels 1-4)."
     )
@@ -131,7 +138,7 @@ class ReleasedTeacher(TeacherBase):
     operational_fields: ClassVar[frozenset[str]] = frozenset({"files", "dataset_info"})
 
     kind: Literal["released"]
-    files: list[str | ReleasedFile] = Field(
+    files: Annotated[list[str | ReleasedFile], AfterValidator(no_repeats)] = Field(
         min_length=1, description="Globs of released files (relative to data_dir), or explicit entries."
     )
     release_name: str | None = Field(
@@ -155,10 +162,10 @@ class GenerationSettings(Frozen):
 
     temperature: float = Field(0.0, ge=0, description="0: greedy.")
     top_p: float = Field(1.0, gt=0, le=1)
-    max_tokens: int = Field(512, gt=0, description="Longest rationale, in teacher tokens.")
-    seed: int = Field(0, description="Base sampling seed; sample k of a question uses seed + k.")
-    samples_per_question: int = Field(1, ge=1, description="Samples per question and attempt; the first correct is kept.")
-    max_attempts: int = Field(1, ge=1, description="Rounds of sampling for questions with no correct sample yet.")
+    max_tokens: int = Field(512, gt=0, le=2**20, description="Longest rationale, in teacher tokens.")
+    seed: Seed = Field(0, description="Base sampling seed; sample k of a question uses seed + k.")
+    samples_per_question: int = Field(1, ge=1, le=1000, description="Samples per question and attempt; the first correct is kept.")
+    max_attempts: int = Field(1, ge=1, le=1000, description="Rounds of sampling for questions with no correct sample yet.")
 
     @model_validator(mode="after")
     def _sampling_can_differ(self) -> GenerationSettings:
@@ -185,9 +192,9 @@ class GeneratingTeacher(TeacherBase):
     prompts: str | None = Field(
         None, description="A prompt-library YAML replacing the package's (relative to data_dir); its hash is in the corpus id."
     )
-    concurrency: int = Field(16, ge=1, description="Requests in flight at once.")
-    timeout_s: float = Field(120.0, gt=0, description="Per request.")
-    max_retries: int = Field(4, ge=0, description="Retries of a request on 429, 5xx and timeouts.")
+    concurrency: int = Field(16, ge=1, le=10_000, description="Requests in flight at once.")
+    timeout_s: float = Field(120.0, gt=0, le=86_400, description="Per request (at most a day).")
+    max_retries: int = Field(4, ge=0, le=100, description="Retries of a request on 429, 5xx and timeouts.")
     price: Price | None = Field(None, description="API price per million tokens (cost is recorded when given).")
 
     @property
@@ -262,7 +269,7 @@ class TinyArch(Frozen):
 class StudentSpec(Frozen):
     """A student: a Hugging Face model id, or a tiny architecture. Exactly one of the two."""
 
-    name: str = Field(pattern=NAME_PATTERN)
+    name: Name
     hf_id: str | None = Field(None, description="Hugging Face model id, loaded with its own tokenizer.")
     tiny: TinyArch | None = Field(None, description="Tiny LLaMA built from a config; uses the study tokenizer.")
     template: TemplateName = Field(
@@ -283,7 +290,7 @@ class LoraSettings(Frozen):
     rank: int = Field(16, ge=1, le=1024)
     alpha: float = Field(32.0, gt=0)
     dropout: float = Field(0.05, ge=0, lt=1)
-    targets: list[str] = Field(
+    targets: Annotated[list[str], AfterValidator(no_repeats)] = Field(
         default_factory=lambda: ["all-linear"], min_length=1,
         description="Module names (e.g. q_proj, v_proj) or ['all-linear'] for every linear layer but the LM head.",
     )
@@ -295,19 +302,21 @@ class TrainSettings(Frozen):
     finetune: Literal["full", "lora"] = Field("full", description="Train every weight, or LoRA adapters only.")
     lora: LoraSettings = Field(default_factory=LoraSettings, description="Used when finetune is 'lora'.")
 
-    epochs: float = Field(3.0, gt=0, description="Passes over the corpus, when max_steps is not set.")
-    max_steps: int | None = Field(None, gt=0, description="Optimizer steps; overrides epochs.")
+    # Upper bounds on sizes and counts refuse, before anything starts, values that could only fail
+    # (or never end) hours later: no study needs more, and each is far beyond what one machine trains.
+    epochs: float = Field(3.0, gt=0, le=10_000, description="Passes over the corpus, when max_steps is not set.")
+    max_steps: int | None = Field(None, gt=0, le=10**8, description="Optimizer steps; overrides epochs.")
     lr_peak: float = Field(1e-3, gt=0, description="Peak learning rate (AdamW).")
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     warmup_ratio: float = Field(0.05, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
     tokens_per_batch: int = Field(
-        4096, gt=0, description="Tokens per optimizer step and worker: the examples' own tokens when packing, else padded rows x longest."
+        4096, gt=0, le=2**26, description="Tokens per optimizer step and worker: the examples' own tokens when packing, else padded rows x longest."
     )
     examples_per_batch: int | None = Field(
-        None, gt=0, description="Examples per optimizer step (a fixed batch, as in the paper); overrides tokens_per_batch."
+        None, gt=0, le=2**20, description="Examples per optimizer step (a fixed batch, as in the paper); overrides tokens_per_batch."
     )
-    max_length: int = Field(512, gt=8, description="Longest prompt + rationale, in tokens.")
+    max_length: int = Field(512, gt=8, le=2**20, description="Longest prompt + rationale, in tokens.")
     overlong: Literal["drop", "truncate"] = Field(
         "drop", description="An example longer than max_length: dropped, or its rationale cut to fit; counted either way."
     )
@@ -315,15 +324,16 @@ class TrainSettings(Frozen):
         True, description="Pack each step's examples into rows (best-fit decreasing), attention kept inside each example; false: padded rows."
     )
     pack_length: int | None = Field(
-        None, gt=8, description="Row length in tokens when packing; None: each step's longest example and half that (fastest on CPU)."
+        None, gt=8, le=2**20, description="Row length in tokens when packing; None: each step's longest example and half that (fastest on CPU)."
     )
     micro_batch_tokens: int | None = Field(
-        None, gt=0, description="Tokens per forward pass (rows x row length); a larger step accumulates gradients. None: one pass per step."
+        None, gt=0, le=2**26, description="Tokens per forward pass (rows x row length); a larger step accumulates gradients. None: one pass per step."
     )
 
 
 class TrainSpec(TrainSettings):
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="One cell per seed.")
+    seeds: Annotated[list[Seed], AfterValidator(no_repeats)] = Field(
+        default_factory=lambda: [0], min_length=1, description="One cell per seed (0 to 2**32 - 1, each once).")
 
 
 class EvalSpec(Frozen):
@@ -331,20 +341,20 @@ class EvalSpec(Frozen):
         "robust", description="robust: greedy, stop after the answer sentence; paper: the paper's evaluator "
         "(beam 5 / greedy per task, its token limits and stop strings, bf16 on GPU; study/core/profiles.py)."
     )
-    max_new_tokens: int = Field(256, gt=0, description="New tokens per answer (profile robust; paper sets its own).")
+    max_new_tokens: int = Field(256, gt=0, le=2**20, description="New tokens per answer (profile robust; paper sets its own).")
     test_size: int | None = Field(None, gt=0, description="First N test problems; None for all.")
-    batch_size: int = Field(64, gt=0, description="Prompts per generate call (transformers engine).")
+    batch_size: int = Field(64, gt=0, le=2**16, description="Prompts per generate call (transformers engine).")
     engine: Literal["auto", "transformers", "vllm"] = Field(
         "auto", description="Generation engine: auto is vllm on a GPU when vLLM is installed, else transformers."
     )
 
 
 class ResourcesSpec(Frozen):
-    workers_per_trial: int = Field(1, ge=1, description="Ray Train workers per cell.")
+    workers_per_trial: int = Field(1, ge=1, le=10_000, description="Ray Train workers per cell.")
     cpus_per_worker: float = Field(1, gt=0)
     gpus_per_worker: float = Field(0, ge=0)
     max_concurrent_trials: int | None = Field(None, ge=1, description="None: as many as the cluster fits.")
-    trial_attempts: int = Field(1, ge=1, description="Attempts per cell before it is marked failed.")
+    trial_attempts: int = Field(1, ge=1, le=100, description="Attempts per cell before it is marked failed.")
     sharding: Literal["fsdp", "ddp"] = Field(
         "fsdp", description="With 2+ workers: FSDP2 (fully_shard per decoder layer) or DDP (full replicas)."
     )
@@ -381,16 +391,16 @@ class TokenizerSpec(Frozen):
 
 
 class StudySpec(Frozen):
-    name: str = Field(pattern=NAME_PATTERN, description="Study name; its folder under storage.")
+    name: Name = Field(description="Study name; its folder under storage.")
     storage: str = Field(description="Local folder or URI (s3://...) that holds every study.")
     data_dir: str | None = Field(
         None, description="Folder of source data sets (<data_dir>/<dataset>, <data_dir>/paper/<dataset>); relative to the spec file."
     )
     datasets: list[DatasetSpec] = Field(min_length=1)
     teachers: list[TeacherSpec] = Field(default_factory=list)
-    granularities: list[int] = Field(default_factory=list, description="Levels 1 (terse) .. 6 (detailed).")
+    granularities: Levels = Field(default_factory=list, description="Levels 1 (terse) .. 6 (detailed), each once.")
     formats: list[Format] = Field(min_length=1)
-    formats_by_dataset: dict[DatasetName, list[Format]] | None = Field(
+    formats_by_dataset: dict[DatasetName, Annotated[list[Format], AfterValidator(no_repeats)]] | None = Field(
         None, description="For these data sets, only these of `formats` (e.g. no `human` where a data set has no "
                           "human rationale); other data sets: all of them."
     )
@@ -405,6 +415,13 @@ class StudySpec(Frozen):
     @classmethod
     def _method_shorthand(cls, method: Any) -> Any:
         return {"kind": method} if isinstance(method, str) else method
+
+    @field_validator("storage", "data_dir")
+    @classmethod
+    def _location_given(cls, location: str | None) -> str | None:
+        if location is not None and (not location.strip() or location != location.strip()):
+            raise ValueError("a folder or URI, without blanks around it (an empty value is not the current folder)")
+        return location
 
     @field_validator("formats")
     @classmethod
@@ -461,18 +478,24 @@ def load_spec(path: str | Path, storage: str | None = None, data_dir: str | None
     override the file's. The data folder becomes absolute: the flag, else the spec's `data_dir`
     (relative to the spec file), else $COTSTUDY_DATA_DIR, else the current folder."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except (FileNotFoundError, IsADirectoryError):
-        raise SpecError(f"{path}: no such spec file") from None
-    spec = parse_spec_text(text, source=str(path), storage=storage)
+    if path.is_dir():
+        raise SpecError(f"{path}: no such spec file (it is a folder)")
+    spec = parse_spec_text(read_text_file(path, SpecError, "spec file"), source=str(path), storage=storage)
     if data_dir is not None:
-        folder = Path(data_dir)
+        folder = _user_path(data_dir, "--data-dir")
     elif spec.data_dir is not None:
-        folder = path.parent / spec.data_dir
+        folder = path.parent / _user_path(spec.data_dir, f"{path}: data_dir")
     else:
-        folder = Path(os.environ.get(DATA_DIR_VARIABLE, "."))
+        folder = _user_path(os.environ.get(DATA_DIR_VARIABLE, "."), f"${DATA_DIR_VARIABLE}")
     return resolve_locations(spec, folder.resolve())
+
+
+def _user_path(location: str, what: str) -> Path:
+    """A local path as typed, `~` and `~user` expanded; an unknown user is named."""
+    try:
+        return Path(location).expanduser()
+    except RuntimeError:  # ~user with no such user (pathlib cannot find a home folder)
+        raise SpecError(f"{what}: '{location}': no such user's home folder") from None
 
 
 def resolve_locations(spec: StudySpec, data_dir: Path) -> StudySpec:
@@ -480,16 +503,14 @@ def resolve_locations(spec: StudySpec, data_dir: Path) -> StudySpec:
     <data_dir>/paper/<name> for a paper split of its own),
     released-file globs and prompt files, relative ones taken from `data_dir`. Locations are in no id."""
     datasets = [d if d.hub is not None or dataset_info(d.name).generated else
-                d.model_copy(update={"path": str(data_dir / (d.path or d.folder()))}) for d in spec.datasets]
+                d.model_copy(update={"path": str(data_dir / _user_path(d.path or d.folder(), f"datasets.{d.name}.path"))})
+                for d in spec.datasets]
     teachers = [teacher.resolve_locations(data_dir) for teacher in spec.teachers]
     return spec.model_copy(update={"data_dir": str(data_dir), "datasets": datasets, "teachers": teachers})
 
 
 def parse_spec_text(text: str, source: str, storage: str | None = None) -> StudySpec:
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise SpecError(f"{source}: not valid YAML: {error}") from None
+    raw = load_yaml(text, source, SpecError)
     if not isinstance(raw, dict):
         raise SpecError(f"{source}: a study spec is a YAML mapping, got {type(raw).__name__}")
     if storage is not None:

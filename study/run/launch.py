@@ -25,7 +25,7 @@ from study.core.cluster import AUTOSCALER_CONFIG, ClusterConfig, load_cluster, o
 from study.core.results import CellState, cell_states, collect_results, set_aside_corrupt_results
 from study.core.spec import ResourcesSpec, StudySpec
 from study.core.storage import StudyPaths
-from study.run.studies import StudyError, open_study, prepare_storage, study_lock
+from study.run.studies import StudyError, check_study_folder, open_study, prepare_storage, study_lock
 from study.teachers.generate import build_corpora
 from trainables.cell import cell_config, run_cell
 from trainables.evaluate import check_beam_search
@@ -236,12 +236,13 @@ def run_study(spec: StudySpec, trainable: Trainable = run_cell, break_lock: bool
     """One driver per study: a second `run`/`resume` of it refuses (study.run.studies.study_lock).
     `cluster`: the cluster's launcher config (--cluster), for placement and concurrency."""
     cluster = _checks_before_writing(spec, cluster)
-    with study_lock(StudyPaths.of(spec.storage, spec.name), "run", break_lock):
-        paths, cells = prepare_storage(spec)
-        print(f"study {spec.name}: {len(cells)} cells -> {paths.root}", flush=True)
-        set_aside_corrupt_results(paths, cells)
+    paths, _ = check_study_folder(spec)  # a foreign folder or a changed spec: refused before the lock is written
+    with study_lock(paths, "run", break_lock):
         if not on_cluster():  # a local Ray starts once the lock has found the storage writable
             _start_ray(spec, cluster)
+        paths, cells = prepare_storage(spec)  # after the last check that can refuse the run
+        print(f"study {spec.name}: {len(cells)} cells -> {paths.root}", flush=True)
+        set_aside_corrupt_results(paths, cells)
         _prepare_inputs(spec, paths)
         _new_tuner(spec, paths, cells, trainable, cluster).fit()
         return finish_study(paths, cells)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from study.core.datasets.answers import canonical_number
+from study.core.datasets.files import InputError, read_text_file
 from study.core.datasets.golds import GoldReader, inline_choices, read_choice_gold, unreadable_golds_line
 from study.core.datasets.problems import Choice, Problem
 
@@ -24,7 +25,7 @@ Record = dict[str, Any]
 RecordParser = Callable[[Record, str], Problem]
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """A data file or row that cannot be used; the message names the file (and row)."""
 
 
@@ -49,7 +50,7 @@ def read_records(path: Path) -> list[Record]:
         except json.JSONDecodeError as error:
             raise DataError(f"{path}: not valid JSON: {error}") from None
     else:
-        records = list(_json_lines(path, text))
+        records = _json_lines_or_refusal(path, text)
     for index, record in enumerate(records):
         if not isinstance(record, dict):
             raise DataError(f"{path}: row {index}: expected a JSON object, got {type(record).__name__}")
@@ -63,12 +64,7 @@ def require_json_list(path: Path, what: str) -> None:
 
 
 def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except UnicodeDecodeError as error:
-        raise DataError(f"{path}: not UTF-8 text: {error}") from None
+    return read_text_file(path, DataError)
 
 
 def _read_object(path: Path) -> Record:
@@ -79,6 +75,20 @@ def _read_object(path: Path) -> Record:
     if not isinstance(record, dict):
         raise DataError(f"{path}: expected one JSON object, got {type(record).__name__}")
     return {**record, "_file": path.stem}
+
+
+def _json_lines_or_refusal(path: Path, text: str) -> list[Any]:
+    """JSON lines; a file that is one JSON object over several lines is named as such (not "not
+    valid JSON" on its first line)."""
+    try:
+        return list(_json_lines(path, text))
+    except DataError as lines_error:
+        try:
+            whole = json.loads(text)
+        except json.JSONDecodeError:
+            raise lines_error from None  # a broken line: the JSON-lines error names its row
+        raise DataError(f"{path}: holds one JSON {type(whole).__name__}, not rows: expected a JSON list of rows "
+                        "([{...}, ...]) or JSON lines (one object per line)") from None
 
 
 def _json_lines(path: Path, text: str) -> Iterator[Any]:
@@ -100,6 +110,17 @@ def parse_records(path: Path, records: list[Record], parser: RecordParser) -> li
         except (TypeError, ValueError, AttributeError) as error:
             raise DataError(f"{path}: row {index}: {error}") from None
     return problems
+
+
+def text_field(record: Record, field: str) -> str:
+    """A record's text field, stripped: a null, a non-text value or blank text is an error, never
+    read as the text "None"."""
+    raw = record[field]
+    if not isinstance(raw, str):
+        raise ValueError(f"field '{field}' is {'null' if raw is None else type(raw).__name__}, not text")
+    if not raw.strip():
+        raise ValueError(f"field '{field}' is empty")
+    return raw.strip()
 
 
 def number_field(raw: Any, field: str) -> str:
@@ -127,7 +148,7 @@ def parse_qa_choices(record: Record, fallback_uid: str) -> Problem:
     fact = record.get("fact1")
     return Problem(
         uid=str(record.get("id", fallback_uid)),
-        question=str(question["stem"]).strip(),
+        question=text_field(question, "stem"),
         answer=choice_label(record["answerKey"], choices, "answerKey"),
         choices=tuple(choices),
         human_rationale=f"{str(fact).strip().rstrip('.')}." if fact else None,
@@ -154,7 +175,11 @@ def alpaca_problems(path: Path, records: list[Record], read_gold: GoldReader) ->
         if "instruction" not in record or ("label" not in record and "output" not in record):
             raise DataError(f"{path}: row {index}: missing field 'instruction' and 'output' or 'label'; "
                             f"has {sorted(record)}")
-        question = " ".join(p for p in (str(record["instruction"]).strip(), str(record.get("input", "")).strip()) if p)
+        try:
+            instruction = text_field(record, "instruction")
+        except ValueError as error:
+            raise DataError(f"{path}: row {index}: {error}") from None
+        question = " ".join(p for p in (instruction, str(record.get("input") or "").strip()) if p)
         raw = record["label"] if record.get("label") is not None else record.get("output")
         answer = read_gold(str(raw if raw is not None else ""), inline_choices(question))
         if answer is None:

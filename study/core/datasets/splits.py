@@ -34,11 +34,17 @@ def load_source_splits(spec: DatasetSpec, source: Source, read_gold: GoldReader)
     if spec.hub is not None:
         return _hub_splits(spec, source)  # the official split's hub copy (the spec refuses hub: with a paper split)
     folder = Path(spec.path if spec.path is not None else spec.folder())
+    if folder.is_file():
+        raise DataError(f"dataset '{spec.name}': path: {folder} is a file; `path:` names the folder of the split's "
+                        "files (name a file in it with `train_file:` / `test_file:`)")
     if not folder.is_dir():
         raise DataError(f"dataset '{spec.name}': no folder {folder} for its {spec.split} split; set the dataset's "
                         f"`path:`, the spec's `data_dir:`, or --data-dir{_help(source)}")
     train_file = _find(folder, spec.train_file, source, spec, "train")
     test_file = _find(folder, spec.test_file, source, spec, "test", required=source.divide is None)
+    if test_file is not None and test_file.resolve() == train_file.resolve() and source.divide is None:
+        raise DataError(f"dataset '{spec.name}': {test_file} is both its train and its test file: the students "
+                        "would be tested on the problems they were trained on")
     problems = _read_problems(train_file, source.parse, read_gold)
     if test_file is None or (test_file == train_file and source.divide is not None):
         assert source.divide is not None
