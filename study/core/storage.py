@@ -64,6 +64,8 @@ def _filesystem(location: str) -> tuple[pafs.FileSystem, str]:
             return pafs.FileSystem.from_uri(location)
         except (ValueError, NotImplementedError) as error:  # ArrowInvalid / ArrowNotImplementedError: no such filesystem
             raise OSError(f"{location}: not a storage location pyarrow can open ({error})") from None
+        except OSError as error:  # e.g. S3 finding a bucket's region: name the location, not only the bucket
+            raise OSError(f"{location}: {error}") from None
     return pafs.LocalFileSystem(), normalize_location(location)
 
 

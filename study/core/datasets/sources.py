@@ -87,7 +87,8 @@ def _json_lines_or_refusal(path: Path, text: str) -> list[Any]:
             whole = json.loads(text)
         except json.JSONDecodeError:
             raise lines_error from None  # a broken line: the JSON-lines error names its row
-        raise DataError(f"{path}: holds one JSON {type(whole).__name__}, not rows: expected a JSON list of rows "
+        shape = "object" if isinstance(whole, dict) else type(whole).__name__
+        raise DataError(f"{path}: holds one JSON {shape}, not rows: expected a JSON list of rows "
                         "([{...}, ...]) or JSON lines (one object per line)") from None
 
 
