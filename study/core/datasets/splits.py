@@ -33,6 +33,16 @@ def load_source_splits(spec: DatasetSpec, source: Source, read_gold: GoldReader)
     """Train and test problems of a data set from its files (or the hub when `hub:` is set)."""
     if spec.hub is not None:
         return _hub_splits(spec, source)  # the official split's hub copy (the spec refuses hub: with a paper split)
+    train_file, test_file = split_files(spec, source)
+    problems = _read_problems(train_file, source.parse, read_gold)
+    if test_file is None or (test_file == train_file and source.divide is not None):
+        assert source.divide is not None
+        return source.divide(problems)
+    return {"train": problems, "test": _read_problems(test_file, source.parse, read_gold)}
+
+
+def split_files(spec: DatasetSpec, source: Source) -> tuple[Path, Path | None]:
+    """The train file and the test file (None: the train file is divided) of a data set read from files."""
     folder = Path(spec.path if spec.path is not None else spec.folder())
     if folder.is_file():
         raise DataError(f"dataset '{spec.name}': path: {folder} is a file; `path:` names the folder of the split's "
@@ -42,14 +52,7 @@ def load_source_splits(spec: DatasetSpec, source: Source, read_gold: GoldReader)
                         f"`path:`, the spec's `data_dir:`, or --data-dir{_help(source)}")
     train_file = _find(folder, spec.train_file, source, spec, "train")
     test_file = _find(folder, spec.test_file, source, spec, "test", required=source.divide is None)
-    if test_file is not None and test_file.resolve() == train_file.resolve() and source.divide is None:
-        raise DataError(f"dataset '{spec.name}': {test_file} is both its train and its test file: the students "
-                        "would be tested on the problems they were trained on")
-    problems = _read_problems(train_file, source.parse, read_gold)
-    if test_file is None or (test_file == train_file and source.divide is not None):
-        assert source.divide is not None
-        return source.divide(problems)
-    return {"train": problems, "test": _read_problems(test_file, source.parse, read_gold)}
+    return train_file, test_file
 
 
 def _find(folder: Path, given: str | None, source: Source, spec: DatasetSpec, split: str,
