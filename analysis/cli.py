@@ -25,8 +25,10 @@ def run_on_studies(argv: list[str] | None, prog: str, description: str, default_
                         help="the accuracy shown: the project's scorer (accuracy) or the paper's answer rules")
     args = parser.parse_args(argv)
     try:
+        out = args.out or default_out(args.study_dirs[0])
+        storage.check_output_folder(out)
         results = load(*args.study_dirs)
-        written = storage.produce_at(args.out or default_out(args.study_dirs[0]),
+        written = storage.produce_at(out,
                                      lambda folder: produce(results, folder, args.accuracy))
     except (FileNotFoundError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -89,15 +89,17 @@ def test_human_format_needs_a_human_rationale(tmp_path):
 
 
 def test_paper_spec_validates_and_plans_168_cells(capsys, shared_data):
-    """Planned in full; exit 2, since its BLOOM cells fit no GPU as the trainer runs them: on a GPU
-    packed rows are flattened for varlen attention, which BLOOM's eager ALiBi attention ignores
-    (study/core/footprint.py), so its scores span the whole step."""
-    assert main(["plan", str(REPO / "specs/svamp-paper.yaml"), "--data-dir", str(shared_data)]) == 2
+    """Planned in full, and every cell fits a node type of the shipped cluster.yaml: micro-batches
+    of 4,096 tokens with activation checkpointing, the 2-3B students on its A100-80 nodes, and BLOOM
+    trained on padded rows (its attention cannot keep packed documents apart)."""
+    assert main(["plan", str(REPO / "specs/svamp-paper.yaml"), "--data-dir", str(shared_data),
+                 "--cluster", str(REPO / "cluster.yaml")]) == 0
     out = capsys.readouterr().out
     assert "study svamp-paper: 168 cells, 24 corpora" in out
     assert "svamp.chatgpt.L5.symbolic.llama-3.2-3b.sft.s100" in out and "svamp.llama.L5" not in out
-    refused = out[out.index("refused: "):]
-    assert "bloom-560m" in refused and "training.packing: false" in refused and "llama-3.2" not in refused
+    assert "refused" not in out and "NO FIT" not in out
+    assert main(["plan", str(REPO / "specs/svamp-paper.yaml"), "--data-dir", str(shared_data), "--gpu", "a10g"]) == 2
+    assert "fits no node type of --gpu a10g" in capsys.readouterr().out  # the 2-3B students need more than 24 GB
 
 
 def test_corpus_stats_for_files_and_for_a_spec(tmp_path, capsys, shared_data):

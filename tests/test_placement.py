@@ -41,7 +41,7 @@ def test_cluster_yaml_reads_as_typed_node_types():
     head, one, eight = (CLUSTER.node_type(name) for name in ("head", "gpu-1x", "gpu-8x"))
     assert (head.cpus, head.gpus, head.head, head.custom_resources) == (8, 0, True, {"cotstudy_driver": 1})
     assert (one.cpus, one.gpus, one.max_workers, one.instance_type) == (4, 1, 8, "g5.xlarge")
-    assert (eight.cpus, eight.gpus, eight.max_workers, eight.instance_type) == (96, 8, 2, "p4d.24xlarge")
+    assert (eight.cpus, eight.gpus, eight.max_workers, eight.instance_type) == (96, 8, 2, "p4de.24xlarge")
     assert CLUSTER.max_workers == 10 and one.memory_bytes is None  # the file declares no memory
 
 
@@ -55,7 +55,7 @@ def test_a_worker_fits_a_node_type_or_the_reason_names_what_is_short():
 
 
 def test_trials_at_once_count_every_node_the_autoscaler_may_start():
-    # 8 g5.xlarge x 1 worker + 2 p4d x 8 workers; the head has no GPU
+    # 8 g5.xlarge x 1 worker + 2 p4de x 8 workers; the head has no GPU
     assert placement(ONE_GPU, 1, CLUSTER).trials_at_once == 24
     assert placement(ONE_GPU, 2, CLUSTER).trials_at_once == 12  # a trial's workers may span nodes
     capped = parse_cluster({**yaml.safe_load((REPO / "cluster.yaml").read_text()), "max_workers": 3}, "capped")

@@ -126,7 +126,7 @@ def test_cluster_yaml_names_each_gpu_node_types_gpu_and_price():
     cluster = load_cluster(REPO / "cluster.yaml")
     nodes = {node.name: node for node in cluster.node_types}
     assert (nodes["gpu-1x"].gpu, nodes["gpu-1x"].gpus, nodes["gpu-1x"].cpus) == ("a10g", 1, 4)
-    assert (nodes["gpu-8x"].gpu, nodes["gpu-8x"].gpus) == ("a100-40", 8)
+    assert (nodes["gpu-8x"].gpu, nodes["gpu-8x"].gpus) == ("a100-80", 8)
     assert cluster.head_usd_per_hour is not None and all(n.usd_per_hour for n in nodes.values())
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+import math
 import tempfile
 import time
 from collections.abc import Callable
@@ -34,7 +35,7 @@ from study.core import storage
 from study.core.cells import Cell
 from study.core.corpora import load_corpus, training_rows
 from study.core.results import Measurements
-from study.core.spec import ResourcesSpec
+from study.core.spec import ResourcesSpec, TrainSettings
 from study.core.storage import StudyPaths
 from study.core.stored_splits import stored_split
 from trainables import checkpoints
@@ -187,6 +188,7 @@ def train(cell: Cell, resources: ResourcesSpec, layout: Layout, data: TrainingDa
         if layout.varlen:
             micro_batches = [flatten_for_varlen(batch, data.plan.row_length(chosen)) for batch in micro_batches]
         loss = train_step(layout.wrapped, layout.optimizer, layout.scheduler, micro_batches, world, device, autocast)
+        check_loss(loss, step + 1, cell.train)
         lengths = [len(e.input_ids) for e in chosen]
         counters.train_tokens += int(global_sum(sum(lengths), world, device))
         targets = sum(target_count(b) for b in micro_batches)
@@ -201,6 +203,18 @@ def train(cell: Cell, resources: ResourcesSpec, layout: Layout, data: TrainingDa
                         metrics={})
                 last_checkpoint = time.monotonic()
     return checkpoints.gather(layout.loss_module, layout.optimizer, layout.scheduler, counters)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite: the cell fails (after resources.trial_attempts) with this
+    message in its error.txt, rather than train on and write a result no reader accepts."""
+
+
+def check_loss(loss: float, step: int, settings: TrainSettings) -> None:
+    """Every rank sees the same (all-reduced) loss, so every rank stops at the same step."""
+    if not math.isfinite(loss):
+        raise TrainingDiverged(f"training diverged: the loss is {loss} at step {step} (training.lr_peak "
+                               f"{settings.lr_peak:g}); lower training.lr_peak, or raise warmup_ratio")
 
 
 def train_and_evaluate(config: dict) -> None:

@@ -155,8 +155,10 @@ def _prompt_hash(teacher: TeacherSpec, dataset: DatasetSpec, level: int, fmt: Fo
 
 
 def expand_grid(spec: StudySpec) -> list[Cell]:
-    """Pure and deterministic: the same spec gives the same cells in the same order. Raises
-    SpecError for a `cell:` teacher that names no cell of another method."""
+    """Pure and deterministic: the same spec gives the same cells in the same order, each id once
+    (the spec refuses repeated seeds, levels, formats and names; a cell id found twice anyway is
+    a SpecError, never two trials writing one cell folder). Raises SpecError for a `cell:` teacher
+    that names no cell of another method."""
     train = TrainSettings(**spec.training.model_dump(exclude={"seeds"}))
     cells = [
         Cell(
@@ -174,7 +176,20 @@ def expand_grid(spec: StudySpec) -> list[Cell]:
         for student in spec.students
         for seed in spec.training.seeds
     ]
+    ids = [cell.cell_id for cell in cells]
+    repeated = [cell.name for index, cell in enumerate(cells) if cell.cell_id in ids[:index]]
+    if repeated:
+        raise SpecError(f"cells {repeated} are given twice (the same cell id); give each grid entry once")
     return _with_teacher_cells(cells)
+
+
+def check_grid(spec: StudySpec, source: str) -> None:
+    """A spec whose grid is empty (a teacher's level lists leave out its formats, say) is bad
+    input: `plan` and `run` refuse it, naming why, before anything starts."""
+    if not expand_grid(spec):
+        raise SpecError(f"{source}: the grid is empty: no dataset x format x teacher x level is left once "
+                        f"formats_by_dataset and the teachers' levels_by_format / levels_by_dataset apply "
+                        f"(granularities {spec.granularities}, formats {spec.formats})")
 
 
 def _with_teacher_cells(cells: list[Cell]) -> list[Cell]:

@@ -20,10 +20,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 from pydantic import Field, ValidationError
 
 from study.core.datasets import Frozen
+from study.core.storage.files import InputError, load_yaml, read_text_file
 from study.core.hardware import GPU_NAMES, GPUS, GpuName
 from study.core.spec import describe_validation_error
 
@@ -34,7 +34,7 @@ GIB = 1024**3
 _ROUNDING = 1e-9
 
 
-class ClusterConfigError(ValueError):
+class ClusterConfigError(InputError):
     """A cluster config that cannot be read; the message names the file and the field."""
 
 
@@ -124,14 +124,14 @@ def any_gpu_cluster() -> ClusterConfig:
 
 def load_cluster(path: str | Path) -> ClusterConfig:
     """A cluster launcher config (YAML, or the autoscaler's JSON copy) as typed node types."""
-    path = Path(path).expanduser()
     try:
-        config = yaml.safe_load(path.read_text())
-    except (FileNotFoundError, IsADirectoryError):
-        raise ClusterConfigError(f"{path}: no such cluster config") from None
-    except yaml.YAMLError as error:
-        raise ClusterConfigError(f"{path}: not YAML: {error}") from None
-    return parse_cluster(config, str(path))
+        path = Path(path).expanduser()
+    except RuntimeError:  # ~user with no such user
+        raise ClusterConfigError(f"{path}: no such user's home folder") from None
+    if path.is_dir():
+        raise ClusterConfigError(f"{path}: no such cluster config (it is a folder)")
+    text = read_text_file(path, ClusterConfigError, "cluster config")
+    return parse_cluster(load_yaml(text, str(path), ClusterConfigError), str(path))
 
 
 def parse_cluster(config: object, source: str) -> ClusterConfig:

@@ -15,10 +15,10 @@ from functools import lru_cache
 from importlib import resources
 from typing import get_args
 
-import yaml
 
 from study.core import storage
 from study.core.datasets import AnswerType, DataError
+from study.core.storage.files import decode_text, load_yaml
 from study.core.spec import Format
 
 ANSWER_CONVENTION = "The answer is"
@@ -36,10 +36,10 @@ def load_library(path: str | None = None) -> dict:
     whole on load."""
     source = path or "study/core/prompts.yaml"
     try:
-        text = storage.read_text(path) if path else resources.files("study.core").joinpath("prompts.yaml").read_text()
-        library = yaml.safe_load(text)
-    except (OSError, yaml.YAMLError) as error:
+        data = storage.read_bytes(path) if path else resources.files("study.core").joinpath("prompts.yaml").read_bytes()
+    except OSError as error:
         raise PromptError(f"{source}: cannot read the prompt library: {error}") from None
+    library = load_yaml(decode_text(data, source, PromptError), source, PromptError)
     _check(library, source)
     return {**library, "granularity": {int(level): text for level, text in library["granularity"].items()}}
 

@@ -119,13 +119,24 @@ def read_cell_result(paths: StudyPaths, cell_id: str) -> CellResult:
         raise ValueError(f"{location}: not a valid cell result: {error}") from None
 
 
+def unusable_result(paths: StudyPaths, cell_id: str) -> str | None:
+    """Why a cell's existing result.json cannot be used (fails its checksum, or is no valid
+    result: e.g. a `"final_loss": null` written before non-finite losses were refused); None
+    when it is good."""
+    try:
+        read_cell_result(paths, cell_id)
+    except ValueError as error:  # ChecksumError too
+        return str(error)
+    return None
+
+
 def set_aside_corrupt_results(paths: StudyPaths, cells: list[Cell]) -> list[str]:
-    """Before a run or resume: a result.json that fails its checksum is reported and moved aside,
-    so its cell runs again. Returns the cell ids set aside."""
+    """Before a run or resume: a result.json that fails its checksum or is no valid result is
+    reported and moved aside, so its cell runs again. Returns the cell ids set aside."""
     corrupt = []
     for cell in cells:
         location = paths.cell_result(cell.cell_id)
-        if storage.exists(location) and (error := storage.verify_checksum(location)) is not None:
+        if storage.exists(location) and (error := unusable_result(paths, cell.cell_id)) is not None:
             moved = storage.quarantine(location)
             print(f"cell {cell.name}: {error}; moved to {moved}, the cell will run again", flush=True)
             corrupt.append(cell.cell_id)
@@ -140,13 +151,14 @@ class CellState:
 
 
 def cell_states(paths: StudyPaths, cells: list[Cell]) -> list[CellState]:
-    """A cell is done only if its result.json matches its checksum; a corrupted one is pending
-    (with the checksum error as its note) until `set_aside_corrupt_results` and a rerun."""
+    """A cell is done only if its result.json matches its checksum and is a valid result; any
+    other is pending (with the reason as its note) until `set_aside_corrupt_results` and a rerun,
+    so results.parquet is always readable."""
     states = []
     for cell in cells:
         location = paths.cell_result(cell.cell_id)
         if storage.exists(location):
-            error = storage.verify_checksum(location)
+            error = unusable_result(paths, cell.cell_id)
             states.append(CellState(cell, "done") if error is None else CellState(cell, "pending", str(error)))
         elif storage.exists(paths.cell_error(cell.cell_id)) and not storage.exists(paths.cell_attempt(cell.cell_id)):
             states.append(CellState(cell, "failed", storage.read_text(paths.cell_error(cell.cell_id))))

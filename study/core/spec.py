@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Self
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
 
 # the data sets' own settings and the frozen base live in the datasets package, below this module
 from study.core import storage as files  # `storage` is the spec's own field: the module goes by what it reads
 from study.core.datasets import ArithSettings, DatasetName, DatasetSpec, Frozen, dataset_info
+from study.core.storage.files import InputError, load_yaml, read_text_file
+from study.core.datasets.settings import Seed, no_repeats
 from study.core.profiles import Profile
 from study.core.templates import TemplateName
 
@@ -29,9 +31,14 @@ Format = Literal["cot", "answer_first", "bsm", "rar", "symbolic", "answer_only",
 LABEL_FORMATS: frozenset[str] = frozenset({"answer_only", "human"})
 GRANULARITY_LEVELS = range(1, 7)
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+# Names become folder and file names (study folder, corpus files, a trial's folder joins several):
+# short enough that every path stays under the usual 255-byte limit of one path part.
+NAME_MAX = 64
+Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=NAME_MAX)]
+Levels = Annotated[list[int], AfterValidator(no_repeats)]
 
 
-class SpecError(ValueError):
+class SpecError(InputError):
     """A study spec that cannot be used; the message names the field and what was expected."""
 
 
@@ -56,11 +63,11 @@ class TeacherBase(Frozen):
     # prompt it is asked with is part of its corpus ids.
     asks_with_prompts: ClassVar[bool] = False
 
-    name: str = Field(pattern=NAME_PATTERN)
-    levels_by_format: dict[Format, list[int]] | None = Field(
+    name: Name
+    levels_by_format: dict[Format, Levels] | None = Field(
         None, description="Restrict this teacher to these levels per format (e.g. bsm: [3, 5]); None: the study's grid."
     )
-    levels_by_dataset: dict[DatasetName, dict[Format, list[int]]] | None = Field(
+    levels_by_dataset: dict[DatasetName, dict[Format, Levels]] | None = Field(
         None, description="For these data sets, these levels per format instead of levels_by_format (the paper's "
                           "LLaMA teacher: SVAMP levels 1-4)."
     )
@@ -132,7 +139,7 @@ class ReleasedTeacher(TeacherBase):
     operational_fields: ClassVar[frozenset[str]] = frozenset({"files", "dataset_info"})
 
     kind: Literal["released"]
-    files: list[str | ReleasedFile] = Field(
+    files: Annotated[list[str | ReleasedFile], AfterValidator(no_repeats)] = Field(
         min_length=1, description="Globs of released files (relative to data_dir), or explicit entries."
     )
     release_name: str | None = Field(
@@ -156,10 +163,10 @@ class GenerationSettings(Frozen):
 
     temperature: float = Field(0.0, ge=0, description="0: greedy.")
     top_p: float = Field(1.0, gt=0, le=1)
-    max_tokens: int = Field(512, gt=0, description="Longest rationale, in teacher tokens.")
-    seed: int = Field(0, description="Base sampling seed; sample k of a question uses seed + k.")
-    samples_per_question: int = Field(1, ge=1, description="Samples per question and attempt; the first correct is kept.")
-    max_attempts: int = Field(1, ge=1, description="Rounds of sampling for questions with no correct sample yet.")
+    max_tokens: int = Field(512, gt=0, le=2**20, description="Longest rationale, in teacher tokens.")
+    seed: Seed = Field(0, description="Base sampling seed; sample k of a question uses seed + k.")
+    samples_per_question: int = Field(1, ge=1, le=1000, description="Samples per question and attempt; the first correct is kept.")
+    max_attempts: int = Field(1, ge=1, le=1000, description="Rounds of sampling for questions with no correct sample yet.")
 
     @model_validator(mode="after")
     def _sampling_can_differ(self) -> GenerationSettings:
@@ -186,9 +193,9 @@ class GeneratingTeacher(TeacherBase):
     prompts: str | None = Field(
         None, description="A prompt-library YAML replacing the package's (relative to data_dir); its hash is in the corpus id."
     )
-    concurrency: int = Field(16, ge=1, description="Requests in flight at once.")
-    timeout_s: float = Field(120.0, gt=0, description="Per request.")
-    max_retries: int = Field(4, ge=0, description="Retries of a request on 429, 5xx and timeouts.")
+    concurrency: int = Field(16, ge=1, le=10_000, description="Requests in flight at once.")
+    timeout_s: float = Field(120.0, gt=0, le=86_400, description="Per request (at most a day).")
+    max_retries: int = Field(4, ge=0, le=100, description="Retries of a request on 429, 5xx and timeouts.")
     price: Price | None = Field(None, description="API price per million tokens (cost is recorded when given).")
 
     @property
@@ -260,7 +267,7 @@ class TinyArch(Frozen):
 class StudentSpec(Frozen):
     """A student: a Hugging Face model id, or a tiny architecture. Exactly one of the two."""
 
-    name: str = Field(pattern=NAME_PATTERN)
+    name: Name
     hf_id: str | None = Field(None, description="Hugging Face model id, loaded with its own tokenizer.")
     tiny: TinyArch | None = Field(None, description="Tiny LLaMA built from a config; uses the study tokenizer.")
     template: TemplateName = Field(
@@ -281,7 +288,7 @@ class LoraSettings(Frozen):
     rank: int = Field(16, ge=1, le=1024)
     alpha: float = Field(32.0, gt=0)
     dropout: float = Field(0.05, ge=0, lt=1)
-    targets: list[str] = Field(
+    targets: Annotated[list[str], AfterValidator(no_repeats)] = Field(
         default_factory=lambda: ["all-linear"], min_length=1,
         description="Module names (e.g. q_proj, v_proj) or ['all-linear'] for every linear layer but the LM head.",
     )
@@ -293,19 +300,21 @@ class TrainSettings(Frozen):
     finetune: Literal["full", "lora"] = Field("full", description="Train every weight, or LoRA adapters only.")
     lora: LoraSettings = Field(default_factory=LoraSettings, description="Used when finetune is 'lora'.")
 
-    epochs: float = Field(3.0, gt=0, description="Passes over the corpus, when max_steps is not set.")
-    max_steps: int | None = Field(None, gt=0, description="Optimizer steps; overrides epochs.")
+    # Upper bounds on sizes and counts refuse, before anything starts, values that could only fail
+    # (or never end) hours later: no study needs more, and each is far beyond what one machine trains.
+    epochs: float = Field(3.0, gt=0, le=10_000, description="Passes over the corpus, when max_steps is not set.")
+    max_steps: int | None = Field(None, gt=0, le=10**8, description="Optimizer steps; overrides epochs.")
     lr_peak: float = Field(1e-3, gt=0, description="Peak learning rate (AdamW).")
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     warmup_ratio: float = Field(0.05, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
     tokens_per_batch: int = Field(
-        4096, gt=0, description="Tokens per optimizer step and worker: the examples' own tokens when packing, else padded rows x longest."
+        4096, gt=0, le=2**26, description="Tokens per optimizer step and worker: the examples' own tokens when packing, else padded rows x longest."
     )
     examples_per_batch: int | None = Field(
-        None, gt=0, description="Examples per optimizer step (a fixed batch, as in the paper); overrides tokens_per_batch."
+        None, gt=0, le=2**20, description="Examples per optimizer step (a fixed batch, as in the paper); overrides tokens_per_batch."
     )
-    max_length: int = Field(512, gt=8, description="Longest prompt + rationale, in tokens.")
+    max_length: int = Field(512, gt=8, le=2**20, description="Longest prompt + rationale, in tokens.")
     overlong: Literal["drop", "truncate"] = Field(
         "drop", description="An example longer than max_length: dropped, or its rationale cut to fit; counted either way."
     )
@@ -313,15 +322,16 @@ class TrainSettings(Frozen):
         True, description="Pack each step's examples into rows (best-fit decreasing), attention kept inside each example; false: padded rows."
     )
     pack_length: int | None = Field(
-        None, gt=8, description="Row length in tokens when packing; None: each step's longest example and half that (fastest on CPU)."
+        None, gt=8, le=2**20, description="Row length in tokens when packing; None: each step's longest example and half that (fastest on CPU)."
     )
     micro_batch_tokens: int | None = Field(
-        None, gt=0, description="Tokens per forward pass (rows x row length); a larger step accumulates gradients. None: one pass per step."
+        None, gt=0, le=2**26, description="Tokens per forward pass (rows x row length); a larger step accumulates gradients. None: one pass per step."
     )
 
 
 class TrainSpec(TrainSettings):
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="One cell per seed.")
+    seeds: Annotated[list[Seed], AfterValidator(no_repeats)] = Field(
+        default_factory=lambda: [0], min_length=1, description="One cell per seed (0 to 2**32 - 1, each once).")
 
 
 class EvalSpec(Frozen):
@@ -329,20 +339,20 @@ class EvalSpec(Frozen):
         "robust", description="robust: greedy, stop after the answer sentence; paper: the paper's evaluator "
         "(beam 5 / greedy per task, its token limits and stop strings, bf16 on GPU; study/core/profiles.py)."
     )
-    max_new_tokens: int = Field(256, gt=0, description="New tokens per answer (profile robust; paper sets its own).")
+    max_new_tokens: int = Field(256, gt=0, le=2**20, description="New tokens per answer (profile robust; paper sets its own).")
     test_size: int | None = Field(None, gt=0, description="First N test problems; None for all.")
-    batch_size: int = Field(64, gt=0, description="Prompts per generate call (transformers engine).")
+    batch_size: int = Field(64, gt=0, le=2**16, description="Prompts per generate call (transformers engine).")
     engine: Literal["auto", "transformers", "vllm"] = Field(
         "auto", description="Generation engine: auto is vllm on a GPU when vLLM is installed, else transformers."
     )
 
 
 class ResourcesSpec(Frozen):
-    workers_per_trial: int = Field(1, ge=1, description="Ray Train workers per cell.")
+    workers_per_trial: int = Field(1, ge=1, le=10_000, description="Ray Train workers per cell.")
     cpus_per_worker: float = Field(1, gt=0)
     gpus_per_worker: float = Field(0, ge=0)
     max_concurrent_trials: int | None = Field(None, ge=1, description="None: as many as the cluster fits.")
-    trial_attempts: int = Field(1, ge=1, description="Attempts per cell before it is marked failed.")
+    trial_attempts: int = Field(1, ge=1, le=100, description="Attempts per cell before it is marked failed.")
     sharding: Literal["fsdp", "ddp"] = Field(
         "fsdp", description="With 2+ workers: FSDP2 (fully_shard per decoder layer) or DDP (full replicas)."
     )
@@ -441,7 +451,7 @@ class TokenizerSpec(Frozen):
 
 
 class StudySpec(Frozen):
-    name: str = Field(pattern=NAME_PATTERN, description="Study name; its folder under storage.")
+    name: Name = Field(description="Study name; its folder under storage.")
     storage: str = Field(description="Local folder or URI (s3://...) that holds every study.")
     data_dir: str | None = Field(
         None, description="Folder or URI (s3://, gs://, file://) of source data sets (<data_dir>/<dataset>, "
@@ -450,9 +460,9 @@ class StudySpec(Frozen):
     )
     datasets: list[DatasetSpec] = Field(min_length=1)
     teachers: list[TeacherSpec] = Field(default_factory=list)
-    granularities: list[int] = Field(default_factory=list, description="Levels 1 (terse) .. 6 (detailed).")
+    granularities: Levels = Field(default_factory=list, description="Levels 1 (terse) .. 6 (detailed), each once.")
     formats: list[Format] = Field(min_length=1)
-    formats_by_dataset: dict[DatasetName, list[Format]] | None = Field(
+    formats_by_dataset: dict[DatasetName, Annotated[list[Format], AfterValidator(no_repeats)]] | None = Field(
         None, description="For these data sets, only these of `formats` (e.g. no `human` where a data set has no "
                           "human rationale); other data sets: all of them."
     )
@@ -490,6 +500,13 @@ class StudySpec(Frozen):
         # a cell's name says its method's kind, and `cell:` teachers are named by it
         _require_unique("methods (kinds)", [m.kind for m in methods])
         return methods
+
+    @field_validator("storage", "data_dir")
+    @classmethod
+    def _location_given(cls, location: str | None) -> str | None:
+        if location is not None and (not location.strip() or location != location.strip()):
+            raise ValueError("a folder or URI, without blanks around it (an empty value is not the current folder)")
+        return location
 
     @field_validator("formats")
     @classmethod
@@ -547,18 +564,29 @@ def load_spec(path: str | Path, storage: str | None = None, data_dir: str | None
     else the spec's `data_dir` (relative to the spec file), else $COTSTUDY_DATA_DIR, else the
     current folder."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except (FileNotFoundError, IsADirectoryError):
-        raise SpecError(f"{path}: no such spec file") from None
-    spec = parse_spec_text(text, source=str(path), storage=storage)
+    if path.is_dir():
+        raise SpecError(f"{path}: no such spec file (it is a folder)")
+    spec = parse_spec_text(read_text_file(path, SpecError, "spec file"), source=str(path), storage=storage)
     if data_dir is not None:
-        folder = data_dir
+        folder = _local_or_uri(data_dir, "--data-dir")
     elif spec.data_dir is not None:
-        folder = spec.data_dir if files.is_uri(spec.data_dir) else str(path.parent / spec.data_dir)
+        folder = (spec.data_dir if files.is_uri(spec.data_dir) else
+                  str(path.parent / _user_path(spec.data_dir, f"{path}: data_dir")))
     else:
-        folder = os.environ.get(DATA_DIR_VARIABLE, ".")
+        folder = _local_or_uri(os.environ.get(DATA_DIR_VARIABLE, "."), f"${DATA_DIR_VARIABLE}")
     return resolve_locations(spec, files.normalize_location(folder))
+
+
+def _local_or_uri(location: str, what: str) -> str:
+    return location if files.is_uri(location) else str(_user_path(location, what))
+
+
+def _user_path(location: str, what: str) -> Path:
+    """A local path as typed, `~` and `~user` expanded; an unknown user is named."""
+    try:
+        return Path(location).expanduser()
+    except RuntimeError:  # ~user with no such user (pathlib cannot find a home folder)
+        raise SpecError(f"{what}: '{location}': no such user's home folder") from None
 
 
 def resolve_locations(spec: StudySpec, data_dir: str) -> StudySpec:
@@ -567,7 +595,10 @@ def resolve_locations(spec: StudySpec, data_dir: str) -> StudySpec:
     relative ones taken from `data_dir` (a folder or a URI). Locations are in no id."""
 
     def locate(location: str) -> str:
-        if files.is_uri(location) or Path(location).is_absolute():
+        if files.is_uri(location):
+            return location
+        location = str(_user_path(location, "a data location"))
+        if Path(location).is_absolute():
             return location
         return files.join(data_dir, location) if files.is_uri(data_dir) else str(Path(data_dir) / location)
 
@@ -602,10 +633,7 @@ def frozen_locations(spec: StudySpec) -> StudySpec:
 
 
 def parse_spec_text(text: str, source: str, storage: str | None = None) -> StudySpec:
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise SpecError(f"{source}: not valid YAML: {error}") from None
+    raw = load_yaml(text, source, SpecError)
     if not isinstance(raw, dict):
         raise SpecError(f"{source}: a study spec is a YAML mapping, got {type(raw).__name__}")
     if storage is not None:

@@ -20,8 +20,9 @@
                                        (both write into the first study folder, uploaded when it
                                        is a URI, or into --out)
 
-Exit codes: 0 all cells done, 1 some cells failed, 2 bad input (spec, data, flag, storage, a cell that
-fits no node type), nothing run.
+Exit codes: 0 all cells done, 1 some cells failed (or an unexpected error), 2 bad input (spec, data,
+flag, storage, a cell that fits no node type), nothing run. Every error is one line; `cotstudy -v ...`
+adds the traceback.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,14 +39,14 @@ from analysis.__main__ import main as figures_main
 from analysis.report import main as report_main
 from analysis.tables import accuracy_table
 from study.core import storage
-from study.core.cells import corpus_keys, expand_grid
-from study.core.cluster import (AUTOSCALER_CONFIG, ClusterConfig, ClusterConfigError, any_gpu_cluster, gpu_cluster,
-                                load_cluster, placement)
-from study.core.datasets import DataError, DatasetSpec, dataset_info, load_split
+from study.core.cells import check_grid, corpus_keys, expand_grid
+from study.core.cluster import AUTOSCALER_CONFIG, ClusterConfig, any_gpu_cluster, gpu_cluster, load_cluster, placement
+from study.core.datasets import DatasetSpec, dataset_info, load_split
+from study.core.storage.files import InputError
 from study.core.hardware import GPU_NAMES
 from study.run.inputs import check_inputs, estimate_corpus_tokens
 from study.core.results import cell_states
-from study.core.spec import DATA_DIR_VARIABLE, SpecError, StudySpec, load_spec
+from study.core.spec import DATA_DIR_VARIABLE, StudySpec, load_spec
 from study.core.storage import StudyPaths
 from study.run.studies import StudyError, is_stale, open_study, read_lock
 from study.teachers.client import TeacherError
@@ -67,6 +69,7 @@ def demo_spec_path() -> str:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cotstudy", description="Chain-of-thought distillation studies on Ray.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print the traceback of an error, not only its line")
     commands = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("run", "run a study spec end to end"), ("plan", "print cells and corpora; run nothing")):
         command = commands.add_parser(name, help=help_text)
@@ -116,27 +119,43 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Every error that reaches here is one line: bad input (InputError: spec, data, cluster config,
+    storage location; StudyError: a study that cannot start) exit 2, anything else exit 1; the
+    traceback only with -v."""
     try:
         args = _parser().parse_args(argv)
     except SystemExit as exit_:  # argparse printed its one-line error (or --help): return, don't exit
         return EXIT_BAD_INPUT if exit_.code else EXIT_OK
     try:
-        if args.command in ("figures", "report"):
-            analysis_main = figures_main if args.command == "figures" else report_main
-            return analysis_main([*args.study_dirs, *(["--out", args.out] if args.out else []),
-                                  "--accuracy", args.accuracy])
-        if args.command == "plan":
-            return plan(_checked_spec(args), _cluster(args), args.gpu, args.mfu)
-        if args.command == "corpus-stats":
-            return corpus_stats(args)
-        if args.command == "serve-teacher":
-            return _serve_teacher(args)
-        if args.command == "status":
-            return status(args.study_dir)
-        return _launch(args)
-    except (SpecError, DataError, ClusterConfigError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return _command(args)
+    except (InputError, StudyError) as error:
+        return _error(args, str(error), EXIT_BAD_INPUT)
+    except Exception as error:  # a bug or a failing machine: still one line, and nothing to lose
+        return _error(args, f"{type(error).__name__}: {error} (cotstudy -v {args.command} ... shows the traceback)",
+                      EXIT_FAILED_CELLS)
+
+
+def _error(args: argparse.Namespace, message: str, code: int) -> int:
+    if args.verbose:
+        traceback.print_exc()
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def _command(args: argparse.Namespace) -> int:
+    if args.command in ("figures", "report"):
+        analysis_main = figures_main if args.command == "figures" else report_main
+        return analysis_main([*args.study_dirs, *(["--out", args.out] if args.out else []),
+                              "--accuracy", args.accuracy])
+    if args.command == "plan":
+        return plan(_checked_spec(args), _cluster(args), args.gpu, args.mfu)
+    if args.command == "corpus-stats":
+        return corpus_stats(args)
+    if args.command == "serve-teacher":
+        return _serve_teacher(args)
+    if args.command == "status":
+        return status(args.study_dir)
+    return _launch(args)
 
 
 def _cluster(args: argparse.Namespace) -> ClusterConfig | None:
@@ -146,9 +165,11 @@ def _cluster(args: argparse.Namespace) -> ClusterConfig | None:
 
 
 def _checked_spec(args: argparse.Namespace) -> StudySpec:
-    """The spec, validated, with every data set and corpus source found (before Ray starts)."""
-    spec = load_spec(demo_spec_path() if args.command == "demo" else args.spec, args.storage,
-                     getattr(args, "data_dir", None))
+    """The spec, validated, its grid not empty, with every data set and corpus source found
+    (before Ray starts)."""
+    source = demo_spec_path() if args.command == "demo" else args.spec
+    spec = load_spec(source, args.storage, getattr(args, "data_dir", None))
+    check_grid(spec, source)
     check_inputs(spec)
     return spec
 
@@ -158,6 +179,12 @@ def _serve_teacher(args: argparse.Namespace) -> int:
     if args.teacher not in [t.name for t in spec.teachers]:
         print(f"error: {args.spec}: no teacher named '{args.teacher}'; teachers: {[t.name for t in spec.teachers]}",
               file=sys.stderr)
+        return EXIT_BAD_INPUT
+    served = [t.name for t in spec.teachers if kind_of(t).source == "served"]
+    if args.teacher not in served:  # before Ray and Serve start
+        kind = kind_of(spec.teacher(args.teacher))
+        print(f"error: {args.spec}: teacher '{args.teacher}' is {kind.source}, not served on Ray Serve; "
+              f"teachers it can serve: {served}", file=sys.stderr)
         return EXIT_BAD_INPUT
     from study.run.launch import serve_teacher
 
@@ -293,6 +320,7 @@ def corpus_stats(args: argparse.Namespace) -> int:
     if (args.spec is None) == (args.files is None):
         print("error: corpus-stats takes a spec or --files GLOB..., not both or neither", file=sys.stderr)
         return EXIT_BAD_INPUT
+    storage.check_output_folder(args.out)  # before the corpora are read
     if args.spec is not None:
         found = spec_corpora(_checked_spec(args))
     else:
@@ -326,6 +354,8 @@ def status(study_dir: str) -> int:
     if holder is not None:
         print(f"  running: {holder.describe()}{' (stale: that process is gone)' if is_stale(holder) else ''}")
     for state in states:
+        if state.state == "pending" and state.error:  # a result.json that cannot be used: runs again
+            print(f"  PENDING {state.cell.name} [{state.cell.cell_id}]: {state.error.strip().splitlines()[-1]}")
         if state.state == "failed":
             last_line = state.error.strip().splitlines()[-1] if state.error else "(no error text)"
             print(f"  FAILED {state.cell.name} [{state.cell.cell_id}]: {last_line}\n"

@@ -8,11 +8,14 @@ is one clear error before Ray starts.
 
 from __future__ import annotations
 
+import os
 import re
 
+from study.core import storage
 from study.core.cells import CorpusKey, corpus_keys
 from study.core.corpora import label_rationale
-from study.core.datasets import DataError, load_split, problem_text, training_text
+from study.core.datasets import DataError, DatasetSpec, dataset_info, load_split, problem_text, training_text
+from study.core.datasets.splits import split_files
 from study.core.spec import StudySpec
 from study.teachers.registry import kind_of
 
@@ -25,12 +28,32 @@ def check_inputs(spec: StudySpec) -> None:
         for split in ("train", "test"):
             if not load_split(dataset, split):
                 raise DataError(f"dataset '{dataset.name}': the {split} split is empty")
+        check_test_is_not_train(dataset)
     keys = corpus_keys(spec)
     for key in keys:
         if key.format == "human" and any(p.human_rationale is None for p in load_split(key.dataset, "train")):
             raise DataError(f"dataset '{key.dataset.name}' has no human rationale; drop format 'human' for it")
     for teacher in spec.teachers:
         kind_of(teacher).check(teacher, [key for key in keys if key.teacher_name == teacher.name])
+
+
+def check_test_is_not_train(dataset: DatasetSpec) -> None:
+    """A test file that is the training file would score students on what they trained on:
+    refused, not evaluated (a source that divides one file into both splits is not that)."""
+    info = dataset_info(dataset.name)
+    if info.generated or dataset.hub is not None:
+        return
+    source = info.split_source(dataset.split)
+    train_file, test_file = split_files(dataset, source)
+    if test_file is not None and source.divide is None and _same_file(test_file, train_file):
+        raise DataError(f"dataset '{dataset.name}': {test_file} is both its train and its test file: students "
+                        "would be tested on the problems they trained on")
+
+
+def _same_file(first: str, second: str) -> bool:
+    if storage.is_uri(first) or storage.is_uri(second):
+        return storage.normalize_location(first) == storage.normalize_location(second)
+    return os.path.realpath(first) == os.path.realpath(second)
 
 
 def estimate_corpus_tokens(key: CorpusKey) -> int | None:

@@ -33,7 +33,7 @@ from study.core.spec import KdMethod, ResourcesSpec, StudySpec
 from study.core.storage import StudyPaths
 from study.core.stored_splits import missing_splits, store_splits
 from study.run.planning import check_fit
-from study.run.studies import StudyError, open_study, prepare_storage, study_lock
+from study.run.studies import StudyError, check_study_folder, open_study, prepare_storage, study_lock
 from study.teachers.generate import build_corpora
 from study.teachers.registry import kind_of
 from trainables.cell import cell_config, run_cell
@@ -253,13 +253,14 @@ def run_study(spec: StudySpec, trainable: Trainable = run_cell, break_lock: bool
     the nodes to fit cells' memory on instead (--gpu). A GPU study's cells must each fit a node type
     (memory, GPUs, CPUs) of `fit_on`, else of the cluster, else of some listed GPU."""
     cluster = _checks_before_writing(spec, cluster, fit_on=fit_on or cluster or any_gpu_cluster())
-    with study_lock(StudyPaths.of(spec.storage, spec.name), "run", break_lock):
-        paths, cells = prepare_storage(spec)
+    paths, _ = check_study_folder(spec)  # a foreign folder or a changed spec: refused before the lock is written
+    with study_lock(paths, "run", break_lock):
+        if not on_cluster():  # a local Ray starts once the lock has found the storage writable
+            _start_ray(spec, cluster)
+        paths, cells = prepare_storage(spec)  # after the last check that can refuse the run
         print(f"study {spec.name}: {len(cells)} cells -> {paths.root}", flush=True)
         set_aside_corrupt_results(paths, cells)
         store_splits(paths, spec.datasets)  # from here on nothing reads the data folder
-        if not on_cluster():  # a local Ray starts once the lock has found the storage writable
-            _start_ray(spec, cluster)
         _prepare_inputs(spec, paths)
         run_teachers_first(spec, paths, cells, trainable, cluster)
         return finish_study(paths, cells)

@@ -35,20 +35,43 @@ class StudyError(RuntimeError):
     """A study that cannot start (storage, a changed spec, not a study folder, a cluster too small); nothing was run."""
 
 
-def prepare_storage(spec: StudySpec) -> tuple[StudyPaths, list[Cell]]:
-    """Freeze the spec in the study folder, with the teachers' own prompt libraries (their content
-    is in the ids) and its data locations relative to the data folder (`frozen_locations`);
-    refuse a spec whose cells changed. Call it under `study_lock`, which has checked that storage
-    is writable."""
+def check_study_folder(spec: StudySpec) -> tuple[StudyPaths, list[Cell]]:
+    """Refuse, writing nothing, a study folder that is neither empty (or absent) nor this study's:
+    one holding files cotstudy did not write (its results.parquet would be overwritten), or a
+    study of the same name whose cells differ."""
     paths = StudyPaths.of(spec.storage, spec.name)
     cells = expand_grid(spec)
-    if storage.exists(paths.spec):
+    try:
+        has_spec = storage.exists(paths.spec)
+        foreign = [] if has_spec else [name for name in storage.entry_names(paths.root) if not _ours(name)]
+    except OSError as error:
+        raise StudyError(f"storage: {error}") from None
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise StudyError(f"{paths.root}: holds files that are not a cotstudy study's ({shown}) and no spec.yaml; "
+                         "a study folder must be empty or this study's own: give the study another name or "
+                         "storage (nothing there was touched)")
+    if has_spec:
         stored = read_frozen_spec(paths)
         if {c.cell_id for c in expand_grid(stored)} != {c.cell_id for c in cells}:
             raise StudyError(
                 f"{paths.spec}: study '{spec.name}' already exists with different cells; "
                 "give the study a new name, or resume it with 'cotstudy resume'"
             )
+    return paths, cells
+
+
+def _ours(name: str) -> bool:
+    """What a driver writes into a study folder before its spec.yaml: the lock and a write probe."""
+    return name == "lock.json" or name.startswith(storage.WRITE_PROBE_PREFIX)
+
+
+def prepare_storage(spec: StudySpec) -> tuple[StudyPaths, list[Cell]]:
+    """Freeze the spec in the study folder, with the teachers' own prompt libraries (their content
+    is in the ids) and its data locations relative to the data folder (`frozen_locations`), after
+    `check_study_folder` (again: under the lock). Call it under `study_lock`, after the last check
+    that can refuse the run: a frozen spec left by a refused run would refuse the corrected spec."""
+    paths, cells = check_study_folder(spec)
     storage.write_text_atomic(paths.spec, spec_to_yaml(frozen_locations(_freeze_prompts(spec, paths))))
     return paths, cells
 
@@ -220,8 +243,21 @@ def release_lock(paths: StudyPaths, holder: LockHolder) -> None:
 def study_lock(paths: StudyPaths, command: str, break_lock: bool = False) -> Iterator[LockHolder]:
     """Hold the study's lock for the body; released on return and on any exception (SIGTERM
     becomes SystemExit once Ray is initialised, so `ray job stop` releases it too)."""
+    created = _first_missing(paths.root)
     holder = acquire_lock(paths, command, break_lock)
     try:
         yield holder
     finally:
         release_lock(paths, holder)
+        if created is not None and not storage.holds_files(created):  # a refused run leaves no empty folders
+            storage.delete_dir(created)
+
+
+def _first_missing(location: str) -> str | None:
+    """The outermost folder of `location` (itself included) that does not exist yet; None if it does.
+    Object stores have no empty folders: there it is None."""
+    if storage.is_uri(location) or storage.exists(location):
+        return None
+    while (up := storage.parent(location)) and not storage.exists(up):
+        location = up
+    return location

@@ -273,7 +273,9 @@ def _release_row(record: Record, columns: Columns) -> ReleaseRow:
     if not question:
         raise ValueError(f"no question ('{columns.prompt}' is missing or empty)")
     rationale = record.get(columns.response)
-    if not isinstance(rationale, str) or not rationale.strip():
+    if rationale is not None and not isinstance(rationale, str):
+        raise ValueError(f"teacher output '{columns.response}' is {type(rationale).__name__} {rationale!r}, not text")
+    if rationale is None or not rationale.strip():
         raise ValueError(f"no teacher output ('{columns.response}' is missing or empty)")
     gold = record.get(columns.gold) if columns.gold is not None else None
     return ReleaseRow(question, rationale.strip(), None if gold is None else str(gold))
@@ -419,12 +421,20 @@ def released_corpus(key: CorpusKey, problems: list[Problem]) -> pd.DataFrame:
     return frame
 
 
-def _refuse_unmatched(release: ReleaseFile, dataset: str, rows: int, first_question: str) -> None:
-    """Some unmatched rows are counted in the import line; a file of which no row matches is
-    the wrong file (or the wrong data set files or split), so it is refused."""
-    raise DataError(f"{release.path}: none of its {rows} rows matches a training question of '{dataset}' "
-                    f"(first: {first_question[:80]!r}); is it this data set's release, and are the data set's "
-                    f"files (and split) the ones the release was made from?")
+# Every released SVAMP file of the paper matches its training questions in full (24 files,
+# 699-700 rows each); a file of which most rows match nothing is another data set's.
+MIN_MATCHED_SHARE = 0.5
+
+
+def _refuse_unmatched(release: ReleaseFile, dataset: str, rows: int, first_question: str, matched: int = 0) -> None:
+    """Some unmatched rows are counted in the import line; a file of which no row (or under half
+    of its distinct questions) matches is the wrong file (or the wrong data set files or split),
+    so it is refused."""
+    which = (f"none of its {rows} rows matches" if not matched else
+             f"only {matched} of its {rows} distinct questions match")
+    raise DataError(f"{release.path}: {which} a training question of '{dataset}' (first: {first_question[:80]!r}); "
+                    f"is it this data set's release, and are the data set's files (and split) the ones the release "
+                    f"was made from?")
 
 
 def _teacher_names(teacher: ReleasedTeacher) -> tuple[str, ...]:
@@ -445,8 +455,11 @@ class ReleasedKind(TeacherKind[ReleasedTeacher]):
             release = find_release(teacher, key.dataset.name, key.granularity, key.format)
             rows = read_release_rows(release, _teacher_names(teacher), _info_path(teacher))
             index, _ = _question_index(load_split(key.dataset, "train"))
-            if rows and not any(normalize_text(row.question) in index for row in rows):
-                _refuse_unmatched(release, key.dataset.name, len(rows), rows[0].question)
+            questions = {normalize_text(row.question) for row in rows}  # a repeated row counts once
+            matched = len(questions & index.keys())
+            if rows and matched < MIN_MATCHED_SHARE * len(questions):
+                _refuse_unmatched(release, key.dataset.name, len(rows) if not matched else len(questions),
+                                  rows[0].question, matched)
 
     def training_texts(self, key: CorpusKey) -> list[str]:
         assert isinstance(key.teacher, ReleasedTeacher)

@@ -19,7 +19,7 @@ import re
 
 from study.core.datasets.descriptor import CHOICE, DatasetInfo, Source
 from study.core.datasets.problems import Choice, Problem
-from study.core.datasets.sources import Record, choice_label
+from study.core.datasets.sources import Record, choice_label, text_field
 
 AQUA_OPTION = re.compile(r"^\s*\(?([A-Ea-e])\s*[):]\s*(.*)$", re.DOTALL)
 
@@ -33,7 +33,7 @@ def parse_aqua(record: Record, fallback_uid: str) -> Problem:
         choices.append(Choice(match.group(1).upper(), match.group(2).strip()))
     return Problem(
         uid=str(record.get("id", fallback_uid)),
-        question=str(record["question"]).strip(),
+        question=text_field(record, "question"),
         answer=choice_label(record["correct"], choices, "correct"),
         choices=tuple(choices),
         human_rationale=str(record.get("rationale", "")).strip() or None,

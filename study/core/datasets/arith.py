@@ -18,21 +18,23 @@ from pydantic import Field, model_validator
 
 from study.core.datasets.descriptor import NUMBER, DatasetInfo, Splits
 from study.core.datasets.problems import OPERATOR_SYMBOLS, Problem, Step
-from study.core.datasets.settings import Frozen
+from study.core.datasets.settings import Frozen, Seed
 
 SUBJECTS = (("Tom", "he"), ("Anna", "she"), ("Ravi", "he"), ("Mia", "she"), ("Omar", "he"),
             ("Lena", "she"), ("Ken", "he"), ("Sara", "she"), ("Ivan", "he"), ("Zoe", "she"))
 ITEMS = ("apples", "marbles", "stickers", "books", "coins", "cards", "pencils", "shells", "stamps", "cookies")
 MAX_TRIES = 200
 MAX_DUPLICATES_IN_A_ROW = 2000
+MAX_PROBLEMS = 100_000
 
 
 class ArithSettings(Frozen):
     """How the synthetic `arith` word problems are generated (fixed by `seed`)."""
 
-    seed: int = Field(0, description="Seed of the generator; fixes problems and the split.")
-    n_train: int = Field(600, gt=0, description="Training problems.")
-    n_test: int = Field(200, gt=0, description="Test problems.")
+    seed: Seed = Field(0, description="Seed of the generator; fixes problems and the split.")
+    # Bounded: the generator makes ~10,000 problems a second, and holds them all in memory.
+    n_train: int = Field(600, gt=0, le=MAX_PROBLEMS, description="Training problems (at most 100,000).")
+    n_test: int = Field(200, gt=0, le=MAX_PROBLEMS, description="Test problems (at most 100,000).")
     ops_min: int = Field(2, ge=1, le=8, description="Fewest operations per problem.")
     ops_max: int = Field(3, ge=1, le=8, description="Most operations per problem.")
     max_value: int = Field(40, ge=5, le=999, description="Every operand and intermediate result lies in 0..max_value.")

@@ -11,7 +11,7 @@ import re
 
 from study.core.datasets.descriptor import NUMBER, DatasetInfo, Source
 from study.core.datasets.problems import Problem
-from study.core.datasets.sources import Record, number_field
+from study.core.datasets.sources import Record, number_field, text_field
 
 GSM8K_CALCULATOR = re.compile(r"<<[^>]*>>")
 
@@ -23,7 +23,7 @@ def parse_gsm8k(record: Record, fallback_uid: str) -> Problem:
     steps = [line.strip() for line in GSM8K_CALCULATOR.sub("", solution).splitlines() if line.strip()]
     return Problem(
         uid=str(record.get("id", fallback_uid)),
-        question=str(record["question"]).strip(),
+        question=text_field(record, "question"),
         answer=number_field(final.strip(), "answer"),
         human_rationale=" ".join(steps),
     )

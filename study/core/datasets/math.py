@@ -16,7 +16,7 @@ from __future__ import annotations
 from study.core.datasets.descriptor import MATH, DatasetInfo, Source
 from study.core.datasets.math_answers import boxed_answer
 from study.core.datasets.problems import Problem
-from study.core.datasets.sources import Record
+from study.core.datasets.sources import Record, text_field
 
 MATH_SUBJECTS = ("algebra", "counting_and_probability", "geometry", "intermediate_algebra", "number_theory",
                  "prealgebra", "precalculus")
@@ -27,7 +27,7 @@ def parse_math(record: Record, fallback_uid: str) -> Problem:
     if answer is None:
         raise ValueError("field 'solution' has no \\boxed{} answer")
     uid = f"{record.get('type', 'math')}/{record['_file']}" if "_file" in record else fallback_uid
-    return Problem(uid=str(record.get("unique_id", uid)), question=str(record["problem"]).strip(), answer=answer,
+    return Problem(uid=str(record.get("unique_id", uid)), question=text_field(record, "problem"), answer=answer,
                    human_rationale=str(record["solution"]).strip())
 
 
@@ -36,7 +36,7 @@ def parse_math_paper(record: Record, fallback_uid: str) -> Problem:
     gold = str(record["output"]).strip()  # some solutions box no answer ("There were $52$ prime dates")
     if not gold:
         raise ValueError("field 'output' (the gold answer) is empty")
-    return Problem(uid=str(record.get("unique_id", fallback_uid)), question=str(record["problem"]).strip(),
+    return Problem(uid=str(record.get("unique_id", fallback_uid)), question=text_field(record, "problem"),
                    answer=gold, human_rationale=str(record["solution"]).strip())
 
 

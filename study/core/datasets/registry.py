@@ -78,6 +78,8 @@ class DatasetSpec(Frozen):
             raise ValueError(f"split: dataset '{self.name}' has no {self.split} split; it has {list(accepted)}")
         if self.hub is not None and self.split == "paper" and dataset_info(self.name).paper is not None:
             raise ValueError(f"hub: the hub copy of '{self.name}' is its official split; set `split: official`")
+        if self.hub is not None and (not accepted or dataset_info(self.name).split_source(self.split).hub_id is None):
+            raise ValueError(f"hub: dataset '{self.name}' has no hub copy; leave `hub` out and give its files")
         return self
 
     def folder(self) -> str:

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import study.core.storage as storage  # the module path, so the layer check sees storage, not all of study.core
 from study.core.datasets.answers import canonical_number
+from study.core.storage.files import InputError, decode_text
 from study.core.datasets.golds import GoldReader, inline_choices, read_choice_gold, unreadable_golds_line
 from study.core.datasets.problems import Choice, Problem
 
@@ -28,7 +29,7 @@ Record = dict[str, Any]
 RecordParser = Callable[[Record, str], Problem]
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """A data file or row that cannot be used; the message names the file (and row)."""
 
 
@@ -58,7 +59,7 @@ def read_records(path: Location) -> list[Record]:
         except json.JSONDecodeError as error:
             raise DataError(f"{path}: not valid JSON: {error}") from None
     else:
-        records = list(_json_lines(path, text))
+        records = _json_lines_or_refusal(path, text)
     for index, record in enumerate(records):
         if not isinstance(record, dict):
             raise DataError(f"{path}: row {index}: expected a JSON object, got {type(record).__name__}")
@@ -97,10 +98,9 @@ def read_text(location: Location) -> str:
 def _read_text(path: str) -> str:
     if not _reach(path, storage.exists):
         raise DataError(f"{path}: no such file")
-    try:
-        return _reach(path, storage.read_bytes).decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise DataError(f"{path}: not UTF-8 text: {error}") from None
+    if _reach(path, storage.is_dir):
+        raise DataError(f"{path}: is a folder, not a file")
+    return decode_text(_reach(path, storage.read_bytes), path, DataError)
 
 
 def _read_object(path: str) -> Record:
@@ -111,6 +111,21 @@ def _read_object(path: str) -> Record:
     if not isinstance(record, dict):
         raise DataError(f"{path}: expected one JSON object, got {type(record).__name__}")
     return {**record, "_file": storage.stem(path)}
+
+
+def _json_lines_or_refusal(path: str, text: str) -> list[Any]:
+    """JSON lines; a file that is one JSON object over several lines is named as such (not "not
+    valid JSON" on its first line)."""
+    try:
+        return list(_json_lines(path, text))
+    except DataError as lines_error:
+        try:
+            whole = json.loads(text)
+        except json.JSONDecodeError:
+            raise lines_error from None  # a broken line: the JSON-lines error names its row
+        shape = "object" if isinstance(whole, dict) else type(whole).__name__
+        raise DataError(f"{path}: holds one JSON {shape}, not rows: expected a JSON list of rows "
+                        "([{...}, ...]) or JSON lines (one object per line)") from None
 
 
 def _json_lines(path: str, text: str) -> Iterator[Any]:
@@ -132,6 +147,17 @@ def parse_records(path: Location, records: list[Record], parser: RecordParser) -
         except (TypeError, ValueError, AttributeError) as error:
             raise DataError(f"{path}: row {index}: {error}") from None
     return problems
+
+
+def text_field(record: Record, field: str) -> str:
+    """A record's text field, stripped: a null, a non-text value or blank text is an error, never
+    read as the text "None"."""
+    raw = record[field]
+    if not isinstance(raw, str):
+        raise ValueError(f"field '{field}' is {'null' if raw is None else type(raw).__name__}, not text")
+    if not raw.strip():
+        raise ValueError(f"field '{field}' is empty")
+    return raw.strip()
 
 
 def number_field(raw: Any, field: str) -> str:
@@ -159,7 +185,7 @@ def parse_qa_choices(record: Record, fallback_uid: str) -> Problem:
     fact = record.get("fact1")
     return Problem(
         uid=str(record.get("id", fallback_uid)),
-        question=str(question["stem"]).strip(),
+        question=text_field(question, "stem"),
         answer=choice_label(record["answerKey"], choices, "answerKey"),
         choices=tuple(choices),
         human_rationale=f"{str(fact).strip().rstrip('.')}." if fact else None,
@@ -186,7 +212,11 @@ def alpaca_problems(path: Location, records: list[Record], read_gold: GoldReader
         if "instruction" not in record or ("label" not in record and "output" not in record):
             raise DataError(f"{path}: row {index}: missing field 'instruction' and 'output' or 'label'; "
                             f"has {sorted(record)}")
-        question = " ".join(p for p in (str(record["instruction"]).strip(), str(record.get("input", "")).strip()) if p)
+        try:
+            instruction = text_field(record, "instruction")
+        except ValueError as error:
+            raise DataError(f"{path}: row {index}: {error}") from None
+        question = " ".join(p for p in (instruction, str(record.get("input") or "").strip()) if p)
         raw = record["label"] if record.get("label") is not None else record.get("output")
         answer = read_gold(str(raw if raw is not None else ""), inline_choices(question))
         if answer is None:

@@ -35,17 +35,26 @@ def load_source_splits(spec: DatasetSpec, source: Source, read_gold: GoldReader)
     """Train and test problems of a data set from its files (or the hub when `hub:` is set)."""
     if spec.hub is not None:
         return _hub_splits(spec, source)  # the official split's hub copy (the spec refuses hub: with a paper split)
-    folder = spec.path if spec.path is not None else spec.folder()
-    if not location_is_dir(folder):
-        raise DataError(f"dataset '{spec.name}': no folder {folder} for its {spec.split} split; set the dataset's "
-                        f"`path:`, the spec's `data_dir:`, or --data-dir{_help(source)}")
-    train_file = _find(folder, spec.train_file, source, spec, "train")
-    test_file = _find(folder, spec.test_file, source, spec, "test", required=source.divide is None)
+    train_file, test_file = split_files(spec, source)
     problems = _read_problems(train_file, source.parse, read_gold)
     if test_file is None or (test_file == train_file and source.divide is not None):
         assert source.divide is not None
         return source.divide(problems)
     return {"train": problems, "test": _read_problems(test_file, source.parse, read_gold)}
+
+
+def split_files(spec: DatasetSpec, source: Source) -> tuple[str, str | None]:
+    """The train file and the test file (None: the train file is divided) of a data set read from files."""
+    folder = str(spec.path if spec.path is not None else spec.folder())
+    if not location_is_dir(folder):
+        if location_exists(folder):
+            raise DataError(f"dataset '{spec.name}': path: {folder} is a file; `path:` names the folder of the "
+                            "split's files (name a file in it with `train_file:` / `test_file:`)")
+        raise DataError(f"dataset '{spec.name}': no folder {folder} for its {spec.split} split; set the dataset's "
+                        f"`path:`, the spec's `data_dir:`, or --data-dir{_help(source)}")
+    train_file = _find(folder, spec.train_file, source, spec, "train")
+    test_file = _find(folder, spec.test_file, source, spec, "test", required=source.divide is None)
+    return train_file, test_file
 
 
 def _find(folder: str, given: str | None, source: Source, spec: DatasetSpec, split: str,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from study.core.datasets.descriptor import YES_NO, DatasetInfo, Source, hashed_split
 from study.core.datasets.problems import Problem
-from study.core.datasets.sources import Record
+from study.core.datasets.sources import Record, text_field
 
 
 def parse_strategyqa(record: Record, fallback_uid: str) -> Problem:
@@ -24,7 +24,7 @@ def parse_strategyqa(record: Record, fallback_uid: str) -> Problem:
     facts = [str(fact).strip() for fact in record.get("facts", [])]
     return Problem(
         uid=str(record.get("qid", fallback_uid)),
-        question=str(record["question"]).strip(),
+        question=text_field(record, "question"),
         answer="yes" if answer else "no",
         human_rationale=" ".join(facts) or None,
     )

@@ -12,14 +12,14 @@ from importlib import resources
 
 from study.core.datasets.descriptor import NUMBER, DatasetInfo, Source, Splits
 from study.core.datasets.problems import Problem
-from study.core.datasets.sources import DataError, Record, number_field
+from study.core.datasets.sources import DataError, Record, number_field, text_field
 
 
 def parse_svamp(record: Record, fallback_uid: str) -> Problem:
     answer = number_field(record["Answer"], "Answer")
     return Problem(
         uid=str(record.get("ID", fallback_uid)),
-        question=" ".join(f"{record['Body']} {record['Question']}".split()),
+        question=" ".join(f"{text_field(record, 'Body')} {text_field(record, 'Question')}".split()),
         answer=answer,
         human_rationale=f"{_strip_outer_parens(record['Equation'])} = {record['Answer']}",
     )

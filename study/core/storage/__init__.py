@@ -33,6 +33,12 @@ import pandas as pd
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from study.core.storage.files import InputError
+
+
+class StorageError(InputError):
+    """A storage location that is not one: blank, blanks around it, or `~user` of no user."""
+
 
 def is_uri(location: str) -> bool:
     return "://" in location
@@ -49,9 +55,14 @@ def _split_query(location: str) -> tuple[str, str]:
 
 def normalize_location(location: str) -> str:
     """URIs lose a trailing slash (a query stays); local paths become absolute (Ray needs absolute
-    storage paths)."""
+    storage paths), `~` expanded. A blank location is refused, never taken for the current folder."""
+    if not location.strip() or location != location.strip():
+        raise StorageError(f"storage location {location!r}: give a folder or URI, without blanks around it")
     if not is_uri(location):
-        return str(Path(location).expanduser().resolve())
+        try:
+            return str(Path(location).expanduser().resolve())
+        except RuntimeError:  # ~user of no user: pathlib finds no home folder
+            raise StorageError(f"{location}: no such user's home folder") from None
     base, query = _split_query(location)
     return base.rstrip("/") + query
 
@@ -60,8 +71,10 @@ def _filesystem(location: str) -> tuple[pafs.FileSystem, str]:
     if is_uri(location):
         try:
             return pafs.FileSystem.from_uri(location)
-        except ValueError as error:  # pyarrow.ArrowInvalid: a scheme no pyarrow filesystem handles
+        except (ValueError, NotImplementedError) as error:  # ArrowInvalid / ArrowNotImplementedError: no such filesystem
             raise OSError(f"{location}: not a storage location pyarrow can open ({error})") from None
+        except OSError as error:  # e.g. S3 finding a bucket's region: name the location, not only the bucket
+            raise OSError(f"{location}: {error}") from None
     return pafs.LocalFileSystem(), normalize_location(location)
 
 
@@ -177,6 +190,27 @@ def delete_file(location: str) -> None:
     fs.delete_file(path)
 
 
+def holds_files(location: str) -> bool:
+    """Whether a folder (at any depth) holds a file; False when it does not exist."""
+    fs, path = _filesystem(location)
+    if fs.get_file_info(path).type != pafs.FileType.Directory:
+        return fs.get_file_info(path).type == pafs.FileType.File
+    return any(info.type == pafs.FileType.File for info in fs.get_file_info(pafs.FileSelector(path, recursive=True)))
+
+
+def entry_names(location: str) -> list[str]:
+    """Names of the files and folders directly in a folder, sorted; [] if it is absent."""
+    fs, path = _filesystem(location)
+    if fs.get_file_info(path).type != pafs.FileType.Directory:
+        return []
+    return sorted(info.base_name for info in fs.get_file_info(pafs.FileSelector(path)))
+
+
+def delete_dir(location: str) -> None:
+    fs, path = _filesystem(location)
+    fs.delete_dir(path)
+
+
 def make_dirs(location: str) -> None:
     fs, path = _filesystem(location)
     fs.create_dir(path, recursive=True)
@@ -188,9 +222,21 @@ def write_bytes_atomic(location: str, data: bytes) -> None:
     parent = path.rsplit("/", 1)[0]
     fs.create_dir(parent, recursive=True)
     temporary = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    with fs.open_output_stream(temporary) as stream:
-        stream.write(data)
-    fs.move(temporary, path)
+    try:
+        with fs.open_output_stream(temporary) as stream:
+            stream.write(data)
+        fs.move(temporary, path)
+    except BaseException:  # a full disk, a lost connection, Ctrl-C: no temporary file left behind
+        _delete_quietly(fs, temporary)
+        raise
+
+
+def _delete_quietly(fs: pafs.FileSystem, path: str) -> None:
+    try:
+        if fs.get_file_info(path).type == pafs.FileType.File:
+            fs.delete_file(path)
+    except OSError:
+        pass  # the storage is failing already; the write's own error is the one to report
 
 
 def write_text_atomic(location: str, text: str) -> None:
@@ -321,9 +367,20 @@ def produce_at(location: str, produce: Callable[[Path], list[Path]]) -> list[str
     return [join(location, *path.relative_to(scratch).parts) for path in written]
 
 
+def check_output_folder(location: str, what: str = "--out") -> None:
+    """Before anything is computed: an output folder that is a file (or no location) is refused
+    naming it, not found out after the work is done."""
+    normalized = normalize_location(location)
+    if not is_uri(location) and Path(normalized).exists() and not Path(normalized).is_dir():
+        raise StorageError(f"{what} {location}: is a file, not a folder")
+
+
+WRITE_PROBE_PREFIX = ".write-probe-"
+
+
 def check_writable(location: str) -> None:
     """Raise OSError naming the location when a probe file cannot be written there."""
-    probe = join(location, f".write-probe-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+    probe = join(location, f"{WRITE_PROBE_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:6]}")
     try:
         write_bytes_atomic(probe, b"ok")
         fs, path = _filesystem(probe)
