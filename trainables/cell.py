@@ -24,6 +24,7 @@ from study.core.cells import Cell
 from study.core.results import CellResult, Measurements, read_cell_result, write_cell_result
 from study.core.spec import ResourcesSpec
 from study.core.storage import StudyPaths
+from trainables.checkpoints import drop_optimizer_state
 
 REPORTED_METRICS = ("accuracy", "n_test", "train_tokens", "train_s", "eval_s")
 
@@ -46,8 +47,9 @@ def run_cell(config: dict) -> None:
     # not failed, though the last attempt's error.txt stays (the traceback of what was retried).
     storage.write_text_atomic(paths.cell_attempt(cell.cell_id), time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     try:
-        result = CellResult.describe(cell, fit_cell(cell, paths, resources), resources)
+        result = CellResult.describe(cell, fit_cell(cell, paths, resources), resources, paths.cell_model(cell.cell_id))
         write_cell_result(paths, result)  # last: its presence marks the cell done
+        drop_optimizer_state(paths, cell.cell_id)
     except Exception:
         storage.write_text_atomic(paths.cell_error(cell.cell_id), traceback.format_exc())
         raise

@@ -9,6 +9,7 @@ never change.
 
 from __future__ import annotations
 
+import io
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -20,6 +21,9 @@ from torch.distributed.checkpoint.state_dict import (
     set_model_state_dict,
     set_optimizer_state_dict,
 )
+
+from study.core import storage
+from study.core.storage import StudyPaths
 
 STATE_FILE = "trainer_state.pt"
 FULL_ON_RANK0 = StateDictOptions(full_state_dict=True, cpu_offload=True)
@@ -39,7 +43,7 @@ class Counters:
 @dataclass
 class TrainingState:
     model: dict[str, torch.Tensor]  # trained parameters (only the adapters under LoRA)
-    optimizer: dict
+    optimizer: dict | None  # None once the cell's result exists (`drop_optimizer_state`)
     scheduler: dict
     counters: Counters
 
@@ -90,5 +94,25 @@ def load_model(state: TrainingState, loss_module: torch.nn.Module) -> None:
 def load(state: TrainingState, loss_module: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler) -> None:
     """Every rank, with the full state read from the checkpoint: each takes its own shard."""
     load_model(state, loss_module)
-    set_optimizer_state_dict(loss_module, optimizer, state.optimizer, options=_full_state_options(loss_module))
+    if state.optimizer is not None:  # dropped from a finished cell's last checkpoint: no step is left to take
+        set_optimizer_state_dict(loss_module, optimizer, state.optimizer, options=_full_state_options(loss_module))
     scheduler.load_state_dict(state.scheduler)
+
+
+def drop_optimizer_state(paths: StudyPaths, cell_id: str) -> int:
+    """Once a cell's result.json exists, its checkpoints lose their optimizer state (AdamW: twice the
+    trained weights). The trained student is in cells/<id>/model; a checkpoint is read again only when
+    the result is set aside as corrupt, and then training is over: only evaluation runs again.
+    Returns the bytes freed."""
+    freed = 0
+    for location in storage.files_named(paths.cell_checkpoints(cell_id), STATE_FILE):
+        data = storage.read_bytes(location)
+        saved = torch.load(io.BytesIO(data), weights_only=False, map_location="cpu")
+        if saved.get("optimizer") is None:
+            continue
+        saved["optimizer"] = None
+        buffer = io.BytesIO()
+        torch.save(saved, buffer)
+        storage.write_bytes_atomic(location, buffer.getvalue())
+        freed += len(data) - buffer.getbuffer().nbytes
+    return freed

@@ -24,6 +24,7 @@ from study.core.spec import (
     LABEL_FORMATS,
     DatasetSpec,
     EvalSpec,
+    ExportSpec,
     Format,
     Frozen,
     MethodSpec,
@@ -46,6 +47,8 @@ DATASET_LOCATION_FIELDS = frozenset({"path", "hub"})
 # they are left out of the cell id, so earlier cells keep their ids (and results); any other value
 # is in it.
 LATER_SETTINGS = {"student": {"template": "plain"}, "evaluation": {"profile": "robust"}}
+# What a cell writes besides its result (the student's export) does not change the result: never in the id.
+OUTPUT_SETTINGS = frozenset({"export"})
 
 
 def content_hash(obj: BaseModel | dict[str, Any], length: int = ID_LENGTH) -> str:
@@ -100,6 +103,7 @@ class Cell(Frozen):
     train: TrainSettings
     evaluation: EvalSpec
     tokenizer: TokenizerSpec | None  # the study tokenizer, for a tiny student (which reads with it); else None
+    export: ExportSpec = ExportSpec()  # in no id (OUTPUT_SETTINGS)
 
     @property
     def cell_id(self) -> str:
@@ -107,8 +111,10 @@ class Cell(Frozen):
 
     def identity(self) -> dict[str, Any]:
         """What the id hashes: every field but where the data is and how the teacher runs, and a
-        later setting (`LATER_SETTINGS`) only when it differs from what earlier cells had."""
-        identity = self.model_dump(mode="json", exclude={"corpus": self.corpus.operational_fields()})
+        later setting (`LATER_SETTINGS`) only when it differs from what earlier cells had; never
+        what the cell writes besides its result (`OUTPUT_SETTINGS`)."""
+        identity = self.model_dump(mode="json", exclude={"corpus": self.corpus.operational_fields(),
+                                                          **{field: True for field in OUTPUT_SETTINGS}})
         for section, earlier in LATER_SETTINGS.items():
             for field, value in earlier.items():
                 if identity[section][field] == value:
@@ -154,6 +160,7 @@ def expand_grid(spec: StudySpec) -> list[Cell]:
             train=train,
             evaluation=spec.evaluation,
             tokenizer=spec.tokenizer if student.tiny is not None else None,
+            export=spec.export,
         )
         for key in corpus_keys(spec)
         for student in spec.students

@@ -94,6 +94,25 @@ def list_files(location: str, suffix: str = "") -> list[str]:
     return [join(location, name) for name in names]
 
 
+def files_named(location: str, name: str) -> list[str]:
+    """Every file called `name` anywhere under a folder, sorted; [] if the folder is absent."""
+    fs, path = _filesystem(location)
+    if fs.get_file_info(path).type == pafs.FileType.NotFound:
+        return []
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+    found = sorted(info.path for info in infos if info.type == pafs.FileType.File and info.base_name == name)
+    return [join(location, *found_path[len(path):].strip("/").split("/")) for found_path in found]
+
+
+def is_empty_or_absent(location: str) -> bool:
+    """Nothing is at `location`, or it is an empty folder."""
+    fs, path = _filesystem(location)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        return True
+    return info.type == pafs.FileType.Directory and not fs.get_file_info(pafs.FileSelector(path))
+
+
 def delete_file(location: str) -> None:
     fs, path = _filesystem(location)
     fs.delete_file(path)
@@ -317,3 +336,11 @@ class StudyPaths:
 
     def cell_error(self, cell_id: str) -> str:
         return join(self.cell_dir(cell_id), "error.txt")
+
+    def cell_model(self, cell_id: str) -> str:
+        """The trained student in Hugging Face format (trainables/export.py)."""
+        return join(self.cell_dir(cell_id), "model")
+
+    def cell_checkpoints(self, cell_id: str) -> str:
+        """The cell's Ray Train run: checkpoint_*/trainer_state.pt (trainables/checkpoints.py)."""
+        return join(self.cell_dir(cell_id), "train")

@@ -17,6 +17,10 @@
     cotstudy report STUDY_DIR...       report.md / report.html: figures, tables, findings
                                        (both write into the first study folder, uploaded when it
                                        is a URI, or into --out)
+    cotstudy export-student STUDY_DIR CELL --out DIR [--merge] [--push-to-hub REPO]
+                                       one cell's trained student, in Hugging Face format
+    cotstudy export STUDY_DIR --format alpaca|sharegpt|llamafactory|hf --out DIR
+                                       the corpora and test splits, for other tools
 
 Exit codes: 0 all cells done, 1 some cells failed, 2 bad input (spec, data, flag, storage), nothing run.
 """
@@ -37,6 +41,7 @@ from study.core import storage
 from study.core.cells import corpus_keys, expand_grid
 from study.core.cluster import AUTOSCALER_CONFIG, ClusterConfig, ClusterConfigError, load_cluster, placement
 from study.core.datasets import DataError, DatasetSpec, dataset_info, load_split
+from study.run.export import EXPORT_COMMANDS, add_export_commands, run_export_command
 from study.run.inputs import check_inputs, estimate_corpus_tokens
 from study.core.results import cell_states
 from study.core.spec import DATA_DIR_VARIABLE, SpecError, StudySpec, load_spec
@@ -100,6 +105,7 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--out", help="output folder or URI (default: under the first study folder, in its own storage)")
         command.add_argument("--accuracy", choices=["accuracy", "accuracy_paper"], default="accuracy",
                              help="the accuracy shown: the project's scorer, or the paper's answer rules")
+    add_export_commands(commands)
     return parser
 
 
@@ -121,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
             return _serve_teacher(args)
         if args.command == "status":
             return status(args.study_dir)
+        if args.command in EXPORT_COMMANDS:
+            return run_export_command(args)
         return _launch(args)
     except (SpecError, DataError, ClusterConfigError) as error:
         print(f"error: {error}", file=sys.stderr)
