@@ -16,9 +16,9 @@ from peft import PeftModel
 from ray import cloudpickle
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from study.core import storage
 from study.core.cells import corpus_keys, expand_grid
 from study.core.corpora import load_corpus, save_corpus
+from study.core.datasets import load_split, problem_text
 from study.core.spec import load_spec, parse_spec
 from study.core.storage import StudyPaths
 from study.run.cli import main
@@ -246,6 +246,10 @@ def test_a_llamafactory_folder_follows_its_documented_schema_and_loads_as_it_loa
     assert {"granularity": 1, "format": "cot", "teacher": "chatgpt", "dataset": "svamp"}.items() <= cot[0].items()
     test = json.loads((out / "test" / "svamp.json").read_text())
     assert len(test) == 300 and test[0]["output"] and test[0]["input"] == ""
+    # the exported test split reads back as a data set's test file (an alpaca list): the same problems
+    dataset = released_study[0].datasets[0]
+    again = load_split(dataset.model_copy(update={"test_file": str(out / "test" / "svamp.json")}), "test")
+    assert [(p.question, p.answer) for p in again] == [(problem_text(p), p.answer) for p in load_split(dataset, "test")]
 
 
 def test_a_llamafactory_export_imported_by_a_released_teacher_gives_the_same_corpus_ids_and_rows(
@@ -295,7 +299,8 @@ def test_each_format_holds_every_row_with_its_columns(released_study, tmp_path, 
         from datasets import load_from_disk
 
         rows = load_from_disk(str(out / "corpora" / cot.corpus_id)).to_pandas()
-        assert list(rows["question"]) == list(corpus["question"]) and list(rows["response"]) == list(corpus["rationale"])
+        assert list(rows["question"]) == list(corpus["question"])
+        assert list(rows["response"]) == list(corpus["rationale"])
         assert len(load_from_disk(str(out / "test" / "svamp"))) == 300
         return
     rows = json.loads((out / "corpora" / f"{cot.corpus_id}.json").read_text())

@@ -1,7 +1,8 @@
 """The `vllm` evaluation engine: the trained student, run by vLLM's offline engine.
 
-The model in memory (on any device) is saved with its tokenizer to a temporary folder; a child
-process, `python -m trainables.vllm_generate FOLDER` (its request.json names the model folder), loads it with `vllm.LLM`, generates greedily
+The model in memory (on any device) is saved with its tokenizer to a temporary folder (or a saved
+one is given: `generate_from_folder`); a child process, `python -m trainables.vllm_generate FOLDER`
+(FOLDER/request.json names the model folder), loads it with `vllm.LLM`, generates greedily
 (or by beam search, `beam_search`; both stop at the profile's stop strings) from the prompt token ids (the same ids as the transformers engine, so BOS handling cannot differ)
 and writes the new token ids back. vLLM's engine runs inside that child
 (`VLLM_ENABLE_V1_MULTIPROCESSING=0`: no further engine process).

@@ -409,7 +409,8 @@ class StudySpec(Frozen):
     evaluation: EvalSpec = Field(default_factory=EvalSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     tokenizer: TokenizerSpec = Field(default_factory=TokenizerSpec)
-    export: ExportSpec = Field(default_factory=ExportSpec, description="What each cell writes besides its result; in no cell id.")
+    export: ExportSpec = Field(default_factory=ExportSpec,
+                               description="What each cell writes besides its result; in no cell id.")
 
     @field_validator("method", mode="before")
     @classmethod
