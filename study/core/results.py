@@ -80,9 +80,8 @@ class CellResult(Measurements):
         gpu_s = measured.train_s * resources.per_trial["GPU"] + measured.eval_s * resources.per_worker["GPU"]
         return cls(cell_id=cell.cell_id, name=cell.name, dataset=key.dataset.name, teacher=key.teacher_name,
                    granularity=key.granularity, format=key.format, student=cell.student.name, method=cell.method.kind,
-                   seed=cell.seed, eval_profile=cell.evaluation.profile, corpus_id=key.corpus_id, gpu_s=gpu_s, model_path=model_path,
-                   versions=package_versions(),
-                   **measured.model_dump())
+                   seed=cell.seed, eval_profile=cell.evaluation.profile, corpus_id=key.corpus_id, gpu_s=gpu_s,
+                   model_path=model_path, versions=package_versions(), **measured.model_dump())
 
 
 PANDAS_DTYPES: dict[type, str] = {str: "string", int: "int64", float: "float64", bool: "bool"}
