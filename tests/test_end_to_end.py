@@ -124,6 +124,15 @@ def test_a_lora_cell_trains_on_two_ddp_workers_and_vllm_evaluates_it(tmp_path, r
     plain = AutoModelForCausalLM.from_pretrained(exported / MERGED_FOLDER)
     ids = torch.tensor([[5, 6, 7, 8]])
     assert torch.allclose(adapted.merge_and_unload()(input_ids=ids).logits, plain(input_ids=ids).logits, atol=1e-5)
+    from peft import AutoPeftModelForCausalLM
+
+    from study.run.cli import main
+
+    assert main(["export-student", outcome.paths.root, row["cell_id"], "--out", str(tmp_path / "adapters")]) == 0
+    copied = AutoPeftModelForCausalLM.from_pretrained(tmp_path / "adapters")  # its base/ named by absolute path
+    assert torch.allclose(copied.merge_and_unload()(input_ids=ids).logits, plain(input_ids=ids).logits, atol=1e-5)
+    assert main(["export-student", outcome.paths.root, row["name"], "--out", str(tmp_path / "merged"), "--merge"]) == 0
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "merged").num_parameters() == row["student_params"]
     # both ranks trained, each on its own share of the batch stream, and their tokens were summed
     corpus = load_corpus(outcome.paths, expand_grid(spec)[0].corpus)
     tokenizer = load_tokenizer(Path(outcome.paths.tokenizer))
