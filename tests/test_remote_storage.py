@@ -272,3 +272,34 @@ def test_figures_and_report_of_an_s3_study_are_written_into_its_own_storage(s3_e
     names = set(_objects(s3, f"{BUCKET}/drawn/study"))
     assert {"figures/granularity_curves.png", "report.md", "report.html", "tables.tex"} <= names, names
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_cells_checkpoints_lose_their_optimizer_state_on_s3_too(s3_endpoint, monkeypatch):
+    """What run_cell does once result.json exists, and the listing export relies on, on an object store."""
+    import torch
+
+    from trainables import checkpoints
+    from trainables.cell import delete_optimizer_state
+    from trainables.checkpoints import Counters, TrainingState
+
+    endpoint, s3 = s3_endpoint
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    query = f"?endpoint_override={endpoint.removeprefix('http://')}&scheme=http"
+    paths = StudyPaths.of(f"s3://{BUCKET}/drop{query}", "study")
+    model = torch.nn.Linear(4, 4)
+    optimizer = torch.optim.AdamW(model.parameters())
+    model(torch.ones(1, 4)).sum().backward()
+    optimizer.step()
+    state = TrainingState(model.state_dict(), optimizer.state_dict(), {}, Counters(step=2))
+    with tempfile.TemporaryDirectory() as scratch:
+        checkpoints.save(state, Path(scratch))
+        storage.upload_dir(Path(scratch), storage.join(paths.cell_checkpoints("c1"), "checkpoint_1"))
+    (found,) = storage.find_files(paths.cell_checkpoints("c1"), checkpoints.STATE_FILE)
+    assert found.endswith(f"/drop/study/cells/c1/train/checkpoint_1/trainer_state.pt{query}")
+    assert delete_optimizer_state(paths, "c1")
+    with tempfile.TemporaryDirectory() as scratch:
+        kept = checkpoints.read(storage.download_dir(storage.parent(found), Path(scratch)))
+    assert kept.optimizer is None and kept.counters.step == 2
+    assert not storage.is_empty_or_absent(paths.cell_checkpoints("c1"))
+    assert storage.is_empty_or_absent(paths.cell_model("c1"))

@@ -48,7 +48,7 @@ def run_cell(config: dict) -> None:
     # not failed, though the last attempt's error.txt stays (the traceback of what was retried).
     storage.write_text_atomic(paths.cell_attempt(cell.cell_id), time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     try:
-        result = CellResult.describe(cell, fit_cell(cell, paths, resources), resources)
+        result = CellResult.describe(cell, fit_cell(cell, paths, resources), resources, paths.cell_model(cell.cell_id))
         write_cell_result(paths, result)  # last: its presence marks the cell done
         delete_optimizer_state(paths, cell.cell_id)
     except Exception:

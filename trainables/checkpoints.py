@@ -13,6 +13,7 @@ never change.
 
 from __future__ import annotations
 
+import io
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -108,3 +109,22 @@ def load(state: TrainingState, loss_module: torch.nn.Module, optimizer: torch.op
     if state.optimizer is not None:
         set_optimizer_state_dict(loss_module, optimizer, state.optimizer, options=_full_state_options(loss_module))
     scheduler.load_state_dict(state.scheduler)
+
+
+def drop_optimizer_state(paths: StudyPaths, cell_id: str) -> int:
+    """Once a cell's result.json exists, its checkpoints lose their optimizer state (AdamW: twice the
+    trained weights). The trained student is in cells/<id>/model; a checkpoint is read again only when
+    the result is set aside as corrupt, and then training is over: only evaluation runs again.
+    Returns the bytes freed."""
+    freed = 0
+    for location in storage.files_named(paths.cell_checkpoints(cell_id), STATE_FILE):
+        data = storage.read_bytes(location)
+        saved = torch.load(io.BytesIO(data), weights_only=False, map_location="cpu")
+        if saved.get("optimizer") is None:
+            continue
+        saved["optimizer"] = None
+        buffer = io.BytesIO()
+        torch.save(saved, buffer)
+        storage.write_bytes_atomic(location, buffer.getvalue())
+        freed += len(data) - buffer.getbuffer().nbytes
+    return freed

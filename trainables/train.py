@@ -6,8 +6,9 @@ method's examples, batch stream), the layout (student, LoRA, activation checkpoi
 FSDP2 or DDP over workers: trainables/parallel.py, optimizer), resume from the run's latest
 checkpoint if there is one, train (a checkpoint at an epoch end at most every
 checkpoint_every_s, and at the end), then rank 0 rebuilds an unsharded student from the final
-state (LoRA adapters merged), evaluates it on the test split, writes predictions.parquet and
-reports the cell's measurements. The budget is a number of optimizer steps (from epochs or
+state (LoRA adapters merged), evaluates it on the test split, writes predictions.parquet and the
+student in Hugging Face format (cells/<id>/model, trainables/export.py), and reports the cell's
+measurements. The budget is a number of optimizer steps (from epochs or
 max_steps), never seconds. Each step's examples are packed into rows with attention kept inside
 each example (trainables/packing.py), and the loss is averaged per target token over the whole
 step, across workers (trainables/step.py).
@@ -43,6 +44,7 @@ from trainables.accounting import flop_count, peak_flops
 from trainables.checkpoints import Counters, TrainingState
 from trainables.data import Example, mean_target_tokens, steps_per_epoch, total_steps, worker_batches
 from trainables.evaluate import Evaluation
+from trainables.export import MERGED_FOLDER, save_merged, save_student
 from trainables.lora import merged, with_lora
 from trainables.methods import MethodContext, TrainingMethod, training_method
 from trainables.packing import (
@@ -244,8 +246,10 @@ def train_and_evaluate(config: dict) -> None:
     # carries the evaluation, so a restart after it only re-evaluates.
     measured = {}
     if rank == 0:
-        students = {role: evaluation_student(cell, tokenizer, final, device, loss_module_of)}
-        evaluation = _evaluate(cell, paths, method, students, tokenizer)
+        with tempfile.TemporaryDirectory() as exported:
+            students = {role: exported_student(cell, tokenizer, final, device, loss_module_of, Path(exported))}
+            evaluation = _evaluate(cell, paths, method, students, tokenizer)
+            storage.upload_dir(Path(exported), paths.cell_model(cell.cell_id))
         measured = _measurements(evaluation, students, final.counters, data.facts, cost).model_dump()
     _report(final, rank, metrics=measured)
 
@@ -261,15 +265,20 @@ def packing_for(cell: Cell, student: PreTrainedModel, rank: int) -> bool:
     return False
 
 
-def evaluation_student(cell: Cell, tokenizer: PreTrainedTokenizerBase, state: TrainingState, device: torch.device,
-                       loss_module_of: Callable[[PreTrainedModel], torch.nn.Module]) -> PreTrainedModel:
-    """A plain (unsharded, uncompiled) student with the trained weights (saved under the loss
-    module's parameter names); LoRA adapters merged."""
+def exported_student(cell: Cell, tokenizer: PreTrainedTokenizerBase, state: TrainingState, device: torch.device,
+                     loss_module_of: Callable[[PreTrainedModel], torch.nn.Module], folder: Path) -> PreTrainedModel:
+    """The student to evaluate: plain (unsharded, uncompiled), with the trained weights (saved under
+    the loss module's parameter names), LoRA adapters merged. Saved first in Hugging Face format into
+    `folder` (trainables/export.py; before merging, and before evaluation may cast it to bf16)."""
     student = build_student(cell.student, tokenizer, cell.train.max_length, cell.seed)
     if cell.train.finetune == "lora":
         student = with_lora(student, cell.train.lora, cell.student.name)
     checkpoints.load_model(state, loss_module_of(student))
-    return merged(student).to(device)
+    save_student(student, tokenizer, cell, folder)
+    evaluated = merged(student)
+    if cell.train.finetune == "lora" and cell.export.merge:
+        save_merged(evaluated, tokenizer, cell, folder / MERGED_FOLDER)
+    return evaluated.to(device)
 
 
 @dataclass(frozen=True)

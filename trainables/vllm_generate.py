@@ -1,7 +1,8 @@
 """The `vllm` evaluation engine: the trained student, run by vLLM's offline engine.
 
-The model in memory (on any device) is saved with its tokenizer to a temporary folder; a child
-process, `python -m trainables.vllm_generate FOLDER`, loads it with `vllm.LLM`, generates greedily
+The model in memory (on any device) is saved with its tokenizer to a temporary folder (or a saved
+one is given: `generate_from_folder`); a child process, `python -m trainables.vllm_generate FOLDER`
+(FOLDER/request.json names the model folder), loads it with `vllm.LLM`, generates greedily
 (or by beam search, `beam_search`; both stop at the profile's stop strings) from the prompt token ids (the same ids as the transformers engine, so BOS handling cannot differ)
 and writes the new token ids back. vLLM's engine runs inside that child
 (`VLLM_ENABLE_V1_MULTIPROCESSING=0`: no further engine process).
@@ -97,12 +98,22 @@ def vllm_generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pr
     require_vllm(model.device)
     max_model_len = max(len(ids) for ids in prompt_ids) + max_new_tokens
     with tempfile.TemporaryDirectory(prefix="cotstudy-vllm-") as scratch:
+        save_model(model, tokenizer, Path(scratch) / "model", max_model_len)
+        return generate_from_folder(Path(scratch) / "model", prompt_ids, max_new_tokens,
+                                    engine_arguments(model, max_model_len), model.device, beams, stop_strings)
+
+
+def generate_from_folder(model_folder: Path, prompt_ids: list[list[int]], max_new_tokens: int, engine: dict,
+                         device: torch.device, beams: int = 1, stop_strings: tuple[str, ...] = ()) -> list[list[int]]:
+    """What `vllm_generate` does, for a model already saved (a folder transformers and vLLM read,
+    e.g. a cell's exported student): vLLM loads it, with its tokenizer, in a child process;
+    `engine` are the `vllm.LLM` arguments."""
+    with tempfile.TemporaryDirectory(prefix="cotstudy-vllm-") as scratch:
         folder = Path(scratch)
-        save_model(model, tokenizer, folder / "model", max_model_len)
-        request = {"prompt_ids": prompt_ids, "max_new_tokens": max_new_tokens, "beams": beams,
-                   "stop_strings": list(stop_strings), "engine": engine_arguments(model, max_model_len)}
+        request = {"model": str(model_folder), "prompt_ids": prompt_ids, "max_new_tokens": max_new_tokens,
+                   "beams": beams, "stop_strings": list(stop_strings), "engine": engine}
         (folder / "request.json").write_text(json.dumps(request))
-        _run_child(folder, _child_environment(model.device))
+        _run_child(folder, _child_environment(device))
         return json.loads((folder / "generated.json").read_text())
 
 
@@ -166,8 +177,7 @@ def generate_in_child(folder: Path) -> None:
     from vllm.inputs import TokensPrompt
 
     request = json.loads((folder / "request.json").read_text())
-    model_folder = str(folder / "model")
-    llm = vllm.LLM(model=model_folder, tokenizer=model_folder, **request["engine"])
+    llm = vllm.LLM(model=request["model"], tokenizer=request["model"], **request["engine"])
     stop_strings = tuple(request["stop_strings"])
     if request["beams"] > 1:
         generated = beam_search(llm, request["prompt_ids"], request["beams"], request["max_new_tokens"], stop_strings)

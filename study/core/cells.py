@@ -30,6 +30,7 @@ from study.core.spec import (
     DatasetSpec,
     SpecError,
     EvalSpec,
+    ExportSpec,
     Format,
     Frozen,
     MethodSpec,
@@ -52,6 +53,8 @@ DATASET_LOCATION_FIELDS = frozenset({"path", "hub"})
 # they are left out of the cell id, so earlier cells keep their ids (and results); any other value
 # is in it.
 LATER_SETTINGS = {"student": {"template": "plain"}, "evaluation": {"profile": "robust"}}
+# What a cell writes besides its result (the student's export) does not change the result: never in the id.
+OUTPUT_SETTINGS = frozenset({"export"})
 
 
 def content_hash(obj: BaseModel | dict[str, Any], length: int = ID_LENGTH) -> str:
@@ -108,6 +111,7 @@ class Cell(Frozen):
     tokenizer: TokenizerSpec | None  # the study tokenizer, for a tiny student (which reads with it); else None
     # a kd cell's `cell:` teacher: the cell whose final student teaches this one; else None
     teacher_cell: Cell | None = None
+    export: ExportSpec = ExportSpec()  # in no id (OUTPUT_SETTINGS)
 
     @property
     def cell_id(self) -> str:
@@ -115,10 +119,12 @@ class Cell(Frozen):
 
     def identity(self) -> dict[str, Any]:
         """What the id hashes: every field but where the data is and how the teacher runs, and a
-        later setting (`LATER_SETTINGS`) only when it differs from what earlier cells had; a
-        teacher cell by its own id (absent when there is none, as in every cell before kd)."""
+        later setting (`LATER_SETTINGS`) only when it differs from what earlier cells had; never
+        what the cell writes besides its result (`OUTPUT_SETTINGS`); a teacher cell by its own id
+        (absent when there is none, as in every cell before kd)."""
         identity = self.model_dump(mode="json", exclude={"corpus": self.corpus.operational_fields(),
-                                                         "teacher_cell": True})
+                                                          "teacher_cell": True,
+                                                          **{field: True for field in OUTPUT_SETTINGS}})
         for section, earlier in LATER_SETTINGS.items():
             for field, value in earlier.items():
                 if identity[section][field] == value:
@@ -169,6 +175,7 @@ def expand_grid(spec: StudySpec) -> list[Cell]:
             train=train,
             evaluation=spec.evaluation,
             tokenizer=spec.tokenizer if student.tiny is not None else None,
+            export=spec.export,
         )
         for key in corpus_keys(spec)
         for method in spec.methods

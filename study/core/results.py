@@ -71,16 +71,20 @@ class CellResult(Measurements):
     eval_profile: str = "robust"  # evaluation.profile: how the outputs were decoded (robust before it existed)
     corpus_id: str
     gpu_s: float  # GPU-seconds: training on every worker's GPUs, then evaluation on one worker's
+    # the trained student in Hugging Face format (cells/<id>/model, where the study was when the cell
+    # finished); None in results written before students were saved
+    model_path: str | None = None
     versions: dict[str, str]
 
     @classmethod
-    def describe(cls, cell: Cell, measured: Measurements, resources: ResourcesSpec) -> CellResult:
+    def describe(cls, cell: Cell, measured: Measurements, resources: ResourcesSpec,
+                 model_path: str | None = None) -> CellResult:
         key = cell.corpus
         gpu_s = measured.train_s * resources.per_trial["GPU"] + measured.eval_s * resources.per_worker["GPU"]
         return cls(cell_id=cell.cell_id, name=cell.name, dataset=key.dataset.name, teacher=key.teacher_name,
                    granularity=key.granularity, format=key.format, student=cell.student.name, method=cell.method.kind,
-                   seed=cell.seed, eval_profile=cell.evaluation.profile, corpus_id=key.corpus_id, gpu_s=gpu_s, versions=package_versions(),
-                   **measured.model_dump())
+                   seed=cell.seed, eval_profile=cell.evaluation.profile, corpus_id=key.corpus_id, gpu_s=gpu_s,
+                   model_path=model_path, versions=package_versions(), **measured.model_dump())
 
 
 PANDAS_DTYPES: dict[type, str] = {str: "string", int: "int64", float: "float64", bool: "bool"}

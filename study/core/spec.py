@@ -450,6 +450,15 @@ class TokenizerSpec(Frozen):
     vocab_size: int = Field(1024, ge=300, le=65536, description="BPE vocabulary of the study tokenizer.")
 
 
+class ExportSpec(Frozen):
+    """What a finished cell leaves besides its result (cells/<id>/model/); never part of a cell id."""
+
+    merge: bool = Field(
+        False, description="finetune: lora: also write the student with its adapters merged into the base "
+                           "(cells/<id>/model/merged/, a plain transformers model); the adapters are always written."
+    )
+
+
 class StudySpec(Frozen):
     name: Name = Field(description="Study name; its folder under storage.")
     storage: str = Field(description="Local folder or URI (s3://...) that holds every study.")
@@ -476,6 +485,8 @@ class StudySpec(Frozen):
     evaluation: EvalSpec = Field(default_factory=EvalSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     tokenizer: TokenizerSpec = Field(default_factory=TokenizerSpec)
+    export: ExportSpec = Field(default_factory=ExportSpec,
+                               description="What each cell writes besides its result; in no cell id.")
 
     @model_validator(mode="before")
     @classmethod

@@ -19,6 +19,10 @@
     cotstudy report STUDY_DIR...       report.md / report.html: figures, tables, findings
                                        (both write into the first study folder, uploaded when it
                                        is a URI, or into --out)
+    cotstudy export-student STUDY_DIR CELL --out DIR [--merge] [--push-to-hub REPO]
+                                       one cell's trained student, in Hugging Face format
+    cotstudy export STUDY_DIR --format alpaca|sharegpt|llamafactory|hf --out DIR
+                                       the corpora and test splits, for other tools
 
 Exit codes: 0 all cells done, 1 some cells failed (or an unexpected error), 2 bad input (spec, data,
 flag, storage, a cell that fits no node type), nothing run. Every error is one line; `cotstudy -v ...`
@@ -44,6 +48,7 @@ from study.core.cluster import AUTOSCALER_CONFIG, ClusterConfig, any_gpu_cluster
 from study.core.datasets import DatasetSpec, dataset_info, load_split
 from study.core.storage.files import InputError
 from study.core.hardware import GPU_NAMES
+from study.run.export import EXPORT_COMMANDS, add_export_commands, run_export_command
 from study.run.inputs import check_inputs, estimate_corpus_tokens
 from study.core.results import cell_states
 from study.core.spec import DATA_DIR_VARIABLE, StudySpec, load_spec
@@ -115,6 +120,7 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--out", help="output folder or URI (default: under the first study folder, in its own storage)")
         command.add_argument("--accuracy", choices=["accuracy", "accuracy_paper"], default="accuracy",
                              help="the accuracy shown: the project's scorer, or the paper's answer rules")
+    add_export_commands(commands)
     return parser
 
 
@@ -155,6 +161,8 @@ def _command(args: argparse.Namespace) -> int:
         return _serve_teacher(args)
     if args.command == "status":
         return status(args.study_dir)
+    if args.command in EXPORT_COMMANDS:
+        return run_export_command(args)
     return _launch(args)
 
 

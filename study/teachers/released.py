@@ -283,7 +283,8 @@ def _release_row(record: Record, columns: Columns) -> ReleaseRow:
 
 def dataset_info_columns(info: Location, file: Location) -> Columns | None:
     """The columns a LLaMA-Factory `dataset_info.json` gives for `file` (None when it lists the
-    file nowhere): `{"name": {"file_name": ..., "columns": {"prompt": ..., "query": ..., "response": ...}}}`."""
+    file nowhere): `{"name": {"file_name": ..., "columns": {"prompt": ..., "query": ..., "response": ...}}}`;
+    `file_name` is the file's name or its path from the dataset_info.json's folder."""
     try:
         table = json.loads(read_text(info))
     except (DataError, json.JSONDecodeError) as error:
@@ -292,12 +293,23 @@ def dataset_info_columns(info: Location, file: Location) -> Columns | None:
         raise DataError(f"{info}: expected an object of {{name: {{file_name, columns}}}}, got {type(table).__name__}")
     found: dict[str, Columns] = {}
     for name, entry in table.items():
-        if isinstance(entry, dict) and entry.get("file_name") == storage.base_name(str(file)):
+        if isinstance(entry, dict) and _names_file(info, entry.get("file_name"), file):
             found[name] = _info_entry_columns(info, name, entry)
     if len({(c.prompt, c.query, c.response) for c in found.values()}) > 1:
         raise DataError(f"{info}: entries {sorted(found)} give {storage.base_name(str(file))} different columns; list the file "
                         f"explicitly or give a dataset_info with one entry for it")
     return next(iter(found.values()), None)
+
+
+def _names_file(info: Location, file_name: object, file: Location) -> bool:
+    """An entry's `file_name` is the file's own name, or its path from the dataset_info's folder
+    (LLaMA-Factory's `dataset_dir`; `cotstudy export` writes `corpora/<corpus_id>.json`)."""
+    if not isinstance(file_name, str):
+        return False
+    if file_name == storage.base_name(str(file)):
+        return True
+    beside = storage.join(storage.parent(str(info)), *file_name.split("/"))
+    return storage.normalize_location(beside) == storage.normalize_location(str(file))
 
 
 def _info_entry_columns(info: Location, name: str, entry: dict) -> Columns:

@@ -60,9 +60,10 @@ def split_files(spec: DatasetSpec, source: Source) -> tuple[str, str | None]:
 def _find(folder: str, given: str | None, source: Source, spec: DatasetSpec, split: str,
           required: bool = True) -> str | None:
     if given is not None:
-        if not location_exists(storage.join(folder, given)):
-            raise DataError(f"dataset '{spec.name}': {split} file {storage.join(folder, given)} does not exist")
-        return storage.join(folder, given)
+        location = given if storage.is_uri(given) or given.startswith("/") else storage.join(folder, given)
+        if not location_exists(location):
+            raise DataError(f"dataset '{spec.name}': {split} file {location} does not exist")
+        return location
     names = source.train_names if split == "train" else source.test_names
     found = next((storage.join(folder, name) for name in names if location_exists(storage.join(folder, name))), None)
     if found is None and required:

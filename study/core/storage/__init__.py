@@ -172,7 +172,7 @@ def find_files(location: str, name: str) -> list[str]:
         return []
     infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
     found = sorted(info.path for info in infos if info.type == pafs.FileType.File and info.base_name == name)
-    return [join(location, found_path[len(path):].lstrip("/")) for found_path in found]
+    return [join(location, *found_path[len(path):].strip("/").split("/")) for found_path in found]
 
 
 def list_dirs(location: str, prefix: str = "") -> list[str]:
@@ -183,6 +183,15 @@ def list_dirs(location: str, prefix: str = "") -> list[str]:
     infos = fs.get_file_info(pafs.FileSelector(path))
     names = sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory and i.base_name.startswith(prefix))
     return [join(location, name) for name in names]
+
+
+def is_empty_or_absent(location: str) -> bool:
+    """Nothing is at `location`, or it is an empty folder."""
+    fs, path = _filesystem(location)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        return True
+    return info.type == pafs.FileType.Directory and not fs.get_file_info(pafs.FileSelector(path))
 
 
 def delete_file(location: str) -> None:
@@ -479,6 +488,10 @@ class StudyPaths:
 
     def cell_error(self, cell_id: str) -> str:
         return join(self.cell_dir(cell_id), "error.txt")
+
+    def cell_model(self, cell_id: str) -> str:
+        """The trained student in Hugging Face format (trainables/export.py)."""
+        return join(self.cell_dir(cell_id), "model")
 
     def cell_checkpoints(self, cell_id: str) -> str:
         """The cell's Ray Train run: checkpoint_<time>/ folders of trainer_state.pt (the trained weights,
