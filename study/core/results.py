@@ -68,15 +68,22 @@ class CellResult(Measurements):
     eval_profile: str = "robust"  # evaluation.profile: how the outputs were decoded (robust before it existed)
     corpus_id: str
     gpu_s: float  # GPU-seconds: training on every worker's GPUs, then evaluation on one worker's
+    # the cell's whole trial, measured around its Ray Train job (worker start-up, data, training,
+    # checkpoints, evaluation); None in results written before it was recorded
+    wall_s: float | None = None
     versions: dict[str, str]
 
     @classmethod
-    def describe(cls, cell: Cell, measured: Measurements, resources: ResourcesSpec) -> CellResult:
+    def describe(cls, cell: Cell, measured: Measurements, resources: ResourcesSpec,
+                 wall_s: float | None = None) -> CellResult:
+        """The row of a cell; `wall_s`: its Ray Train job's wall time, as trainables.cell.run_cell
+        measures it (None where nobody measured it)."""
         key = cell.corpus
         gpu_s = measured.train_s * resources.per_trial["GPU"] + measured.eval_s * resources.per_worker["GPU"]
         return cls(cell_id=cell.cell_id, name=cell.name, dataset=key.dataset.name, teacher=key.teacher_name,
                    granularity=key.granularity, format=key.format, student=cell.student.name, method=cell.method.kind,
-                   seed=cell.seed, eval_profile=cell.evaluation.profile, corpus_id=key.corpus_id, gpu_s=gpu_s, versions=package_versions(),
+                   seed=cell.seed, eval_profile=cell.evaluation.profile, corpus_id=key.corpus_id, gpu_s=gpu_s, wall_s=wall_s,
+                   versions=package_versions(),
                    **measured.model_dump())
 
 

@@ -380,6 +380,38 @@ class TokenizerSpec(Frozen):
     vocab_size: int = Field(1024, ge=300, le=65536, description="BPE vocabulary of the study tokenizer.")
 
 
+class MlflowTracking(Frozen):
+    """MLflow, through Ray Tune's MLflowLoggerCallback: one MLflow run per cell (named after it)."""
+
+    tracking_uri: str | None = Field(
+        None, description="Where MLflow records (http://host:5000, file:///path, databricks, ...); None: "
+                          "$MLFLOW_TRACKING_URI, else MLflow's own default. Credentials stay in MLflow's environment "
+                          "variables (MLFLOW_TRACKING_TOKEN, ...).")
+    experiment: str | None = Field(None, description="MLflow experiment name; None: the study's name.")
+
+
+class WandbTracking(Frozen):
+    """Weights & Biases, through Ray Tune's WandbLoggerCallback: one W&B run per cell. The API key
+    stays in the environment (WANDB_API_KEY, or `wandb login`); WANDB_MODE=offline records locally."""
+
+    project: str | None = Field(None, description="W&B project; None: the study's name.")
+    entity: str | None = Field(None, description="W&B team or user; None: the key's default entity.")
+    group: str | None = Field(None, description="W&B run group; None: the study's name.")
+
+
+class TrackingSpec(Frozen):
+    """Experiment tracking: where each cell's step metrics (step, loss, lr, tokens_per_s,
+    train_tokens, reported from the Train loop every `every_steps` optimizer steps) and its final
+    result go, through Ray Tune's own logger callbacks. How a study is watched, not what it
+    computes: in no cell id, and changing it keeps every result."""
+
+    every_steps: int = Field(10, ge=1, description="Report step metrics to Tune every N optimizer steps (and at the last).")
+    tensorboard: bool = Field(
+        False, description="TensorBoard event files (tensorboardX) in each trial's folder under <study>/tune/.")
+    mlflow: MlflowTracking | None = Field(None, description="MLflow; None: off.")
+    wandb: WandbTracking | None = Field(None, description="Weights & Biases; None: off.")
+
+
 class StudySpec(Frozen):
     name: str = Field(pattern=NAME_PATTERN, description="Study name; its folder under storage.")
     storage: str = Field(description="Local folder or URI (s3://...) that holds every study.")
@@ -400,6 +432,9 @@ class StudySpec(Frozen):
     evaluation: EvalSpec = Field(default_factory=EvalSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     tokenizer: TokenizerSpec = Field(default_factory=TokenizerSpec)
+    tracking: TrackingSpec | None = Field(
+        None, description="Experiment tracking (TensorBoard, MLflow, W&B) with step metrics; None: off (Tune's "
+                          "own per-trial result files only). In no cell id.")
 
     @field_validator("method", mode="before")
     @classmethod
