@@ -28,6 +28,7 @@ import ray.train
 import ray.train.torch
 import torch
 from ray.train import Checkpoint
+from torch.optim.lr_scheduler import LRScheduler
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_scheduler
 
 from study.core import storage
@@ -167,9 +168,11 @@ def _resume(layout: Layout) -> Counters:
 
 
 def train(cell: Cell, resources: ResourcesSpec, layout: Layout, data: TrainingData, tokenizer: PreTrainedTokenizerBase,
-          device: torch.device, rank: int, world: int) -> TrainingState:
-    """Steps from the resumed one to the last; returns the final state, gathered on rank 0."""
+          device: torch.device, rank: int, world: int, report_every_steps: int | None = None) -> TrainingState:
+    """Steps from the resumed one to the last; returns the final state, gathered on rank 0.
+    With `report_every_steps`, step metrics are reported every that many steps (tracking)."""
     counters = _resume(layout)
+    step_metrics = StepMetrics(counters.step, counters.train_tokens)
     layout.wrapped.train()
     autocast = torch.bfloat16 if device.type == "cuda" else None
     count_flops = FlopCount.of(layout.student)
@@ -185,6 +188,8 @@ def train(cell: Cell, resources: ResourcesSpec, layout: Layout, data: TrainingDa
         targets = sum(target_count(b) for b in micro_batches)
         counters.train_flops += global_sum(count_flops(lengths, targets), world, device)
         counters.step, counters.loss = step + 1, loss
+        if report_every_steps is not None and (counters.step % report_every_steps == 0 or counters.step == data.n_steps):
+            ray.train.report(step_metrics.since_last(counters, layout.scheduler, data.per_epoch))
         if counters.step % data.per_epoch == 0 or counters.step == data.n_steps:
             counters.train_s += time.monotonic() - started
             started = time.monotonic()
@@ -194,6 +199,22 @@ def train(cell: Cell, resources: ResourcesSpec, layout: Layout, data: TrainingDa
                         metrics={})
                 last_checkpoint = time.monotonic()
     return checkpoints.gather(layout.loss_module, layout.optimizer, layout.scheduler, counters)
+
+
+class StepMetrics:
+    """What a step report says (no checkpoint: Train's result keeps the last checkpointed report's
+    metrics, so these never replace the cell's measurements): step, epoch, loss, learning rate,
+    and train tokens per second (every worker's) since the previous report."""
+
+    def __init__(self, step: int, train_tokens: int) -> None:
+        self.step, self.train_tokens, self.time = step, train_tokens, time.monotonic()
+
+    def since_last(self, counters: Counters, scheduler: LRScheduler, per_epoch: int) -> dict[str, float]:
+        now = time.monotonic()
+        tokens_per_s = (counters.train_tokens - self.train_tokens) / max(now - self.time, 1e-9)
+        self.step, self.train_tokens, self.time = counters.step, counters.train_tokens, now
+        return {"step": counters.step, "epoch": counters.step / per_epoch, "loss": counters.loss,
+                "lr": scheduler.get_last_lr()[0], "tokens_per_s": tokens_per_s, "train_tokens": counters.train_tokens}
 
 
 def train_and_evaluate(config: dict) -> None:
@@ -211,7 +232,7 @@ def train_and_evaluate(config: dict) -> None:
     data = training_data(cell, paths, tokenizer, world, method, role)
     device = ray.train.torch.get_device() if resources.gpus_per_worker > 0 else torch.device("cpu")
     layout = build_layout(cell, resources, tokenizer, data, device, world, loss_module_of)
-    final = train(cell, resources, layout, data, tokenizer, device, rank, world)
+    final = train(cell, resources, layout, data, tokenizer, device, rank, world, config["report_every_steps"])
     del layout  # free the training memory (sharded weights, optimizer) before evaluation
     gc.collect()
     cost = training_cost(final.counters, world, device)

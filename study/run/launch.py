@@ -26,6 +26,7 @@ from study.core.results import CellState, cell_states, collect_results, set_asid
 from study.core.spec import ResourcesSpec, StudySpec
 from study.core.storage import StudyPaths
 from study.run.studies import StudyError, open_study, prepare_storage, study_lock
+from study.run.tracking import check_tracking, tracking_callbacks
 from study.teachers.generate import build_corpora
 from trainables.cell import cell_config, run_cell
 from trainables.evaluate import check_beam_search
@@ -193,14 +194,15 @@ def _new_tuner(spec: StudySpec, paths: StudyPaths, cells: list[Cell], trainable:
     print(f"trials at once: {'no limit' if limit is None else f'up to {limit}'} ({why})", flush=True)
     return tune.Tuner(
         _trainable_with_resources(trainable),
-        param_space=cell_config(tune.grid_search([c.model_dump(mode="json") for c in cells]), paths, spec.resources),
+        param_space=cell_config(tune.grid_search([c.model_dump(mode="json") for c in cells]), paths, spec.resources,
+                                spec.tracking.every_steps if spec.tracking is not None else None),
         tune_config=tune.TuneConfig(max_concurrent_trials=limit, reuse_actors=True,
                                     trial_name_creator=_trial_name, trial_dirname_creator=_trial_dirname),
         run_config=tune.RunConfig(
             name=storage.base_name(paths.tune),
             storage_path=paths.root,
             failure_config=tune.FailureConfig(max_failures=spec.resources.trial_attempts - 1),
-            callbacks=[CellProgress(len(cells))],
+            callbacks=[CellProgress(len(cells)), *tracking_callbacks(spec)],
             verbose=0,
         ),
     )
@@ -217,6 +219,7 @@ def _checks_before_writing(spec: StudySpec, cluster: ClusterConfig | None) -> Cl
     sets placement and concurrency (see `known_cluster`). A cluster is joined here (cheap, and
     local storage must be refused before it is written); a local Ray starts only after the
     storage lock has proved the storage writable (`_start_ray`)."""
+    check_tracking(spec)  # a backend whose package is missing
     cluster = known_cluster(cluster)
     check_node_types(spec, cluster)
     check_students(spec)  # an unloadable student or LoRA target stops the run before it writes

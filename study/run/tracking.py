@@ -14,6 +14,7 @@ from importlib.util import find_spec
 from ray.tune import Callback
 
 from study.core.spec import StudySpec, TrackingSpec
+from study.run.studies import StudyError
 
 # the package each backend needs, and how to install it
 PACKAGES = {"tensorboard": ("tensorboardX", "pip install tensorboardX"),
@@ -21,8 +22,8 @@ PACKAGES = {"tensorboard": ("tensorboardX", "pip install tensorboardX"),
             "wandb": ("wandb", "pip install wandb")}
 
 
-class TrackingError(ValueError):
-    """A tracking backend the spec asks for whose package is not installed."""
+class TrackingError(StudyError):
+    """A tracking backend the spec asks for whose package is not installed; nothing was run."""
 
 
 def enabled_backends(tracking: TrackingSpec | None) -> list[str]:
