@@ -5,6 +5,7 @@ Every plotted accuracy carries its 95% bootstrap interval (analysis.stats).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import matplotlib
@@ -16,6 +17,8 @@ import seaborn as sns  # noqa: E402
 
 from analysis.load import accuracy_caption, with_accuracy  # noqa: E402
 from analysis.stats import accuracy_intervals, interval_note, reasoning_rows, student_gains  # noqa: E402
+
+log = logging.getLogger(__name__)
 
 FIGURE_FORMATS = ("png", "pdf")
 PANEL_SIZE_IN = (3.2, 2.6)
@@ -277,5 +280,5 @@ def plot_all(results: pd.DataFrame, out_dir: Path, accuracy: str = "accuracy") -
         try:
             written += _save(draw(shown), out_dir, stem, f"{caption}; {interval_note(shown)}")
         except ValueError as error:
-            print(f"figure {stem}: skipped: {error}", flush=True)
+            log.info(f"figure {stem}: skipped: {error}")
     return written

@@ -33,7 +33,7 @@ def cell_config(cell: Cell | dict, paths: StudyPaths, resources: ResourcesSpec,
                 report_every_steps: int | None = None) -> dict:
     """The only dict in the system: a trial's config (Tune's param_space, with `cell` a grid
     search over cells) and the Train loop config of one cell. `run_cell` rebuilds the types.
-    `report_every_steps` (the spec's tracking.every_steps; None: tracking off) is how often the
+    `report_every_steps` (the spec's tracking.every_steps; None: no step reports) is how often the
     Train loop reports step metrics to Tune; it is in no id."""
     return {"cell": cell.model_dump(mode="json") if isinstance(cell, Cell) else cell,
             "study_root": paths.root, "resources": resources.model_dump(mode="json"),

@@ -189,7 +189,7 @@ def train(cell: Cell, resources: ResourcesSpec, layout: Layout, data: TrainingDa
         counters.train_flops += global_sum(count_flops(lengths, targets), world, device)
         counters.step, counters.loss = step + 1, loss
         if report_every_steps is not None and (counters.step % report_every_steps == 0 or counters.step == data.n_steps):
-            ray.train.report(step_metrics.since_last(counters, layout.scheduler, data.per_epoch))
+            ray.train.report(step_metrics.since_last(counters, layout.scheduler, data.per_epoch, data.n_steps))
         if counters.step % data.per_epoch == 0 or counters.step == data.n_steps:
             counters.train_s += time.monotonic() - started
             started = time.monotonic()
@@ -203,17 +203,18 @@ def train(cell: Cell, resources: ResourcesSpec, layout: Layout, data: TrainingDa
 
 class StepMetrics:
     """What a step report says (no checkpoint: Train's result keeps the last checkpointed report's
-    metrics, so these never replace the cell's measurements): step, epoch, loss, learning rate,
-    and train tokens per second (every worker's) since the previous report."""
+    metrics, so these never replace the cell's measurements): step of total_steps, epoch, loss,
+    learning rate, and train tokens per second (every worker's) since the previous report."""
 
     def __init__(self, step: int, train_tokens: int) -> None:
         self.step, self.train_tokens, self.time = step, train_tokens, time.monotonic()
 
-    def since_last(self, counters: Counters, scheduler: LRScheduler, per_epoch: int) -> dict[str, float]:
+    def since_last(self, counters: Counters, scheduler: LRScheduler, per_epoch: int,
+                   total_steps: int) -> dict[str, float]:
         now = time.monotonic()
         tokens_per_s = (counters.train_tokens - self.train_tokens) / max(now - self.time, 1e-9)
         self.step, self.train_tokens, self.time = counters.step, counters.train_tokens, now
-        return {"step": counters.step, "epoch": counters.step / per_epoch, "loss": counters.loss,
+        return {"step": counters.step, "total_steps": total_steps, "epoch": counters.step / per_epoch, "loss": counters.loss,
                 "lr": scheduler.get_last_lr()[0], "tokens_per_s": tokens_per_s, "train_tokens": counters.train_tokens}
 
 

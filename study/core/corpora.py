@@ -12,6 +12,7 @@ others come from teachers (study.teachers.generate).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,6 +23,8 @@ from study.core.cells import CorpusKey
 from study.core.datasets import Problem, extract_answer, load_split, problem_text, score
 from study.core.spec import Format
 from study.core.storage import StudyPaths
+
+log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ChatReply:
@@ -103,7 +106,7 @@ def missing_corpora(paths: StudyPaths, keys: list[CorpusKey]) -> list[CorpusKey]
             missing.append(key)
         elif (error := storage.verify_checksum(location)) is not None:
             moved = storage.quarantine(location)
-            print(f"corpus {key.name}: {error}; moved to {moved}, building it again", flush=True)
+            log.warning(f"corpus {key.name}: {error}; moved to {moved}, building it again")
             missing.append(key)
     return missing
 

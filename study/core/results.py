@@ -9,6 +9,7 @@ Tune's own state never decides what is done.
 from __future__ import annotations
 
 import json
+import logging
 import types
 import typing
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from study.core import storage
 from study.core.cells import Cell
 from study.core.spec import Frozen, ResourcesSpec
 from study.core.storage import StudyPaths
+
+log = logging.getLogger(__name__)
 
 VERSIONED_PACKAGES = ("cotstudy", "torch", "transformers", "ray")
 
@@ -130,7 +133,7 @@ def set_aside_corrupt_results(paths: StudyPaths, cells: list[Cell]) -> list[str]
         location = paths.cell_result(cell.cell_id)
         if storage.exists(location) and (error := storage.verify_checksum(location)) is not None:
             moved = storage.quarantine(location)
-            print(f"cell {cell.name}: {error}; moved to {moved}, the cell will run again", flush=True)
+            log.warning(f"cell {cell.name}: {error}; moved to {moved}, the cell will run again")
             corrupt.append(cell.cell_id)
     return corrupt
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Self
 
@@ -19,6 +19,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 # the data sets' own settings and the frozen base live in the datasets package, below this module
 from study.core.datasets import ArithSettings, DatasetName, DatasetSpec, Frozen, dataset_info
+from study.core.overrides import Override, OverrideError, apply_overrides, override_of, parse_override
 from study.core.profiles import Profile
 from study.core.templates import TemplateName
 
@@ -400,12 +401,15 @@ class WandbTracking(Frozen):
 
 
 class TrackingSpec(Frozen):
-    """Experiment tracking: where each cell's step metrics (step, loss, lr, tokens_per_s,
+    """Experiment tracking: where each cell's step metrics (step, epoch, loss, lr, tokens_per_s,
     train_tokens, reported from the Train loop every `every_steps` optimizer steps) and its final
-    result go, through Ray Tune's own logger callbacks. How a study is watched, not what it
-    computes: in no cell id, and changing it keeps every result."""
+    result go, through Ray Tune's own logger callbacks. Step reports also drive the training
+    progress shown by `cotstudy run`. How a study is watched, not what it computes: in no cell id,
+    and changing it keeps every result."""
 
-    every_steps: int = Field(10, ge=1, description="Report step metrics to Tune every N optimizer steps (and at the last).")
+    every_steps: int | None = Field(
+        10, ge=1, description="Report step metrics to Tune every N optimizer steps (and at the last); None: only "
+                              "each cell's final result (no step metrics, no training progress).")
     tensorboard: bool = Field(
         False, description="TensorBoard event files (tensorboardX) in each trial's folder under <study>/tune/.")
     mlflow: MlflowTracking | None = Field(None, description="MLflow; None: off.")
@@ -432,9 +436,9 @@ class StudySpec(Frozen):
     evaluation: EvalSpec = Field(default_factory=EvalSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     tokenizer: TokenizerSpec = Field(default_factory=TokenizerSpec)
-    tracking: TrackingSpec | None = Field(
-        None, description="Experiment tracking (TensorBoard, MLflow, W&B) with step metrics; None: off (Tune's "
-                          "own per-trial result files only). In no cell id.")
+    tracking: TrackingSpec = Field(
+        default_factory=TrackingSpec, description="Step metrics and experiment tracking (TensorBoard, MLflow, W&B); "
+                                                  "in no cell id.")
 
     @field_validator("method", mode="before")
     @classmethod
@@ -491,16 +495,18 @@ def _require_unique(field: str, names: list[str]) -> None:
 DATA_DIR_VARIABLE = "COTSTUDY_DATA_DIR"
 
 
-def load_spec(path: str | Path, storage: str | None = None, data_dir: str | None = None) -> StudySpec:
+def load_spec(path: str | Path, storage: str | None = None, data_dir: str | None = None,
+              overrides: Sequence[str] = ()) -> StudySpec:
     """Load and validate a study spec; `storage` and `data_dir` (from --storage / --data-dir)
-    override the file's. The data folder becomes absolute: the flag, else the spec's `data_dir`
+    override the file's, and so does each `key.path=value` of `overrides` (study.core.overrides),
+    validated with the rest. The data folder becomes absolute: the flag, else the spec's `data_dir`
     (relative to the spec file), else $COTSTUDY_DATA_DIR, else the current folder."""
     path = Path(path)
     try:
         text = path.read_text()
     except (FileNotFoundError, IsADirectoryError):
         raise SpecError(f"{path}: no such spec file") from None
-    spec = parse_spec_text(text, source=str(path), storage=storage)
+    spec = parse_spec_text(text, source=str(path), storage=storage, overrides=overrides)
     if data_dir is not None:
         folder = Path(data_dir)
     elif spec.data_dir is not None:
@@ -520,7 +526,7 @@ def resolve_locations(spec: StudySpec, data_dir: Path) -> StudySpec:
     return spec.model_copy(update={"data_dir": str(data_dir), "datasets": datasets, "teachers": teachers})
 
 
-def parse_spec_text(text: str, source: str, storage: str | None = None) -> StudySpec:
+def parse_spec_text(text: str, source: str, storage: str | None = None, overrides: Sequence[str] = ()) -> StudySpec:
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as error:
@@ -529,14 +535,22 @@ def parse_spec_text(text: str, source: str, storage: str | None = None) -> Study
         raise SpecError(f"{source}: a study spec is a YAML mapping, got {type(raw).__name__}")
     if storage is not None:
         raw["storage"] = storage
-    return parse_spec(raw, source=source)
+    try:
+        given = [parse_override(text) for text in overrides]
+        raw = apply_overrides(raw, given)
+    except OverrideError as error:
+        raise SpecError(f"{source}: {error}") from None
+    return parse_spec(raw, source=source, overrides=given)
 
 
-def parse_spec(raw: dict[str, Any], source: str = "spec") -> StudySpec:
+def parse_spec(raw: dict[str, Any], source: str = "spec", overrides: Sequence[Override] = ()) -> StudySpec:
+    """The validated spec; an error about a field an override set names that override."""
     try:
         return StudySpec.model_validate(raw)
     except ValidationError as error:
-        raise SpecError(f"{source}: {describe_validation_error(error)}") from None
+        culprit = override_of(_field_path(error.errors()[0]["loc"]), list(overrides))
+        named = "" if culprit is None else f"override '{culprit.text}': "
+        raise SpecError(f"{source}: {named}{describe_validation_error(error)}") from None
 
 
 def describe_validation_error(error: ValidationError) -> str:

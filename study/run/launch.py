@@ -8,6 +8,7 @@ resume: the same from a study folder's frozen spec.yaml, restoring the Tune expe
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from analysis.figures import plot_all
 from study.core import storage
 from study.core.cells import Cell, corpus_keys, expand_grid
 from study.core.cluster import AUTOSCALER_CONFIG, ClusterConfig, load_cluster, on_cluster, placement, trials_at_once
+from study.core.console import Progress
 from study.core.results import CellState, cell_states, collect_results, set_aside_corrupt_results
 from study.core.spec import ResourcesSpec, StudySpec
 from study.core.storage import StudyPaths
@@ -32,6 +34,8 @@ from trainables.cell import cell_config, run_cell
 from trainables.evaluate import check_beam_search
 from trainables.students import check_students, tiny_templates
 from trainables.tokenizer import ensure_study_tokenizer
+
+log = logging.getLogger(__name__)
 
 Trainable = Callable[[dict], None]
 RAY_ENV_VARS = {"TOKENIZERS_PARALLELISM": "false", "RAY_TRAIN_V2_ENABLED": "1"}
@@ -128,7 +132,7 @@ def check_trial_fits(resources: ResourcesSpec, cluster: dict[str, float], autosc
     message = f"resources: one trial needs {' and '.join(short)}, but the cluster has {have}"
     if not autoscaling:
         raise ClusterTooSmall(message + "; lower resources.workers_per_trial or add nodes")
-    print(f"warning: {message}; trials wait until the autoscaler adds nodes", flush=True)
+    log.warning(f"warning: {message}; trials wait until the autoscaler adds nodes")
 
 
 def max_concurrent(resources: ResourcesSpec, cluster: ClusterConfig | None, nodes: list[dict[str, float]],
@@ -159,26 +163,46 @@ def _trial_dirname(trial: tune.experiment.Trial) -> str:
 
 
 class CellProgress(tune.Callback):
-    """One line per trial as it starts, finishes or fails."""
+    """One line per trial as it starts, finishes or fails; while it trains, its steps (from the
+    Train loop's step reports, tracking.every_steps): a bar on a terminal, lines with -v."""
 
     def __init__(self, total: int) -> None:
         self.total = total
         self.finished = 0
+        self.training: dict[str, Progress] = {}  # trial id -> its steps
+
+    def on_trial_result(self, iteration: int, trials: list, trial: tune.experiment.Trial, result: dict,
+                        **info) -> None:
+        if "total_steps" not in result:  # a checkpoint's or the cell's final report
+            return
+        steps = self.training.setdefault(
+            trial.trial_id, Progress(f"train {_trial_name(trial)}", result["total_steps"], "steps", log, logging.DEBUG))
+        steps.advance(result["step"] - steps.done, note=f"loss {result['loss']:.3f}")
+        if result["step"] == result["total_steps"]:
+            steps.finish("trained; evaluating")
+            del self.training[trial.trial_id]
+
+    def _close(self, trial: tune.experiment.Trial) -> None:
+        steps = self.training.pop(trial.trial_id, None)
+        if steps is not None:
+            steps.finish("stopped")
 
     def on_trial_start(self, iteration: int, trials: list, trial: tune.experiment.Trial, **info) -> None:
-        print(f"  start  {_trial_name(trial)}", flush=True)
+        log.info(f"  start  {_trial_name(trial)}")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: tune.experiment.Trial, **info) -> None:
+        self._close(trial)
         self.finished += 1
         metrics = trial.last_result
         what = ("already done" if metrics.get("skipped") else
                 f"train {metrics['train_s']:.0f}s, eval {metrics['eval_s']:.0f}s")
-        print(f"[{self.finished}/{self.total}] {_trial_name(trial)}: accuracy {metrics['accuracy']:.3f} "
-              f"on {metrics['n_test']} ({what})", flush=True)
+        log.info(f"[{self.finished}/{self.total}] {_trial_name(trial)}: accuracy {metrics['accuracy']:.3f} "
+                 f"on {metrics['n_test']} ({what})")
 
     def on_trial_error(self, iteration: int, trials: list, trial: tune.experiment.Trial, **info) -> None:
+        self._close(trial)
         self.finished += 1
-        print(f"[{self.finished}/{self.total}] {_trial_name(trial)}: FAILED (see 'cotstudy status')", flush=True)
+        log.info(f"[{self.finished}/{self.total}] {_trial_name(trial)}: FAILED (see 'cotstudy status')")
 
 
 def _trainable_with_resources(trainable: Trainable) -> tune.trainable.Trainable:
@@ -191,11 +215,11 @@ def _trainable_with_resources(trainable: Trainable) -> tune.trainable.Trainable:
 def _new_tuner(spec: StudySpec, paths: StudyPaths, cells: list[Cell], trainable: Trainable,
                cluster: ClusterConfig | None) -> tune.Tuner:
     limit, why = max_concurrent(spec.resources, cluster, _alive_nodes(), on_cluster())
-    print(f"trials at once: {'no limit' if limit is None else f'up to {limit}'} ({why})", flush=True)
+    log.info(f"trials at once: {'no limit' if limit is None else f'up to {limit}'} ({why})")
     return tune.Tuner(
         _trainable_with_resources(trainable),
         param_space=cell_config(tune.grid_search([c.model_dump(mode="json") for c in cells]), paths, spec.resources,
-                                spec.tracking.every_steps if spec.tracking is not None else None),
+                                spec.tracking.every_steps),
         tune_config=tune.TuneConfig(max_concurrent_trials=limit, reuse_actors=True,
                                     trial_name_creator=_trial_name, trial_dirname_creator=_trial_dirname),
         run_config=tune.RunConfig(
@@ -241,7 +265,7 @@ def run_study(spec: StudySpec, trainable: Trainable = run_cell, break_lock: bool
     cluster = _checks_before_writing(spec, cluster)
     with study_lock(StudyPaths.of(spec.storage, spec.name), "run", break_lock):
         paths, cells = prepare_storage(spec)
-        print(f"study {spec.name}: {len(cells)} cells -> {paths.root}", flush=True)
+        log.info(f"study {spec.name}: {len(cells)} cells -> {paths.root}")
         set_aside_corrupt_results(paths, cells)
         if not on_cluster():  # a local Ray starts once the lock has found the storage writable
             _start_ray(spec, cluster)
@@ -259,7 +283,7 @@ def resume_study(study_dir: str, trainable: Trainable = run_cell, break_lock: bo
     with study_lock(paths, "resume", break_lock):
         set_aside_corrupt_results(paths, cells)
         pending = [s for s in cell_states(paths, cells) if s.state != "done"]
-        print(f"study {spec.name}: {len(cells) - len(pending)} of {len(cells)} cells done; resuming", flush=True)
+        log.info(f"study {spec.name}: {len(cells) - len(pending)} of {len(cells)} cells done; resuming")
         if pending:
             if not on_cluster():
                 _start_ray(spec, cluster)

@@ -26,10 +26,8 @@ class TrackingError(StudyError):
     """A tracking backend the spec asks for whose package is not installed; nothing was run."""
 
 
-def enabled_backends(tracking: TrackingSpec | None) -> list[str]:
+def enabled_backends(tracking: TrackingSpec) -> list[str]:
     """The backends the spec turns on, in PACKAGES order."""
-    if tracking is None:
-        return []
     turned_on = {"tensorboard": tracking.tensorboard, "mlflow": tracking.mlflow is not None,
                  "wandb": tracking.wandb is not None}
     return [backend for backend in PACKAGES if turned_on[backend]]
@@ -45,11 +43,10 @@ def check_tracking(spec: StudySpec) -> None:
 
 
 def tracking_callbacks(spec: StudySpec) -> list[Callback]:
-    """Tune logger callbacks for the spec's backends (none without a `tracking:` section)."""
+    """Tune logger callbacks for the spec's backends (Tune adds its own JSON and CSV result files,
+    and TensorBoard's when tensorboardX is installed, whatever the spec says)."""
     tracking = spec.tracking
     callbacks: list[Callback] = []
-    if tracking is None:
-        return callbacks
     check_tracking(spec)
     if tracking.tensorboard:
         from ray.tune.logger import TBXLoggerCallback

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import glob
 import json
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,8 @@ from study.core.datasets.golds import unreadable_golds_line
 from study.core.datasets.sources import Record, read_records, require_json_list
 from study.core.spec import LABEL_FORMATS, Format, ReleasedFile, ReleasedTeacher
 from study.teachers.kind import TeacherKind
+
+log = logging.getLogger(__name__)
 
 FORMAT_WORDS: dict[str, Format] = {"bsm": "bsm", "rar": "rar", "sym": "symbolic"}
 LEVEL = re.compile(r"level_?(\d)(bsm|rar|sym)?$")
@@ -388,7 +391,7 @@ def problems_from_answer_file(dataset: str, path: Path, dataset_info: Path | Non
             continue
         problems.append(Problem(uid=f"{path.stem}-{index}", question=row.question, answer=answer))
     if unreadable:
-        print(unreadable_golds_line(path, len(unreadable), len(rows), unreadable), flush=True)
+        log.warning(unreadable_golds_line(path, len(unreadable), len(rows), unreadable))
     return problems
 
 
@@ -400,7 +403,7 @@ def released_corpus(key: CorpusKey) -> pd.DataFrame:
                                    _teacher_names(key.teacher), _info_path(key.teacher))
     if report.rows and not report.matched:
         _refuse_unmatched(release, key.dataset.name, report.rows, str(frame.loc[0, "question"]))
-    print(f"corpus {key.name}: imported {report.line()}", flush=True)
+    log.info(f"corpus {key.name}: imported {report.line()}")
     return frame
 
 

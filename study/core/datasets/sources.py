@@ -12,6 +12,7 @@ A bad row raises `DataError` naming the file and the row index.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from typing import Any
 from study.core.datasets.answers import canonical_number
 from study.core.datasets.golds import GoldReader, inline_choices, read_choice_gold, unreadable_golds_line
 from study.core.datasets.problems import Choice, Problem
+
+log = logging.getLogger(__name__)
 
 Record = dict[str, Any]
 RecordParser = Callable[[Record, str], Problem]
@@ -162,5 +165,5 @@ def alpaca_problems(path: Path, records: list[Record], read_gold: GoldReader) ->
             continue
         problems.append(Problem(uid=str(record.get("id", f"{path.stem}-{index}")), question=question, answer=answer))
     if unreadable:
-        print(unreadable_golds_line(path, len(unreadable), len(records), unreadable), flush=True)
+        log.warning(unreadable_golds_line(path, len(unreadable), len(records), unreadable))
     return problems
