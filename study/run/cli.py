@@ -4,8 +4,11 @@
     cotstudy plan SPEC [--cluster cluster.yaml]
                                        cells, corpora, estimated train tokens, the node types a
                                        trial's workers fit; runs nothing
-    cotstudy run SPEC [--storage DIR] [--data-dir DIR] [--cluster cluster.yaml]
+    cotstudy run SPEC [KEY.PATH=VALUE...] [--storage DIR] [--data-dir DIR] [--cluster cluster.yaml]
                                        build corpora, train and evaluate every cell, draw figures
+                                       (overrides such as training.epochs=1 students[0].name=x are
+                                       validated with the spec and kept in its frozen spec.yaml;
+                                       plan takes them too)
     cotstudy corpus-stats SPEC | --files GLOB... [--data-dir DIR]
                                        rows, rationale length, steps, correct rate per corpus
     cotstudy serve-teacher SPEC TEACHER [--host HOST]
@@ -17,6 +20,8 @@
     cotstudy report STUDY_DIR...       report.md / report.html: figures, tables, findings
                                        (both write into the first study folder, uploaded when it
                                        is a URI, or into --out)
+    cotstudy schema                    the spec's JSON schema (for editors: yaml-language-server)
+    cotstudy --version; -v / -q        more (debug) or less (warnings only) progress output
 
 Exit codes: 0 all cells done, 1 some cells failed, 2 bad input (spec, data, flag, storage), nothing run.
 """
@@ -24,9 +29,10 @@ Exit codes: 0 all cells done, 1 some cells failed, 2 bad input (spec, data, flag
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
-from importlib import resources
+from importlib import metadata, resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,6 +42,7 @@ from analysis.tables import accuracy_table
 from study.core import storage
 from study.core.cells import corpus_keys, expand_grid
 from study.core.cluster import AUTOSCALER_CONFIG, ClusterConfig, ClusterConfigError, load_cluster, placement
+from study.core.console import configure_logging
 from study.core.datasets import DataError, DatasetSpec, dataset_info, load_split
 from study.run.inputs import check_inputs, estimate_corpus_tokens
 from study.core.results import cell_states
@@ -62,10 +69,16 @@ def demo_spec_path() -> str:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cotstudy", description="Chain-of-thought distillation studies on Ray.")
+    parser.add_argument("--version", action="version", version=f"cotstudy {metadata.version('cotstudy')}")
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument("-v", "--verbose", action="store_true", help="debug output too (e.g. each trial's steps)")
+    loudness.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only (no progress)")
     commands = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("run", "run a study spec end to end"), ("plan", "print cells and corpora; run nothing")):
         command = commands.add_parser(name, help=help_text)
         command.add_argument("spec", help="study spec (YAML)")
+        command.add_argument("overrides", nargs="*", metavar="KEY.PATH=VALUE",
+                             help="set a spec field, e.g. training.epochs=1 students[0].name=x (value read as YAML)")
         command.add_argument("--storage", help="override the spec's storage (local folder or URI)")
         command.add_argument("--data-dir", help="folder of source data sets (<dir>/<dataset>, <dir>/paper/<dataset>); overrides the spec's")
         command.add_argument("--cluster", help=CLUSTER_HELP)
@@ -100,6 +113,7 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--out", help="output folder or URI (default: under the first study folder, in its own storage)")
         command.add_argument("--accuracy", choices=["accuracy", "accuracy_paper"], default="accuracy",
                              help="the accuracy shown: the project's scorer, or the paper's answer rules")
+    commands.add_parser("schema", help="print the study spec's JSON schema (for editors)")
     return parser
 
 
@@ -108,7 +122,11 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exit_:  # argparse printed its one-line error (or --help): return, don't exit
         return EXIT_BAD_INPUT if exit_.code else EXIT_OK
+    configure_logging(1 if args.verbose else -1 if args.quiet else 0)
     try:
+        if args.command == "schema":
+            print(json.dumps(StudySpec.model_json_schema(), indent=2))
+            return EXIT_OK
         if args.command in ("figures", "report"):
             analysis_main = figures_main if args.command == "figures" else report_main
             return analysis_main([*args.study_dirs, *(["--out", args.out] if args.out else []),
@@ -136,7 +154,7 @@ def _cluster(args: argparse.Namespace) -> ClusterConfig | None:
 def _checked_spec(args: argparse.Namespace) -> StudySpec:
     """The spec, validated, with every data set and corpus source found (before Ray starts)."""
     spec = load_spec(demo_spec_path() if args.command == "demo" else args.spec, args.storage,
-                     getattr(args, "data_dir", None))
+                     getattr(args, "data_dir", None), getattr(args, "overrides", ()))
     check_inputs(spec)
     return spec
 
