@@ -280,5 +280,5 @@ def plot_all(results: pd.DataFrame, out_dir: Path, accuracy: str = "accuracy") -
         try:
             written += _save(draw(shown), out_dir, stem, f"{caption}; {interval_note(shown)}")
         except ValueError as error:
-            log.info(f"figure {stem}: skipped: {error}")
+            log.warning(f"figure {stem}: skipped: {error}")
     return written

@@ -171,5 +171,4 @@ def _print_card(key: CorpusKey, card: CorpusCard) -> None:
     cost = f", ${card.cost_usd:.4f}" if card.cost_usd is not None else ""
     log.info(f"corpus {key.name}: {card.rows} rows, {card.correct_rate:.0%} correct, "
              f"{card.unextractable_rate:.0%} without an answer, {card.requests} requests ({card.new_requests} new), "
-             f"{card.prompt_tokens:,} prompt + {card.completion_tokens:,} completion tokens{cost}, {card.seconds:.1f}s",
-             flush=True)
+             f"{card.prompt_tokens:,} prompt + {card.completion_tokens:,} completion tokens{cost}, {card.seconds:.1f}s")
