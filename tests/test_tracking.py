@@ -15,7 +15,7 @@ from study.core.cells import expand_grid
 from study.core.spec import parse_spec
 from study.run.cli import main
 
-TRACKED = {"every_steps": 2, "tensorboard": True}
+TRACKED = {"every_steps": 2, "min_interval_s": 0, "tensorboard": True}
 
 
 def test_tracking_is_in_no_cell_id(tmp_path):
@@ -39,6 +39,22 @@ def test_a_backend_whose_package_is_missing_is_exit_2_and_writes_nothing(tmp_pat
     error = capsys.readouterr().err
     assert "tracking.wandb" in error and "'wandb' package is not installed" in error
     assert not storage.exists(), "nothing written"
+
+
+def test_step_reports_fall_every_n_steps_at_least_min_interval_apart_and_at_the_last_step():
+    import time
+
+    import torch
+
+    from study.core.spec import TrackingSpec
+    from trainables.train import _step_report_due
+
+    settings, cpu = TrackingSpec(every_steps=2, min_interval_s=5.0), torch.device("cpu")
+    just_now, long_ago = time.monotonic(), time.monotonic() - 6.0
+    assert [_step_report_due(step, 9, settings, long_ago, 1, cpu) for step in range(1, 10)] == [
+        False, True, False, True, False, True, False, True, True]
+    assert not _step_report_due(4, 9, settings, just_now, 1, cpu), "within min_interval_s of the last report"
+    assert _step_report_due(9, 9, settings, just_now, 1, cpu), "the last step always reports"
 
 
 def tensorboard_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:

@@ -23,29 +23,35 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from study.core import storage
 from study.core.cells import Cell
 from study.core.results import CellResult, Measurements, read_cell_result, write_cell_result
-from study.core.spec import ResourcesSpec
+from study.core.spec import ResourcesSpec, TrackingSpec
 from study.core.storage import StudyPaths
 
 REPORTED_METRICS = ("accuracy", "n_test", "train_tokens", "train_s", "eval_s")
 
 
 def cell_config(cell: Cell | dict, paths: StudyPaths, resources: ResourcesSpec,
-                report_every_steps: int | None = None) -> dict:
+                step_reports: TrackingSpec | None = None) -> dict:
     """The only dict in the system: a trial's config (Tune's param_space, with `cell` a grid
     search over cells) and the Train loop config of one cell. `run_cell` rebuilds the types.
-    `report_every_steps` (the spec's tracking.every_steps; None: no step reports) is how often the
-    Train loop reports step metrics to Tune; it is in no id."""
+    `step_reports`: the spec's tracking settings when the Train loop reports step metrics to Tune
+    (tracking.every_steps set), else None; in no id."""
     return {"cell": cell.model_dump(mode="json") if isinstance(cell, Cell) else cell,
             "study_root": paths.root, "resources": resources.model_dump(mode="json"),
-            "report_every_steps": report_every_steps}
+            "step_reports": step_reports.model_dump(mode="json") if step_reports is not None else None}
+
+
+def step_reports_of(config: dict) -> TrackingSpec | None:
+    """A config's step-report settings (None: no step reports; also for trials Tune restores from
+    studies begun before step reports existed, whose configs lack the key)."""
+    settings = config.get("step_reports")
+    return TrackingSpec.model_validate(settings) if settings is not None else None
 
 
 def run_cell(config: dict) -> None:
     cell = Cell.model_validate(config["cell"])
     paths = StudyPaths(config["study_root"])
     resources = ResourcesSpec.model_validate(config["resources"])
-    # absent from the configs of trials Tune restores from studies begun before tracking existed
-    report_every_steps = config.get("report_every_steps")
+    step_reports = step_reports_of(config)
     if storage.exists(paths.cell_result(cell.cell_id)):
         tune.report({**_metrics(read_cell_result(paths, cell.cell_id)), "skipped": True})
         return
@@ -54,7 +60,7 @@ def run_cell(config: dict) -> None:
     storage.write_text_atomic(paths.cell_attempt(cell.cell_id), time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     started = time.monotonic()
     try:
-        measured = fit_cell(cell, paths, resources, report_every_steps=report_every_steps)
+        measured = fit_cell(cell, paths, resources, step_reports=step_reports)
         result = CellResult.describe(cell, measured, resources, wall_s=time.monotonic() - started)
         write_cell_result(paths, result)  # last: its presence marks the cell done
     except Exception:
@@ -77,14 +83,14 @@ def train_loop_per_worker(config: dict) -> None:
 
 def fit_cell(cell: Cell, paths: StudyPaths, resources: ResourcesSpec,
              loop_per_worker: Callable[[dict], None] = train_loop_per_worker,
-             report_every_steps: int | None = None) -> Measurements:
+             step_reports: TrackingSpec | None = None) -> Measurements:
     """Run the cell's Ray Train job; a rerun (same run name) resumes from its latest checkpoint.
-    With `report_every_steps` (inside a Tune trial only), every `ray.train.report` of the workers,
+    With `step_reports` (inside a Tune trial only), every `ray.train.report` of the workers,
     step metrics included, is forwarded to Tune and so to its logger callbacks (tracking)."""
-    forward_to_tune = [] if report_every_steps is None else [TuneReportCallback()]
+    forward_to_tune = [] if step_reports is None else [TuneReportCallback()]
     trainer = TorchTrainer(
         loop_per_worker,
-        train_loop_config=cell_config(cell, paths, resources, report_every_steps),
+        train_loop_config=cell_config(cell, paths, resources, step_reports),
         torch_config=TorchConfig(backend="nccl" if resources.gpus_per_worker else "gloo"),
         scaling_config=ScalingConfig(
             num_workers=resources.workers_per_trial,

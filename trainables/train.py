@@ -36,10 +36,11 @@ from study.core.cells import Cell
 from study.core.corpora import load_corpus, training_rows
 from study.core.datasets import load_split
 from study.core.results import Measurements
-from study.core.spec import ResourcesSpec
+from study.core.spec import ResourcesSpec, TrackingSpec
 from study.core.storage import StudyPaths
 from trainables import checkpoints
 from trainables.accounting import FlopCount, peak_flops
+from trainables.cell import step_reports_of
 from trainables.checkpoints import Counters, TrainingState
 from trainables.data import Example, mean_target_tokens, steps_per_epoch, total_steps, worker_batches
 from trainables.evaluate import Evaluation
@@ -168,11 +169,13 @@ def _resume(layout: Layout) -> Counters:
 
 
 def train(cell: Cell, resources: ResourcesSpec, layout: Layout, data: TrainingData, tokenizer: PreTrainedTokenizerBase,
-          device: torch.device, rank: int, world: int, report_every_steps: int | None = None) -> TrainingState:
+          device: torch.device, rank: int, world: int, step_reports: TrackingSpec | None = None) -> TrainingState:
     """Steps from the resumed one to the last; returns the final state, gathered on rank 0.
-    With `report_every_steps`, step metrics are reported every that many steps (tracking)."""
+    With `step_reports`, step metrics are reported every `every_steps` steps, at least
+    `min_interval_s` apart, and at the last step (tracking)."""
     counters = _resume(layout)
     step_metrics = StepMetrics(counters.step, counters.train_tokens)
+    last_report = time.monotonic()
     layout.wrapped.train()
     autocast = torch.bfloat16 if device.type == "cuda" else None
     count_flops = FlopCount.of(layout.student)
@@ -188,13 +191,15 @@ def train(cell: Cell, resources: ResourcesSpec, layout: Layout, data: TrainingDa
         targets = sum(target_count(b) for b in micro_batches)
         counters.train_flops += global_sum(count_flops(lengths, targets), world, device)
         counters.step, counters.loss = step + 1, loss
-        if report_every_steps is not None and (counters.step % report_every_steps == 0 or counters.step == data.n_steps):
+        if step_reports is not None and _step_report_due(counters.step, data.n_steps, step_reports, last_report,
+                                                          world, device):
             ray.train.report(step_metrics.since_last(counters, layout.scheduler, data.per_epoch, data.n_steps))
+            last_report = time.monotonic()
         if counters.step % data.per_epoch == 0 or counters.step == data.n_steps:
             counters.train_s += time.monotonic() - started
             started = time.monotonic()
-            if counters.step < data.n_steps and _checkpoint_due(last_checkpoint, resources.checkpoint_every_s,
-                                                                  world, device):
+            if counters.step < data.n_steps and _interval_passed(last_checkpoint, resources.checkpoint_every_s,
+                                                                   world, device):
                 _report(checkpoints.gather(layout.loss_module, layout.optimizer, layout.scheduler, counters), rank,
                         metrics={})
                 last_checkpoint = time.monotonic()
@@ -233,7 +238,7 @@ def train_and_evaluate(config: dict) -> None:
     data = training_data(cell, paths, tokenizer, world, method, role)
     device = ray.train.torch.get_device() if resources.gpus_per_worker > 0 else torch.device("cpu")
     layout = build_layout(cell, resources, tokenizer, data, device, world, loss_module_of)
-    final = train(cell, resources, layout, data, tokenizer, device, rank, world, config["report_every_steps"])
+    final = train(cell, resources, layout, data, tokenizer, device, rank, world, step_reports_of(config))
     del layout  # free the training memory (sharded weights, optimizer) before evaluation
     gc.collect()
     cost = training_cost(final.counters, world, device)
@@ -275,9 +280,19 @@ def training_cost(counters: Counters, world: int, device: torch.device) -> Train
     return TrainingCost(peak_memory_gb=memory, mfu=mfu)
 
 
-def _checkpoint_due(last_checkpoint: float, every_s: float, world: int, device: torch.device) -> bool:
-    """Whether this epoch end should checkpoint; every rank must agree (a report is collective)."""
-    due = torch.tensor([float(time.monotonic() - last_checkpoint >= every_s)], device=device)
+def _step_report_due(step: int, n_steps: int, settings: TrackingSpec, last_report: float, world: int,
+                     device: torch.device) -> bool:
+    """Whether this step reports its metrics: the last step always; else every `every_steps`, once
+    `min_interval_s` has passed since the previous report (every rank agrees: a report is collective)."""
+    if step == n_steps:
+        return True
+    return step % settings.every_steps == 0 and _interval_passed(last_report, settings.min_interval_s, world, device)
+
+
+def _interval_passed(since: float, every_s: float, world: int, device: torch.device) -> bool:
+    """Whether `every_s` seconds have passed since `since` (the last checkpoint or step report),
+    as every rank agrees (a report is collective): any rank's yes is everyone's."""
+    due = torch.tensor([float(time.monotonic() - since >= every_s)], device=device)
     if world > 1:
         torch.distributed.all_reduce(due, op=torch.distributed.ReduceOp.MAX)
     return bool(due.item())

@@ -402,7 +402,8 @@ class WandbTracking(Frozen):
 
 class TrackingSpec(Frozen):
     """Experiment tracking: where each cell's step metrics (step, epoch, loss, lr, tokens_per_s,
-    train_tokens, reported from the Train loop every `every_steps` optimizer steps) and its final
+    train_tokens, reported from the Train loop every `every_steps` optimizer steps, at least
+    `min_interval_s` apart) and its final
     result go, through Ray Tune's own logger callbacks. Step reports also drive the training
     progress shown by `cotstudy run`. How a study is watched, not what it computes: in no cell id,
     and changing it keeps every result."""
@@ -410,6 +411,10 @@ class TrackingSpec(Frozen):
     every_steps: int | None = Field(
         10, ge=1, description="Report step metrics to Tune every N optimizer steps (and at the last); None: only "
                               "each cell's final result (no step metrics, no training progress).")
+    min_interval_s: float = Field(
+        2.0, ge=0, description="Step reports at least this many seconds apart (steps falling sooner are skipped): "
+                               "Ray Train's controller takes one report per poll (every 2 s, "
+                               "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S) and a worker reporting faster waits for it.")
     tensorboard: bool = Field(
         False, description="TensorBoard event files (tensorboardX) in each trial's folder under <study>/tune/.")
     mlflow: MlflowTracking | None = Field(None, description="MLflow; None: off.")

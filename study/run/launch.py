@@ -219,7 +219,7 @@ def _new_tuner(spec: StudySpec, paths: StudyPaths, cells: list[Cell], trainable:
     return tune.Tuner(
         _trainable_with_resources(trainable),
         param_space=cell_config(tune.grid_search([c.model_dump(mode="json") for c in cells]), paths, spec.resources,
-                                spec.tracking.every_steps),
+                                spec.tracking if spec.tracking.every_steps is not None else None),
         tune_config=tune.TuneConfig(max_concurrent_trials=limit, reuse_actors=True,
                                     trial_name_creator=_trial_name, trial_dirname_creator=_trial_dirname),
         run_config=tune.RunConfig(
