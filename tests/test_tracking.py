@@ -47,14 +47,14 @@ def test_step_reports_fall_every_n_steps_at_least_min_interval_apart_and_at_the_
     import torch
 
     from study.core.spec import TrackingSpec
-    from trainables.train import _step_report_due
+    from trainables.step_reports import step_report_due
 
     settings, cpu = TrackingSpec(every_steps=2, min_interval_s=5.0), torch.device("cpu")
     just_now, long_ago = time.monotonic(), time.monotonic() - 6.0
-    assert [_step_report_due(step, 9, settings, long_ago, 1, cpu) for step in range(1, 10)] == [
+    assert [step_report_due(step, 9, settings, long_ago, 1, cpu) for step in range(1, 10)] == [
         False, True, False, True, False, True, False, True, True]
-    assert not _step_report_due(4, 9, settings, just_now, 1, cpu), "within min_interval_s of the last report"
-    assert _step_report_due(9, 9, settings, just_now, 1, cpu), "the last step always reports"
+    assert not step_report_due(4, 9, settings, just_now, 1, cpu), "within min_interval_s of the last report"
+    assert step_report_due(9, 9, settings, just_now, 1, cpu), "the last step always reports"
 
 
 def tensorboard_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:

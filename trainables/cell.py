@@ -25,6 +25,7 @@ from study.core.cells import Cell
 from study.core.results import CellResult, Measurements, read_cell_result, write_cell_result
 from study.core.spec import ResourcesSpec, TrackingSpec
 from study.core.storage import StudyPaths
+from trainables.step_reports import step_reports_of
 
 REPORTED_METRICS = ("accuracy", "n_test", "train_tokens", "train_s", "eval_s")
 
@@ -38,13 +39,6 @@ def cell_config(cell: Cell | dict, paths: StudyPaths, resources: ResourcesSpec,
     return {"cell": cell.model_dump(mode="json") if isinstance(cell, Cell) else cell,
             "study_root": paths.root, "resources": resources.model_dump(mode="json"),
             "step_reports": step_reports.model_dump(mode="json") if step_reports is not None else None}
-
-
-def step_reports_of(config: dict) -> TrackingSpec | None:
-    """A config's step-report settings (None: no step reports; also for trials Tune restores from
-    studies begun before step reports existed, whose configs lack the key)."""
-    settings = config.get("step_reports")
-    return TrackingSpec.model_validate(settings) if settings is not None else None
 
 
 def run_cell(config: dict) -> None:

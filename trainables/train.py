@@ -28,7 +28,6 @@ import ray.train
 import ray.train.torch
 import torch
 from ray.train import Checkpoint
-from torch.optim.lr_scheduler import LRScheduler
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_scheduler
 
 from study.core import storage
@@ -40,7 +39,6 @@ from study.core.spec import ResourcesSpec, TrackingSpec
 from study.core.storage import StudyPaths
 from trainables import checkpoints
 from trainables.accounting import FlopCount, peak_flops
-from trainables.cell import step_reports_of
 from trainables.checkpoints import Counters, TrainingState
 from trainables.data import Example, mean_target_tokens, steps_per_epoch, total_steps, worker_batches
 from trainables.evaluate import Evaluation
@@ -55,6 +53,7 @@ from trainables.packing import (
 )
 from trainables.parallel import distribute, prepare_layers
 from trainables.step import global_sum, target_count, train_step
+from trainables.step_reports import StepMetrics, interval_passed, step_report_due, step_reports_of
 from trainables.students import build_student, parameter_count, student_tokenizer
 from trainables.tokenizer import load_tokenizer
 
@@ -191,36 +190,22 @@ def train(cell: Cell, resources: ResourcesSpec, layout: Layout, data: TrainingDa
         targets = sum(target_count(b) for b in micro_batches)
         counters.train_flops += global_sum(count_flops(lengths, targets), world, device)
         counters.step, counters.loss = step + 1, loss
-        if step_reports is not None and _step_report_due(counters.step, data.n_steps, step_reports, last_report,
-                                                          world, device):
+        if step_reports is not None and step_report_due(counters.step, data.n_steps, step_reports, last_report,
+                                                        world, device):
+            reporting = time.monotonic()
             ray.train.report(step_metrics.since_last(counters, layout.scheduler, data.per_epoch, data.n_steps))
+            step_metrics.reported(counters)
             last_report = time.monotonic()
+            started += last_report - reporting  # waiting for Train's controller is not training time
         if counters.step % data.per_epoch == 0 or counters.step == data.n_steps:
             counters.train_s += time.monotonic() - started
             started = time.monotonic()
-            if counters.step < data.n_steps and _interval_passed(last_checkpoint, resources.checkpoint_every_s,
-                                                                   world, device):
+            if counters.step < data.n_steps and interval_passed(last_checkpoint, resources.checkpoint_every_s,
+                                                                world, device):
                 _report(checkpoints.gather(layout.loss_module, layout.optimizer, layout.scheduler, counters), rank,
                         metrics={})
                 last_checkpoint = time.monotonic()
     return checkpoints.gather(layout.loss_module, layout.optimizer, layout.scheduler, counters)
-
-
-class StepMetrics:
-    """What a step report says (no checkpoint: Train's result keeps the last checkpointed report's
-    metrics, so these never replace the cell's measurements): step of total_steps, epoch, loss,
-    learning rate, and train tokens per second (every worker's) since the previous report."""
-
-    def __init__(self, step: int, train_tokens: int) -> None:
-        self.step, self.train_tokens, self.time = step, train_tokens, time.monotonic()
-
-    def since_last(self, counters: Counters, scheduler: LRScheduler, per_epoch: int,
-                   total_steps: int) -> dict[str, float]:
-        now = time.monotonic()
-        tokens_per_s = (counters.train_tokens - self.train_tokens) / max(now - self.time, 1e-9)
-        self.step, self.train_tokens, self.time = counters.step, counters.train_tokens, now
-        return {"step": counters.step, "total_steps": total_steps, "epoch": counters.step / per_epoch, "loss": counters.loss,
-                "lr": scheduler.get_last_lr()[0], "tokens_per_s": tokens_per_s, "train_tokens": counters.train_tokens}
 
 
 def train_and_evaluate(config: dict) -> None:
@@ -278,24 +263,6 @@ def training_cost(counters: Counters, world: int, device: torch.device) -> Train
     mfu = counters.train_flops / (max(counters.train_s, 1e-9) * world * peak) if peak else None
     memory = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     return TrainingCost(peak_memory_gb=memory, mfu=mfu)
-
-
-def _step_report_due(step: int, n_steps: int, settings: TrackingSpec, last_report: float, world: int,
-                     device: torch.device) -> bool:
-    """Whether this step reports its metrics: the last step always; else every `every_steps`, once
-    `min_interval_s` has passed since the previous report (every rank agrees: a report is collective)."""
-    if step == n_steps:
-        return True
-    return step % settings.every_steps == 0 and _interval_passed(last_report, settings.min_interval_s, world, device)
-
-
-def _interval_passed(since: float, every_s: float, world: int, device: torch.device) -> bool:
-    """Whether `every_s` seconds have passed since `since` (the last checkpoint or step report),
-    as every rank agrees (a report is collective): any rank's yes is everyone's."""
-    due = torch.tensor([float(time.monotonic() - since >= every_s)], device=device)
-    if world > 1:
-        torch.distributed.all_reduce(due, op=torch.distributed.ReduceOp.MAX)
-    return bool(due.item())
 
 
 def _evaluate(cell: Cell, paths: StudyPaths, method: TrainingMethod, students: dict[str, PreTrainedModel],
