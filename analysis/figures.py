@@ -5,6 +5,7 @@ Every plotted accuracy carries its 95% bootstrap interval (analysis.stats).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import matplotlib
@@ -24,6 +25,8 @@ from analysis.stats import (  # noqa: E402
     student_gains,
 )
 from analysis.tables import level_label  # noqa: E402
+
+log = logging.getLogger(__name__)
 
 FIGURE_FORMATS = ("png", "pdf")
 PANEL_SIZE_IN = (3.2, 2.6)
@@ -241,15 +244,29 @@ def draw_method_effect(results: pd.DataFrame) -> plt.Figure:
 
 
 def draw_cost(results: pd.DataFrame) -> plt.Figure:
-    """Per cell: seconds (train + eval), GPU-seconds (zero on CPU) and train tokens."""
+    """Per cell: wall seconds (training, evaluation and the rest of the trial: worker start-up,
+    data, checkpoints; the rest is absent for cells finished before `wall_s` was recorded),
+    GPU-seconds (only when some cell used a GPU) and train tokens."""
     sns.set_theme(style="whitegrid", context="paper")
     _require(results, ("train_s", "eval_s", "gpu_s", "train_tokens"), "the cost figure")
-    cells = results.assign(seconds=results["train_s"] + results["eval_s"]).sort_values("name")
+    cells = results.sort_values("name")
+    wall = cells["wall_s"].astype("float64") if "wall_s" in cells.columns else pd.Series(float("nan"), cells.index)
+    other = (wall - cells["train_s"] - cells["eval_s"]).clip(lower=0)  # NaN (not drawn) where wall is unknown
+    panels = [("gpu_s", "GPU-seconds", "GPU-seconds")] if (cells["gpu_s"] > 0).any() else []
+    panels.append(("train_tokens", "train tokens", "tokens"))
     height = max(PANEL_SIZE_IN[1], 0.22 * len(cells))
-    panels = (("seconds", "train + eval seconds", "seconds"), ("gpu_s", "GPU-seconds", "GPU-seconds"),
-              ("train_tokens", "train tokens", "tokens"))
-    figure, axes_list = plt.subplots(1, 3, sharey=True, figsize=(3 * PANEL_SIZE_IN[0], height))
-    for (column, title, unit), axes, color in zip(panels, axes_list, sns.color_palette("colorblind")):
+    figure, axes_list = plt.subplots(1, 1 + len(panels), sharey=True,
+                                     figsize=((1 + len(panels)) * PANEL_SIZE_IN[0], height))
+    colors = sns.color_palette("colorblind")
+    seconds = axes_list[0]
+    left = pd.Series(0.0, cells.index)
+    for part, label, color in ((cells["train_s"], "train", colors[0]), (cells["eval_s"], "eval", colors[1]),
+                               (other, "rest of the trial", colors[2])):
+        seconds.barh(cells["name"], part, left=left, color=color, label=label)
+        left = left + part.fillna(0)
+    seconds.set(title="wall seconds per cell", xlabel="seconds")
+    seconds.legend(frameon=False, fontsize="small")
+    for (column, title, unit), axes, color in zip(panels, axes_list[1:], colors[3:]):
         axes.barh(cells["name"], cells[column], color=color)
         axes.set(title=title, xlabel=unit)
     figure.tight_layout()
@@ -307,5 +324,5 @@ def plot_all(results: pd.DataFrame, out_dir: Path, accuracy: str = "accuracy") -
         try:
             written += _save(draw(shown), out_dir, stem, f"{caption}; {interval_note(shown)}")
         except ValueError as error:
-            print(f"figure {stem}: skipped: {error}", flush=True)
+            log.warning(f"figure {stem}: skipped: {error}")
     return written

@@ -23,6 +23,15 @@ def _shared_data() -> Path | None:
 SHARED_DATA = _shared_data()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def progress_logged_to_stdout():
+    """Library calls log their progress (study.core.console) as `cotstudy` does, to stdout, where
+    tests read it (capsys); a test calling `main` sets the same again."""
+    from study.core.console import configure_logging
+
+    configure_logging(0)
+
+
 @pytest.fixture
 def shared_data() -> Path:
     if SHARED_DATA is None:

@@ -186,8 +186,20 @@ def test_teacher_length_and_cost_figures_render_with_their_axes():
     assert teacher.axes[0].get_xlabel() == "teacher" and teacher.axes[2].get_xlabel() == "teacher accuracy"
     length = draw_rationale_length(results)
     assert length.axes[0].get_ylabel() == "rationale tokens" and length.axes[1].get_ylabel() == "accuracy"
-    cost = draw_cost(results)
-    assert [a.get_title() for a in cost.axes] == ["train + eval seconds", "GPU-seconds", "train tokens"]
+    cpu_only = draw_cost(results)
+    assert [a.get_title() for a in cpu_only.axes] == ["wall seconds per cell", "train tokens"], "no empty GPU panel"
+    on_gpus = draw_cost(results.assign(gpu_s=64.0))
+    assert [a.get_title() for a in on_gpus.axes] == ["wall seconds per cell", "GPU-seconds", "train tokens"]
+
+
+def test_cost_figure_draws_the_time_outside_training_from_wall_seconds():
+    results = with_teachers({"weak": 0.5}, True)
+    bars = lambda figure: [(round(b.get_x(), 6), round(b.get_width(), 6)) for b in figure.axes[0].patches]  # noqa: E731
+    measured = bars(draw_cost(results.assign(wall_s=50.0)))
+    n = len(results)
+    assert measured[2 * n:] == [(32.0, 18.0)] * n, "the rest of the trial: wall 50 - train 30 - eval 2, after them"
+    unknown = bars(draw_cost(results))  # cells finished before wall_s was recorded: no rest bar, not a 0
+    assert unknown[:2 * n] == measured[:2 * n] and all(width != width for _, width in unknown[2 * n:])
 
 
 def test_figures_for_what_exists_when_older_results_lack_columns(tmp_path, capsys):

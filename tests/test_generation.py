@@ -4,6 +4,7 @@ local server that counts requests, fails on command, and answers arith questions
 import json
 import shutil
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -28,14 +29,18 @@ SECRET = "sk-test-7f3a9c1e5b"
 
 class FakeTeacher:
     """A local OpenAI-compatible endpoint: answers each arith question right (or wrong when the
-    request's seed is below `wrong_below_seed`), fails `fail_first` requests with HTTP 500, and
-    fails every request after `fail_after` (an interrupted run)."""
+    request's seed is below `wrong_below_seed`), fails `fail_first` requests with HTTP `fail_status`
+    (500; with a `Retry-After: retry_after` header when set), and fails every request after
+    `fail_after` (an interrupted run). `times`: when each request arrived (time.monotonic)."""
 
     def __init__(self, answers: dict[str, str]) -> None:
         self.answers = answers
         self.requests: list[dict] = []
         self.headers: list[str] = []
         self.fail_first = 0
+        self.fail_status = 500
+        self.retry_after: str | None = None
+        self.times: list[float] = []
         self.fail_after: int | None = None
         self.wrong_below_seed = 0
         self.lock = threading.Lock()
@@ -46,9 +51,10 @@ class FakeTeacher:
     def _reply(self, body: dict) -> tuple[int, dict]:
         with self.lock:
             self.requests.append(body)
+            self.times.append(time.monotonic())
             count = len(self.requests)
         if count <= self.fail_first or (self.fail_after is not None and count > self.fail_after):
-            return 500, {"error": {"message": "overloaded"}}
+            return self.fail_status, {"error": {"message": "overloaded"}}
         if body["model"] != "fake-model":
             return 404, {"error": {"message": "no such model"}}
         question = body["messages"][-1]["content"]
@@ -67,6 +73,8 @@ class FakeTeacher:
             def _send(self, status, payload):
                 data = json.dumps(payload).encode()
                 self.send_response(status)
+                if status != 200 and fake.retry_after is not None:
+                    self.send_header("Retry-After", fake.retry_after)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -159,6 +167,30 @@ def test_retries_then_succeeds_and_always_failing_leaves_no_corpus(tmp_path, fak
     with pytest.raises(TeacherError, match=r"failed for model 'fake-model': HTTP 500"):
         _build(spec)
     assert not list(Path(spec.storage).rglob("corpora/*.parquet"))
+
+
+def test_a_429_with_retry_after_waits_that_long_and_backoff_has_jitter(fake_teacher):
+    fake_teacher.fail_first, fake_teacher.fail_status, fake_teacher.retry_after = 2, 429, "0.6"
+    client = ChatClient(base_url=fake_teacher.base_url, max_retries=2, backoff_s=0.01)
+    question = next(iter(fake_teacher.answers))
+    reply = client.complete_all([ChatRequest(model="fake-model", messages=[{"role": "user", "content": question}])])
+    assert "The answer is" in reply[0].text and len(fake_teacher.requests) == 3
+    gaps = [later - earlier for earlier, later in zip(fake_teacher.times, fake_teacher.times[1:])]
+    assert all(0.6 <= gap < 1.5 for gap in gaps), f"Retry-After 0.6 s, not the 0.01 s backoff: {gaps}"
+    waits = [ChatClient(base_url="unused", backoff_s=1.0).backoff(attempt=2) for _ in range(50)]
+    assert all(2.0 <= wait < 6.0 for wait in waits) and len(set(waits)) > 40, "4 s x a random factor in [0.5, 1.5)"
+
+
+def test_retry_after_is_read_as_seconds_or_an_http_date():
+    from datetime import datetime, timedelta, timezone
+    from email.utils import format_datetime
+
+    from study.teachers.client import MAX_RETRY_AFTER_S, retry_after_s
+
+    in_ten = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=10), usegmt=True)
+    assert retry_after_s("3") == 3.0 and 8.0 < retry_after_s(in_ten) <= 10.0
+    assert retry_after_s(None) is None and retry_after_s("soon") is None
+    assert retry_after_s("86400") == MAX_RETRY_AFTER_S
 
 
 def test_rejection_sampling_keeps_the_first_correct_sample(tmp_path, fake_teacher, monkeypatch):

@@ -20,35 +20,45 @@ from collections.abc import Callable
 from ray import tune
 from ray.train import CheckpointConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
+from ray.tune.integration.ray_train import TuneReportCallback
 
 from study.core import storage
 from study.core.cells import Cell
 from study.core.results import CellResult, Measurements, read_cell_result, write_cell_result
-from study.core.spec import ResourcesSpec
+from study.core.spec import ResourcesSpec, TrackingSpec
 from study.core.storage import OPTIMIZER_STATE_FILE, StudyPaths
+from trainables.step_reports import step_reports_of
 
 REPORTED_METRICS = ("accuracy", "n_test", "train_tokens", "train_s", "eval_s")
 
 
-def cell_config(cell: Cell | dict, paths: StudyPaths, resources: ResourcesSpec) -> dict:
+def cell_config(cell: Cell | dict, paths: StudyPaths, resources: ResourcesSpec,
+                step_reports: TrackingSpec | None = None) -> dict:
     """The only dict in the system: a trial's config (Tune's param_space, with `cell` a grid
-    search over cells) and the Train loop config of one cell. `run_cell` rebuilds the types."""
+    search over cells) and the Train loop config of one cell. `run_cell` rebuilds the types.
+    `step_reports`: the spec's tracking settings when the Train loop reports step metrics to Tune
+    (tracking.every_steps set), else None; in no id."""
     return {"cell": cell.model_dump(mode="json") if isinstance(cell, Cell) else cell,
-            "study_root": paths.root, "resources": resources.model_dump(mode="json")}
+            "study_root": paths.root, "resources": resources.model_dump(mode="json"),
+            "step_reports": step_reports.model_dump(mode="json") if step_reports is not None else None}
 
 
 def run_cell(config: dict) -> None:
     cell = Cell.model_validate(config["cell"])
     paths = StudyPaths(config["study_root"])
     resources = ResourcesSpec.model_validate(config["resources"])
+    step_reports = step_reports_of(config)
     if storage.exists(paths.cell_result(cell.cell_id)):
         tune.report({**_metrics(read_cell_result(paths, cell.cell_id)), "skipped": True})
         return
     # While an attempt runs, its marker says so: a cell tried again after a failure is pending,
     # not failed, though the last attempt's error.txt stays (the traceback of what was retried).
     storage.write_text_atomic(paths.cell_attempt(cell.cell_id), time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    started = time.monotonic()
     try:
-        result = CellResult.describe(cell, fit_cell(cell, paths, resources), resources, paths.cell_model(cell.cell_id))
+        measured = fit_cell(cell, paths, resources, step_reports=step_reports)
+        result = CellResult.describe(cell, measured, resources, paths.cell_model(cell.cell_id),
+                                     wall_s=time.monotonic() - started)
         write_cell_result(paths, result)  # last: its presence marks the cell done
         delete_optimizer_state(paths, cell.cell_id)
     except Exception:
@@ -78,11 +88,15 @@ def train_loop_per_worker(config: dict) -> None:
 
 
 def fit_cell(cell: Cell, paths: StudyPaths, resources: ResourcesSpec,
-             loop_per_worker: Callable[[dict], None] = train_loop_per_worker) -> Measurements:
-    """Run the cell's Ray Train job; a rerun (same run name) resumes from its latest checkpoint."""
+             loop_per_worker: Callable[[dict], None] = train_loop_per_worker,
+             step_reports: TrackingSpec | None = None) -> Measurements:
+    """Run the cell's Ray Train job; a rerun (same run name) resumes from its latest checkpoint.
+    With `step_reports` (inside a Tune trial only), every `ray.train.report` of the workers,
+    step metrics included, is forwarded to Tune and so to its logger callbacks (tracking)."""
+    forward_to_tune = [] if step_reports is None else [TuneReportCallback()]
     trainer = TorchTrainer(
         loop_per_worker,
-        train_loop_config=cell_config(cell, paths, resources),
+        train_loop_config=cell_config(cell, paths, resources, step_reports),
         torch_config=TorchConfig(backend="nccl" if resources.gpus_per_worker else "gloo"),
         scaling_config=ScalingConfig(
             num_workers=resources.workers_per_trial,
@@ -90,7 +104,7 @@ def fit_cell(cell: Cell, paths: StudyPaths, resources: ResourcesSpec,
             resources_per_worker=resources.per_worker,
         ),
         run_config=RunConfig(name="train", storage_path=paths.cell_dir(cell.cell_id),
-                             checkpoint_config=CheckpointConfig(num_to_keep=1)),
+                             checkpoint_config=CheckpointConfig(num_to_keep=1), callbacks=forward_to_tune),
     )
     metrics = trainer.fit().metrics
     return Measurements.model_validate({name: metrics[name] for name in Measurements.model_fields})

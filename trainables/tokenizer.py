@@ -12,6 +12,7 @@ tokenizer it always got.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -25,6 +26,8 @@ from study.core.corpora import load_corpus
 from study.core.datasets import training_text
 from study.core.storage import StudyPaths
 from study.core.templates import student_template, template_markers
+
+log = logging.getLogger(__name__)
 
 PAD_TOKEN = "<|pad|>"
 EOS_TOKEN = "<|eos|>"
@@ -81,4 +84,4 @@ def ensure_study_tokenizer(paths: StudyPaths, keys: list[CorpusKey], vocab_size:
     with tempfile.TemporaryDirectory() as scratch:
         tokenizer.save_pretrained(scratch)
         storage.upload_dir(Path(scratch), paths.tokenizer)
-    print(f"tokenizer: {len(tokenizer)} tokens, trained on {len(texts)} texts", flush=True)
+    log.info(f"tokenizer: {len(tokenizer)} tokens, trained on {len(texts)} texts")

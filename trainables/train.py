@@ -36,7 +36,7 @@ from study.core import storage
 from study.core.cells import Cell
 from study.core.corpora import load_corpus, training_rows
 from study.core.results import Measurements
-from study.core.spec import ResourcesSpec, TrainSettings
+from study.core.spec import ResourcesSpec, TrackingSpec, TrainSettings
 from study.core.storage import StudyPaths
 from study.core.stored_splits import stored_split
 from trainables import checkpoints
@@ -57,6 +57,7 @@ from trainables.packing import (
 )
 from trainables.parallel import distribute, prepare_layers
 from trainables.step import global_sum, target_count, train_step
+from trainables.step_reports import StepMetrics, interval_passed, step_report_due, step_reports_of
 from trainables.students import build_student, parameter_count, student_tokenizer
 from trainables.tokenizer import load_tokenizer
 
@@ -177,9 +178,13 @@ def _resume(layout: Layout, n_steps: int) -> Counters:
 
 
 def train(cell: Cell, resources: ResourcesSpec, layout: Layout, data: TrainingData, tokenizer: PreTrainedTokenizerBase,
-          device: torch.device, rank: int, world: int) -> TrainingState:
-    """Steps from the resumed one to the last; returns the final state, gathered on rank 0."""
+          device: torch.device, rank: int, world: int, step_reports: TrackingSpec | None = None) -> TrainingState:
+    """Steps from the resumed one to the last; returns the final state, gathered on rank 0.
+    With `step_reports`, step metrics are reported every `every_steps` steps, at least
+    `min_interval_s` apart, and at the last step (tracking)."""
     counters = _resume(layout, data.n_steps)
+    step_metrics = StepMetrics(counters.step, counters.train_tokens)
+    last_report = time.monotonic()
     layout.wrapped.train()
     autocast = torch.bfloat16 if device.type == "cuda" else None
     count_flops = flop_count(layout.student)
@@ -196,11 +201,18 @@ def train(cell: Cell, resources: ResourcesSpec, layout: Layout, data: TrainingDa
         targets = sum(target_count(b) for b in micro_batches)
         counters.train_flops += global_sum(count_flops(lengths, targets), world, device)
         counters.step, counters.loss = step + 1, loss
+        if step_reports is not None and step_report_due(counters.step, data.n_steps, step_reports, last_report,
+                                                        world, device):
+            reporting = time.monotonic()
+            ray.train.report(step_metrics.since_last(counters, layout.scheduler, data.per_epoch, data.n_steps))
+            step_metrics.reported(counters)
+            last_report = time.monotonic()
+            started += last_report - reporting  # waiting for Train's controller is not training time
         if counters.step % data.per_epoch == 0 or counters.step == data.n_steps:
             counters.train_s += time.monotonic() - started
             started = time.monotonic()
-            if counters.step < data.n_steps and _checkpoint_due(last_checkpoint, resources.checkpoint_every_s,
-                                                                  world, device):
+            if counters.step < data.n_steps and interval_passed(last_checkpoint, resources.checkpoint_every_s,
+                                                                world, device):
                 _report(checkpoints.gather(layout.loss_module, layout.optimizer, layout.scheduler, counters), rank,
                         metrics={})
                 last_checkpoint = time.monotonic()
@@ -236,7 +248,7 @@ def train_and_evaluate(config: dict) -> None:
     data = training_data(cell, paths, tokenizer, world, method, role, packing_for(cell, student, rank))
     layout = build_layout(cell, resources, student, data, device, world, loss_module_of)
     del student
-    final = train(cell, resources, layout, data, tokenizer, device, rank, world)
+    final = train(cell, resources, layout, data, tokenizer, device, rank, world, step_reports_of(config))
     del layout  # free the training memory (sharded weights, optimizer) before evaluation
     gc.collect()
     cost = training_cost(final.counters, world, device)
@@ -294,14 +306,6 @@ def training_cost(counters: Counters, world: int, device: torch.device) -> Train
     mfu = counters.train_flops / (max(counters.train_s, 1e-9) * world * peak) if peak else None
     memory = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     return TrainingCost(peak_memory_gb=memory, mfu=mfu)
-
-
-def _checkpoint_due(last_checkpoint: float, every_s: float, world: int, device: torch.device) -> bool:
-    """Whether this epoch end should checkpoint; every rank must agree (a report is collective)."""
-    due = torch.tensor([float(time.monotonic() - last_checkpoint >= every_s)], device=device)
-    if world > 1:
-        torch.distributed.all_reduce(due, op=torch.distributed.ReduceOp.MAX)
-    return bool(due.item())
 
 
 def _evaluate(cell: Cell, paths: StudyPaths, method: TrainingMethod, students: dict[str, PreTrainedModel],

@@ -23,6 +23,7 @@ from study.core.datasets import Problem, extract_answer, problem_text, score
 from study.core.spec import Format
 from study.core.storage import StudyPaths
 
+
 @dataclass(frozen=True)
 class ChatReply:
     """One teacher reply: its text and token usage (what a corpus row is made from)."""

@@ -9,6 +9,7 @@ Tune's own state never decides what is done.
 from __future__ import annotations
 
 import json
+import logging
 import types
 import typing
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from study.core import storage
 from study.core.cells import Cell
 from study.core.spec import Frozen, ResourcesSpec
 from study.core.storage import StudyPaths
+
+log = logging.getLogger(__name__)
 
 VERSIONED_PACKAGES = ("cotstudy", "torch", "transformers", "ray")
 
@@ -74,17 +77,22 @@ class CellResult(Measurements):
     # the trained student in Hugging Face format (cells/<id>/model, where the study was when the cell
     # finished); None in results written before students were saved
     model_path: str | None = None
+    # the cell's whole trial, measured around its Ray Train job (worker start-up, data, training,
+    # checkpoints, evaluation); None in results written before it was recorded
+    wall_s: float | None = None
     versions: dict[str, str]
 
     @classmethod
     def describe(cls, cell: Cell, measured: Measurements, resources: ResourcesSpec,
-                 model_path: str | None = None) -> CellResult:
+                 model_path: str | None = None, wall_s: float | None = None) -> CellResult:
+        """The row of a cell; `wall_s`: its Ray Train job's wall time, as trainables.cell.run_cell
+        measures it (None where nobody measured it)."""
         key = cell.corpus
         gpu_s = measured.train_s * resources.per_trial["GPU"] + measured.eval_s * resources.per_worker["GPU"]
         return cls(cell_id=cell.cell_id, name=cell.name, dataset=key.dataset.name, teacher=key.teacher_name,
                    granularity=key.granularity, format=key.format, student=cell.student.name, method=cell.method.kind,
                    seed=cell.seed, eval_profile=cell.evaluation.profile, corpus_id=key.corpus_id, gpu_s=gpu_s,
-                   model_path=model_path, versions=package_versions(), **measured.model_dump())
+                   model_path=model_path, wall_s=wall_s, versions=package_versions(), **measured.model_dump())
 
 
 PANDAS_DTYPES: dict[type, str] = {str: "string", int: "int64", float: "float64", bool: "bool"}
@@ -142,7 +150,7 @@ def set_aside_corrupt_results(paths: StudyPaths, cells: list[Cell]) -> list[str]
         location = paths.cell_result(cell.cell_id)
         if storage.exists(location) and (error := unusable_result(paths, cell.cell_id)) is not None:
             moved = storage.quarantine(location)
-            print(f"cell {cell.name}: {error}; moved to {moved}, the cell will run again", flush=True)
+            log.warning(f"cell {cell.name}: {error}; moved to {moved}, the cell will run again")
             corrupt.append(cell.cell_id)
     return corrupt
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Self
 
@@ -22,6 +22,7 @@ from study.core import storage as files  # `storage` is the spec's own field: th
 from study.core.datasets import ArithSettings, DatasetName, DatasetSpec, Frozen, dataset_info
 from study.core.storage.files import InputError, load_yaml, read_text_file
 from study.core.datasets.settings import Seed, no_repeats
+from study.core.overrides import Override, OverrideError, apply_overrides, override_of, parse_override
 from study.core.profiles import Profile
 from study.core.templates import TemplateName
 
@@ -459,6 +460,46 @@ class ExportSpec(Frozen):
     )
 
 
+class MlflowTracking(Frozen):
+    """MLflow, through Ray Tune's MLflowLoggerCallback: one MLflow run per cell (named after it)."""
+
+    tracking_uri: str | None = Field(
+        None, description="Where MLflow records (http://host:5000, file:///path, databricks, ...); None: "
+                          "$MLFLOW_TRACKING_URI, else MLflow's own default. Credentials stay in MLflow's environment "
+                          "variables (MLFLOW_TRACKING_TOKEN, ...).")
+    experiment: str | None = Field(None, description="MLflow experiment name; None: the study's name.")
+
+
+class WandbTracking(Frozen):
+    """Weights & Biases, through Ray Tune's WandbLoggerCallback: one W&B run per cell. The API key
+    stays in the environment (WANDB_API_KEY, or `wandb login`); WANDB_MODE=offline records locally."""
+
+    project: str | None = Field(None, description="W&B project; None: the study's name.")
+    entity: str | None = Field(None, description="W&B team or user; None: the key's default entity.")
+    group: str | None = Field(None, description="W&B run group; None: the study's name.")
+
+
+class TrackingSpec(Frozen):
+    """Experiment tracking: where each cell's step metrics (step, epoch, loss, lr, tokens_per_s,
+    train_tokens, reported from the Train loop every `every_steps` optimizer steps, at least
+    `min_interval_s` apart) and its final
+    result go, through Ray Tune's own logger callbacks. Step reports also drive the training
+    progress shown by `cotstudy run`. How a study is watched, not what it computes: in no cell id,
+    and changing it keeps every result."""
+
+    every_steps: int | None = Field(
+        10, ge=1, description="Report step metrics to Tune every N optimizer steps (and at the last); None: only "
+                              "each cell's final result (no step metrics, no training progress).")
+    min_interval_s: float = Field(
+        2.0, ge=0, description="Step reports at least this many seconds apart (steps falling sooner are skipped): "
+                               "Ray Train's controller takes one report per poll (every 2 s, "
+                               "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S) and a worker reporting faster waits for it.")
+    tensorboard: bool = Field(
+        False, description="TensorBoard event files (tensorboardX) in each trial's folder under <study>/tune/.")
+    mlflow: MlflowTracking | None = Field(None, description="MLflow; None: off.")
+    wandb: WandbTracking | None = Field(None, description="Weights & Biases; None: off.")
+
+
 class StudySpec(Frozen):
     name: Name = Field(description="Study name; its folder under storage.")
     storage: str = Field(description="Local folder or URI (s3://...) that holds every study.")
@@ -487,6 +528,9 @@ class StudySpec(Frozen):
     tokenizer: TokenizerSpec = Field(default_factory=TokenizerSpec)
     export: ExportSpec = Field(default_factory=ExportSpec,
                                description="What each cell writes besides its result; in no cell id.")
+    tracking: TrackingSpec = Field(
+        default_factory=TrackingSpec, description="Step metrics and experiment tracking (TensorBoard, MLflow, W&B); "
+                                                  "in no cell id.")
 
     @model_validator(mode="before")
     @classmethod
@@ -569,15 +613,18 @@ def _require_unique(field: str, names: list[str]) -> None:
 DATA_DIR_VARIABLE = "COTSTUDY_DATA_DIR"
 
 
-def load_spec(path: str | Path, storage: str | None = None, data_dir: str | None = None) -> StudySpec:
+def load_spec(path: str | Path, storage: str | None = None, data_dir: str | None = None,
+              overrides: Sequence[str] = ()) -> StudySpec:
     """Load and validate a study spec; `storage` and `data_dir` (from --storage / --data-dir)
-    override the file's. The data folder (a local folder or a URI) becomes absolute: the flag,
+    override the file's, and so does each `key.path=value` of `overrides` (study.core.overrides),
+    validated with the rest. The data folder (a local folder or a URI) becomes absolute: the flag,
     else the spec's `data_dir` (relative to the spec file), else $COTSTUDY_DATA_DIR, else the
     current folder."""
     path = Path(path)
     if path.is_dir():
         raise SpecError(f"{path}: no such spec file (it is a folder)")
-    spec = parse_spec_text(read_text_file(path, SpecError, "spec file"), source=str(path), storage=storage)
+    spec = parse_spec_text(read_text_file(path, SpecError, "spec file"), source=str(path), storage=storage,
+                           overrides=overrides)
     if data_dir is not None:
         folder = _local_or_uri(data_dir, "--data-dir")
     elif spec.data_dir is not None:
@@ -643,23 +690,31 @@ def frozen_locations(spec: StudySpec) -> StudySpec:
     return relative_locations(spec).model_copy(update={"data_dir": data_dir})
 
 
-def parse_spec_text(text: str, source: str, storage: str | None = None) -> StudySpec:
+def parse_spec_text(text: str, source: str, storage: str | None = None, overrides: Sequence[str] = ()) -> StudySpec:
     raw = load_yaml(text, source, SpecError)
     if not isinstance(raw, dict):
         raise SpecError(f"{source}: a study spec is a YAML mapping, got {type(raw).__name__}")
     if storage is not None:
         raw["storage"] = storage
-    return parse_spec(raw, source=source)
+    try:
+        given = [parse_override(text) for text in overrides]
+        raw = apply_overrides(raw, given)
+    except OverrideError as error:
+        raise SpecError(f"{source}: {error}") from None
+    return parse_spec(raw, source=source, overrides=given)
 
 
-def parse_spec(raw: dict[str, Any], source: str = "spec") -> StudySpec:
+def parse_spec(raw: dict[str, Any], source: str = "spec", overrides: Sequence[Override] = ()) -> StudySpec:
+    """The validated spec; an error about a field an override set names that override."""
     try:
         return StudySpec.model_validate(raw)
     except ValidationError as error:
         message = describe_validation_error(error)
         if "method" in raw and "methods" not in raw:  # the single-method form: name the key it was given as
             message = message.replace("methods[0]", "method", 1)
-        raise SpecError(f"{source}: {message}") from None
+        culprit = override_of(_field_path(error.errors()[0]["loc"]), list(overrides))
+        named = "" if culprit is None else f"override '{culprit.text}': "
+        raise SpecError(f"{source}: {named}{message}") from None
 
 
 def describe_validation_error(error: ValidationError) -> str:

@@ -5,8 +5,11 @@
                                        cells, corpora, train tokens; the node types a trial's workers
                                        fit; per cell memory per GPU, FLOPs, GPU-hours, evaluation
                                        time; totals, dollars, storage; runs nothing
-    cotstudy run SPEC [--storage DIR] [--data-dir DIR] [--cluster FILE | --gpu NAME]
+    cotstudy run SPEC [KEY.PATH=VALUE...] [--storage DIR] [--data-dir DIR] [--cluster FILE | --gpu NAME]
                                        build corpora, train and evaluate every cell, draw figures
+                                       (overrides such as training.epochs=1 students[0].name=x are
+                                       validated with the spec and kept in its frozen spec.yaml;
+                                       plan takes them too)
     cotstudy corpus-stats SPEC | --files GLOB... [--data-dir DIR]
                                        rows, rationale length, steps, correct rate per corpus
     cotstudy serve-teacher SPEC TEACHER [--host HOST]
@@ -23,6 +26,8 @@
                                        one cell's trained student, in Hugging Face format
     cotstudy export STUDY_DIR --format alpaca|sharegpt|llamafactory|hf --out DIR
                                        the corpora and test splits, for other tools
+    cotstudy schema                    the spec's JSON schema (for editors: yaml-language-server)
+    cotstudy --version; -v / -q        more (debug) or less (warnings only) progress output
 
 Exit codes: 0 all cells done, 1 some cells failed (or an unexpected error), 2 bad input (spec, data,
 flag, storage, a cell that fits no node type), nothing run. Every error is one line; `cotstudy -v ...`
@@ -32,10 +37,11 @@ adds the traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import traceback
-from importlib import resources
+from importlib import metadata, resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,6 +51,7 @@ from analysis.tables import accuracy_table
 from study.core import storage
 from study.core.cells import check_grid, corpus_keys, expand_grid
 from study.core.cluster import AUTOSCALER_CONFIG, ClusterConfig, any_gpu_cluster, gpu_cluster, load_cluster, placement
+from study.core.console import configure_logging
 from study.core.datasets import DatasetSpec, dataset_info, load_split
 from study.core.storage.files import InputError
 from study.core.hardware import GPU_NAMES
@@ -74,11 +81,17 @@ def demo_spec_path() -> str:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cotstudy", description="Chain-of-thought distillation studies on Ray.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="print the traceback of an error, not only its line")
+    parser.add_argument("--version", action="version", version=f"cotstudy {metadata.version('cotstudy')}")
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument("-v", "--verbose", action="store_true",
+                          help="debug output too (e.g. each trial's steps), and the traceback of an error")
+    loudness.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only (no progress)")
     commands = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("run", "run a study spec end to end"), ("plan", "print cells and corpora; run nothing")):
         command = commands.add_parser(name, help=help_text)
         command.add_argument("spec", help="study spec (YAML)")
+        command.add_argument("overrides", nargs="*", metavar="KEY.PATH=VALUE",
+                             help="set a spec field, e.g. training.epochs=1 students[0].name=x (value read as YAML)")
         command.add_argument("--storage", help="override the spec's storage (local folder or URI)")
         command.add_argument("--data-dir", help="folder of source data sets (<dir>/<dataset>, <dir>/paper/<dataset>); overrides the spec's")
         target = command.add_mutually_exclusive_group()
@@ -121,6 +134,7 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--accuracy", choices=["accuracy", "accuracy_paper"], default="accuracy",
                              help="the accuracy shown: the project's scorer, or the paper's answer rules")
     add_export_commands(commands)
+    commands.add_parser("schema", help="print the study spec's JSON schema (for editors)")
     return parser
 
 
@@ -132,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exit_:  # argparse printed its one-line error (or --help): return, don't exit
         return EXIT_BAD_INPUT if exit_.code else EXIT_OK
+    configure_logging(1 if args.verbose else -1 if args.quiet else 0)
     try:
         return _command(args)
     except (InputError, StudyError) as error:
@@ -149,6 +164,9 @@ def _error(args: argparse.Namespace, message: str, code: int) -> int:
 
 
 def _command(args: argparse.Namespace) -> int:
+    if args.command == "schema":
+        print(json.dumps(StudySpec.model_json_schema(), indent=2))
+        return EXIT_OK
     if args.command in ("figures", "report"):
         analysis_main = figures_main if args.command == "figures" else report_main
         return analysis_main([*args.study_dirs, *(["--out", args.out] if args.out else []),
@@ -176,7 +194,7 @@ def _checked_spec(args: argparse.Namespace) -> StudySpec:
     """The spec, validated, its grid not empty, with every data set and corpus source found
     (before Ray starts)."""
     source = demo_spec_path() if args.command == "demo" else args.spec
-    spec = load_spec(source, args.storage, getattr(args, "data_dir", None))
+    spec = load_spec(source, args.storage, getattr(args, "data_dir", None), getattr(args, "overrides", ()))
     check_grid(spec, source)
     check_inputs(spec)
     return spec

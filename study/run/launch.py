@@ -11,6 +11,7 @@ resume: the same from a study folder's frozen spec.yaml, restoring the Tune expe
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,12 +29,14 @@ from study.core.cluster import (AUTOSCALER_CONFIG, ClusterConfig, any_gpu_cluste
                                 trials_at_once)
 from study.core.corpora import missing_corpora
 from study.core.datasets import dataset_info, load_split
+from study.core.console import Progress
 from study.core.results import CellState, cell_states, collect_results, set_aside_corrupt_results
 from study.core.spec import KdMethod, ResourcesSpec, StudySpec
 from study.core.storage import StudyPaths
 from study.core.stored_splits import missing_splits, store_splits
 from study.run.planning import check_fit
 from study.run.studies import StudyError, check_study_folder, open_study, prepare_storage, study_lock
+from study.run.tracking import check_tracking, tracking_callbacks
 from study.teachers.generate import build_corpora
 from study.teachers.registry import kind_of
 from trainables.cell import cell_config, run_cell
@@ -41,6 +44,8 @@ from trainables.evaluate import check_beam_search
 from trainables.kd import check_kd_teachers, ensure_teacher_logits
 from trainables.students import check_students, tiny_templates
 from trainables.tokenizer import ensure_study_tokenizer
+
+log = logging.getLogger(__name__)
 
 Trainable = Callable[[dict], None]
 RAY_ENV_VARS = {"TOKENIZERS_PARALLELISM": "false", "RAY_TRAIN_V2_ENABLED": "1"}
@@ -137,7 +142,7 @@ def check_trial_fits(resources: ResourcesSpec, cluster: dict[str, float], autosc
     message = f"resources: one trial needs {' and '.join(short)}, but the cluster has {have}"
     if not autoscaling:
         raise ClusterTooSmall(message + "; lower resources.workers_per_trial or add nodes")
-    print(f"warning: {message}; trials wait until the autoscaler adds nodes", flush=True)
+    log.warning(f"warning: {message}; trials wait until the autoscaler adds nodes")
 
 
 def max_concurrent(resources: ResourcesSpec, cluster: ClusterConfig | None, nodes: list[dict[str, float]],
@@ -168,26 +173,46 @@ def _trial_dirname(trial: tune.experiment.Trial) -> str:
 
 
 class CellProgress(tune.Callback):
-    """One line per trial as it starts, finishes or fails."""
+    """One line per trial as it starts, finishes or fails; while it trains, its steps (from the
+    Train loop's step reports, tracking.every_steps): a bar on a terminal, lines with -v."""
 
     def __init__(self, total: int) -> None:
         self.total = total
         self.finished = 0
+        self.training: dict[str, Progress] = {}  # trial id -> its steps
+
+    def on_trial_result(self, iteration: int, trials: list, trial: tune.experiment.Trial, result: dict,
+                        **info) -> None:
+        if "total_steps" not in result:  # a checkpoint's or the cell's final report
+            return
+        steps = self.training.setdefault(
+            trial.trial_id, Progress(f"train {_trial_name(trial)}", result["total_steps"], "steps", log, logging.DEBUG))
+        steps.advance(result["step"] - steps.done, note=f"loss {result['loss']:.3f}")
+        if result["step"] == result["total_steps"]:
+            steps.finish("trained; evaluating")
+            del self.training[trial.trial_id]
+
+    def _close(self, trial: tune.experiment.Trial) -> None:
+        steps = self.training.pop(trial.trial_id, None)
+        if steps is not None:
+            steps.finish("stopped")
 
     def on_trial_start(self, iteration: int, trials: list, trial: tune.experiment.Trial, **info) -> None:
-        print(f"  start  {_trial_name(trial)}", flush=True)
+        log.info(f"  start  {_trial_name(trial)}")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: tune.experiment.Trial, **info) -> None:
+        self._close(trial)
         self.finished += 1
         metrics = trial.last_result
         what = ("already done" if metrics.get("skipped") else
                 f"train {metrics['train_s']:.0f}s, eval {metrics['eval_s']:.0f}s")
-        print(f"[{self.finished}/{self.total}] {_trial_name(trial)}: accuracy {metrics['accuracy']:.3f} "
-              f"on {metrics['n_test']} ({what})", flush=True)
+        log.info(f"[{self.finished}/{self.total}] {_trial_name(trial)}: accuracy {metrics['accuracy']:.3f} "
+                 f"on {metrics['n_test']} ({what})")
 
     def on_trial_error(self, iteration: int, trials: list, trial: tune.experiment.Trial, **info) -> None:
+        self._close(trial)
         self.finished += 1
-        print(f"[{self.finished}/{self.total}] {_trial_name(trial)}: FAILED (see 'cotstudy status')", flush=True)
+        log.info(f"[{self.finished}/{self.total}] {_trial_name(trial)}: FAILED (see 'cotstudy status')")
 
 
 def _trainable_with_resources(trainable: Trainable) -> tune.trainable.Trainable:
@@ -200,17 +225,18 @@ def _trainable_with_resources(trainable: Trainable) -> tune.trainable.Trainable:
 def _new_tuner(spec: StudySpec, paths: StudyPaths, cells: list[Cell], trainable: Trainable,
                cluster: ClusterConfig | None) -> tune.Tuner:
     limit, why = max_concurrent(spec.resources, cluster, _alive_nodes(), on_cluster())
-    print(f"trials at once: up to {limit} ({why})", flush=True)
+    log.info(f"trials at once: up to {limit} ({why})")
     return tune.Tuner(
         _trainable_with_resources(trainable),
-        param_space=cell_config(tune.grid_search([c.model_dump(mode="json") for c in cells]), paths, spec.resources),
+        param_space=cell_config(tune.grid_search([c.model_dump(mode="json") for c in cells]), paths, spec.resources,
+                                spec.tracking if spec.tracking.every_steps is not None else None),
         tune_config=tune.TuneConfig(max_concurrent_trials=limit, reuse_actors=True,
                                     trial_name_creator=_trial_name, trial_dirname_creator=_trial_dirname),
         run_config=tune.RunConfig(
             name=storage.base_name(paths.tune),
             storage_path=paths.root,
             failure_config=tune.FailureConfig(max_failures=spec.resources.trial_attempts - 1),
-            callbacks=[CellProgress(len(cells))],
+            callbacks=[CellProgress(len(cells)), *tracking_callbacks(spec)],
             verbose=0,
         ),
     )
@@ -229,6 +255,7 @@ def _checks_before_writing(spec: StudySpec, cluster: ClusterConfig | None,
     cells must fit in memory (study.run.planning.check_fit; `resume` does not size them again).
     A cluster is joined here (cheap, and local storage must be refused before it is written); a
     local Ray starts only after the storage lock has proved the storage writable (`_start_ray`)."""
+    check_tracking(spec)  # a backend whose package is missing
     cluster = known_cluster(cluster)
     check_node_types(spec, cluster)
     if fit_on is not None:
@@ -258,7 +285,7 @@ def run_study(spec: StudySpec, trainable: Trainable = run_cell, break_lock: bool
         if not on_cluster():  # a local Ray starts once the lock has found the storage writable
             _start_ray(spec, cluster)
         paths, cells = prepare_storage(spec)  # after the last check that can refuse the run
-        print(f"study {spec.name}: {len(cells)} cells -> {paths.root}", flush=True)
+        log.info(f"study {spec.name}: {len(cells)} cells -> {paths.root}")
         set_aside_corrupt_results(paths, cells)
         store_splits(paths, spec.datasets)  # from here on nothing reads the data folder
         _prepare_inputs(spec, paths)
@@ -278,7 +305,7 @@ def resume_study(study_dir: str, trainable: Trainable = run_cell, break_lock: bo
     with study_lock(paths, "resume", break_lock):
         set_aside_corrupt_results(paths, cells)
         pending = [s for s in cell_states(paths, cells) if s.state != "done"]
-        print(f"study {spec.name}: {len(cells) - len(pending)} of {len(cells)} cells done; resuming", flush=True)
+        log.info(f"study {spec.name}: {len(cells) - len(pending)} of {len(cells)} cells done; resuming")
         if pending:
             store_splits(paths, spec.datasets)  # only those missing (from --data-dir), before Ray
             if not on_cluster():
@@ -324,14 +351,14 @@ def run_teachers_first(spec: StudySpec, paths: StudyPaths, cells: list[Cell], tr
     teacher_ids = {cell.cell_id for cell in teacher_cells(expand_grid(spec))}
     first = [cell for cell in cells if cell.cell_id in teacher_ids]
     if first:
-        print(f"teacher cells first: {[cell.name for cell in first]}", flush=True)
+        log.info(f"teacher cells first: {[cell.name for cell in first]}")
         _new_tuner(spec, paths, first, trainable, cluster).fit()
     done = {state.cell.cell_id for state in cell_states(paths, teacher_cells(expand_grid(spec))) if state.state == "done"}
     rest = [cell for cell in cells if cell.cell_id not in teacher_ids]
     ready = [cell for cell in rest if cell.teacher_cell is None or cell.teacher_cell.cell_id in done]
     for cell in rest:
         if cell not in ready:
-            print(f"  wait   {cell.name}: its teacher cell {cell.teacher_cell.name} is not done", flush=True)
+            log.info(f"  wait   {cell.name}: its teacher cell {cell.teacher_cell.name} is not done")
     _compute_teacher_logits(spec, paths, ready)
     if ready:
         _new_tuner(spec, paths, ready, trainable, cluster).fit()
@@ -346,7 +373,7 @@ def _compute_teacher_logits(spec: StudySpec, paths: StudyPaths, cells: list[Cell
     resources = spec.resources
     task = ray.remote(num_cpus=resources.cpus_per_worker, num_gpus=resources.gpus_per_worker)(_teacher_logits_task)
     passes = ray.get(task.remote(offline, paths, resources.gpus_per_worker > 0))
-    print(f"teacher log-probs: {passes} teacher forward passes for {len(offline)} kd cells", flush=True)
+    log.info(f"teacher log-probs: {passes} teacher forward passes for {len(offline)} kd cells")
 
 
 def _teacher_logits_task(cells: list[Cell], paths: StudyPaths, use_gpu: bool) -> int:

@@ -7,6 +7,7 @@ No Ray here, so `cotstudy status` stays fast.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import time
@@ -29,6 +30,8 @@ from study.core.spec import (
     spec_to_yaml,
 )
 from study.core.storage import StudyPaths
+
+log = logging.getLogger(__name__)
 
 
 class StudyError(RuntimeError):
@@ -217,11 +220,11 @@ def acquire_lock(paths: StudyPaths, command: str, break_lock: bool = False) -> L
                         started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                         command=command, token=uuid.uuid4().hex)
     if break_lock and storage.exists(paths.lock):  # whatever is there, even an unreadable file
-        print(f"removing the lock (--break-lock): {paths.lock}", flush=True)
+        log.info(f"removing the lock (--break-lock): {paths.lock}")
         storage.delete_file(paths.lock)
     existing = read_lock(paths)
     if existing is not None and is_stale(existing):
-        print(f"taking over the lock of {existing.describe()} (its process is gone): {paths.lock}", flush=True)
+        log.info(f"taking over the lock of {existing.describe()} (its process is gone): {paths.lock}")
         storage.delete_file(paths.lock)
     for _ in range(2):  # a second try only if the holder let go between our look and our create
         if _create_lock(paths, holder):

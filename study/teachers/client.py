@@ -1,7 +1,9 @@
 """One OpenAI-compatible chat client for every teacher kind (program, hf, vLLM, API).
 
-Async with bounded concurrency, a per-request timeout, and retries with backoff on 429, 5xx
-and timeouts. Progress is printed as rows done, rows/s and completion tokens/s. Each reply is
+Async with bounded concurrency, a per-request timeout, and retries on 429, 5xx and timeouts: after
+the server's `Retry-After` when it sends one (seconds or an HTTP date, at most MAX_RETRY_AFTER_S),
+else an exponential backoff with jitter (so many clients refused at once do not retry at once).
+Progress (rows done, rows/s, completion tokens/s) is a bar on a terminal, log lines otherwise. Each reply is
 handed to `on_reply` as it arrives, so a caller can save finished rows before the rest are done.
 The API key is sent as a header and never printed.
 """
@@ -11,13 +13,22 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 
 import httpx
 
+from study.core.console import Progress
+
+log = logging.getLogger(__name__)
+
 RETRY_STATUS = {429, 500, 502, 503, 504}
+MAX_RETRY_AFTER_S = 300.0  # a longer Retry-After is waited this long (the request is retried, not given up)
 
 
 class TeacherError(RuntimeError):
@@ -89,7 +100,7 @@ class ChatClient:
     async def _complete_all(self, requests: list[ChatRequest], label: str,
                             on_reply: Callable[[ChatRequest, ChatReply], None] | None) -> list[ChatReply]:
         limit = asyncio.Semaphore(self.max_concurrency)
-        progress = _Progress(label, len(requests))
+        progress = _RowProgress(label, len(requests))
         async with httpx.AsyncClient(base_url=self.base_url, headers=self._headers(), timeout=self.timeout_s) as http:
 
             async def one(request: ChatRequest) -> ChatReply:
@@ -107,6 +118,7 @@ class ChatClient:
     async def _complete(self, http: httpx.AsyncClient, request: ChatRequest) -> ChatReply:
         last_problem = ""
         for attempt in range(self.max_retries + 1):
+            retry_after = None
             try:
                 response = await http.post("/chat/completions", json=request.body())
             except (httpx.TimeoutException, httpx.TransportError) as error:
@@ -117,8 +129,30 @@ class ChatClient:
                 last_problem = f"HTTP {response.status_code}: {response.text[:300]}"
                 if response.status_code not in RETRY_STATUS:
                     break
-            await asyncio.sleep(self.backoff_s * 2**attempt)
+                retry_after = retry_after_s(response.headers.get("retry-after"))
+            if attempt < self.max_retries:
+                await asyncio.sleep(retry_after if retry_after is not None else self.backoff(attempt))
         raise TeacherError(f"teacher at {self.base_url} failed for model '{request.model}': {last_problem}")
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds before retry `attempt` + 1 when the server named no time: backoff_s x 2^attempt,
+        scaled by a random factor in [0.5, 1.5)."""
+        return self.backoff_s * 2**attempt * random.uniform(0.5, 1.5)
+
+
+def retry_after_s(header: str | None) -> float | None:
+    """A `Retry-After` header in seconds (it holds seconds or an HTTP date); None when absent or
+    unreadable; at most MAX_RETRY_AFTER_S."""
+    if header is None:
+        return None
+    try:
+        seconds = float(header)
+    except ValueError:
+        try:
+            seconds = (parsedate_to_datetime(header) - datetime.now(timezone.utc)).total_seconds()
+        except (TypeError, ValueError):
+            return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
 
 
 def _parse_reply(payload: dict) -> ChatReply:
@@ -130,24 +164,21 @@ def _parse_reply(payload: dict) -> ChatReply:
     )
 
 
-class _Progress:
-    """Prints a line at each tenth of the rows: done/total, rows/s and completion tokens/s."""
+class _RowProgress:
+    """Rows done of a corpus, with rows/s and completion tokens/s (study.core.console.Progress)."""
 
     def __init__(self, label: str, total: int) -> None:
-        self.label, self.total, self.done, self.tokens = label, total, 0, 0
+        self.progress = Progress(label, total, "rows", log)
+        self.tokens = 0
         self.started = time.monotonic()
-        self.step = max(1, total // 10)
 
     def advance(self, completion_tokens: int) -> None:
-        self.done += 1
         self.tokens += completion_tokens
-        if self.done % self.step == 0 and self.done < self.total:
-            self._print()
+        self.progress.advance(1, self._rates())
 
     def finish(self) -> None:
-        self._print()
+        self.progress.finish(self._rates())
 
-    def _print(self) -> None:
+    def _rates(self) -> str:
         elapsed = max(time.monotonic() - self.started, 1e-9)
-        print(f"  {self.label}: {self.done}/{self.total} rows, {self.done / elapsed:.1f} rows/s, "
-              f"{self.tokens / elapsed:.0f} tokens/s", flush=True)
+        return f"{self.progress.done / elapsed:.1f} rows/s, {self.tokens / elapsed:.0f} tokens/s"

@@ -15,6 +15,7 @@ reaches the gold answer (the first correct sample is kept; otherwise the first s
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass
 
@@ -33,6 +34,8 @@ from study.teachers.client import ChatClient, ChatReply, ChatRequest
 from study.teachers.endpoint import ServeTarget, TeacherEndpoint, start_serve, stop_teacher
 from study.teachers.program_render import program_model_id
 from study.teachers.registry import kind_of
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,7 @@ def build_corpora(spec: StudySpec, paths: StudyPaths, keys: list[CorpusKey]) -> 
     store_splits(paths, spec.datasets)
     todo = missing_corpora(paths, keys)
     if not todo:
-        print(f"corpora: all {len(keys)} already built", flush=True)
+        log.info(f"corpora: all {len(keys)} already built")
         return
     for key in [k for k in todo if k.teacher is None]:
         save_corpus(paths, key, label_corpus(key, stored_split(paths, key.dataset, "train")))
@@ -173,7 +176,6 @@ def _card(key: CorpusKey, frame: pd.DataFrame, used: list[ChatReply], new_reques
 
 def _print_card(key: CorpusKey, card: CorpusCard) -> None:
     cost = f", ${card.cost_usd:.4f}" if card.cost_usd is not None else ""
-    print(f"corpus {key.name}: {card.rows} rows, {card.correct_rate:.0%} correct, "
-          f"{card.unextractable_rate:.0%} without an answer, {card.requests} requests ({card.new_requests} new), "
-          f"{card.prompt_tokens:,} prompt + {card.completion_tokens:,} completion tokens{cost}, {card.seconds:.1f}s",
-          flush=True)
+    log.info(f"corpus {key.name}: {card.rows} rows, {card.correct_rate:.0%} correct, "
+             f"{card.unextractable_rate:.0%} without an answer, {card.requests} requests ({card.new_requests} new), "
+             f"{card.prompt_tokens:,} prompt + {card.completion_tokens:,} completion tokens{cost}, {card.seconds:.1f}s")

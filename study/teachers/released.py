@@ -21,6 +21,7 @@ rows write that cannot be read or differ from the data set's.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass
 
@@ -55,6 +56,8 @@ from study.core.datasets.sources import (
 )
 from study.core.spec import LABEL_FORMATS, Format, ReleasedFile, ReleasedTeacher
 from study.teachers.kind import TeacherKind
+
+log = logging.getLogger(__name__)
 
 FORMAT_WORDS: dict[str, Format] = {"bsm": "bsm", "rar": "rar", "sym": "symbolic"}
 LEVEL = re.compile(r"level_?(\d)(bsm|rar|sym)?$")
@@ -417,7 +420,7 @@ def problems_from_answer_file(dataset: str, path: Location, dataset_info: Locati
             continue
         problems.append(Problem(uid=f"{storage.stem(str(path))}-{index}", question=row.question, answer=answer))
     if unreadable:
-        print(unreadable_golds_line(path, len(unreadable), len(rows), unreadable), flush=True)
+        log.warning(unreadable_golds_line(path, len(unreadable), len(rows), unreadable))
     return problems
 
 
@@ -429,7 +432,7 @@ def released_corpus(key: CorpusKey, problems: list[Problem]) -> pd.DataFrame:
                                    _teacher_names(key.teacher), _info_path(key.teacher))
     if report.rows and not report.matched:
         _refuse_unmatched(release, key.dataset.name, report.rows, str(frame.loc[0, "question"]))
-    print(f"corpus {key.name}: imported {report.line()}", flush=True)
+    log.info(f"corpus {key.name}: imported {report.line()}")
     return frame
 
 

@@ -15,6 +15,7 @@ that cannot be reached (no such bucket, a scheme no filesystem handles, a networ
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,6 +25,8 @@ from study.core.datasets.answers import canonical_number
 from study.core.storage.files import InputError, decode_text
 from study.core.datasets.golds import GoldReader, inline_choices, read_choice_gold, unreadable_golds_line
 from study.core.datasets.problems import Choice, Problem
+
+log = logging.getLogger(__name__)
 
 Record = dict[str, Any]
 RecordParser = Callable[[Record, str], Problem]
@@ -225,5 +228,5 @@ def alpaca_problems(path: Location, records: list[Record], read_gold: GoldReader
         problems.append(Problem(uid=str(record.get("id", f"{storage.stem(str(path))}-{index}")), question=question,
                                 answer=answer))
     if unreadable:
-        print(unreadable_golds_line(path, len(unreadable), len(records), unreadable), flush=True)
+        log.warning(unreadable_golds_line(path, len(unreadable), len(records), unreadable))
     return problems
