@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,6 +19,7 @@ import pandas as pd
 import pyarrow.fs as pafs
 import pytest
 from conftest import REPO, small_spec, write_spec
+from s3 import BUCKET, CREDENTIALS, s3_server
 from test_generation import SECRET, FakeTeacher
 
 import analysis
@@ -32,37 +32,11 @@ from study.core.stored_splits import store_splits, stored_split
 from study.run.inputs import check_inputs
 from study.run.studies import StudyError, acquire_lock, open_study, prepare_storage, release_lock
 
-BUCKET = "cotstudy-test"
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3_endpoint():
-    """moto's S3 server in its own process, with one empty bucket; stopped (by pid) afterwards."""
-    port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    filesystem = pafs.S3FileSystem(endpoint_override=endpoint, access_key="testing", secret_key="testing",
-                                   region="us-east-1", allow_bucket_creation=True)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            filesystem.create_dir(BUCKET)
-            break
-        except OSError:
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise
-            time.sleep(0.3)
-    yield endpoint, filesystem
-    server.kill()
-    server.wait()
+    """moto's S3 server (tests/s3.py) for this module: its endpoint and a filesystem on it."""
+    with s3_server() as server:
+        yield server.endpoint, server.filesystem
 
 
 def _objects(filesystem: pafs.S3FileSystem, prefix: str) -> dict[str, pafs.FileInfo]:
