@@ -78,7 +78,7 @@ def _spec(data_dir: Path, storage_uri: str) -> dict:
         "formats": ["cot", "answer_only"],
         "students": [{"name": "tiny-a", "tiny": {"layers": 1, "width": 32, "heads": 2}},
                      {"name": "tiny-b", "tiny": {"layers": 2, "width": 32, "heads": 2}}],
-        "training": {"max_steps": 40, "tokens_per_batch": 2048, "max_length": 384, "lr_peak": 0.01},
+        "training": {"max_steps": 400, "tokens_per_batch": 2048, "max_length": 384, "lr_peak": 0.01},  # ~20 s
         "evaluation": {"max_new_tokens": 32, "test_size": 12},
         "resources": {"workers_per_trial": 1, "cpus_per_worker": 1, "trial_attempts": 1},
         "tokenizer": {"vocab_size": 512},
@@ -178,7 +178,7 @@ def test_the_cluster_path_end_to_end(tmp_path):
 
             _wait(lambda: bool(processes_with(cluster.markers["node-b"], "RayTrainWorker")),
                   "a Train worker on node-b", 300)
-            time.sleep(2)
+            time.sleep(6)  # into its 400 steps
             cluster.stop("node-b")  # its cell fails: one attempt per cell
             cluster.start_worker("node-b")
 
