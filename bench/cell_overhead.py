@@ -32,6 +32,14 @@ process by a thin wrapper around `run_cell`; train_s, eval_s and wall_s come fro
                                           the time after the last trial
     efficiency                            sum(train + eval) / (wall x slots)
 It prints a table and one JSON line. A failed cell is reported as failed (exit 1), never as a number.
+
+Measured 2026-12-02, 8 minimal cells, this 2-core machine under heavy load (the full test suite
+and another helper running; load average 6.8 before, 26.8 after), 2 trials at once, one run:
+start-up 42.3 s (Ray 14.7, splits + corpora 12.8, tokenizer 3.1, Tune to the first trial 11.8);
+per cell outside train + eval 48.7 s (sd 4.5, 42.8-55.4), of which the Train job's own overhead
+48.6 s and the trial outside its Train job 0.1 s; train 0.03 s and eval 0.02 s per cell; grid
+wall 244.2 s, per cell outside train + eval (grid) 50.4 s, 2.8 s after the last trial. Inflated
+by the load: rerun on an idle machine before comparing with issue 18's ~28 s.
 """
 
 from __future__ import annotations
