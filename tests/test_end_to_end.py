@@ -110,7 +110,7 @@ def test_a_lora_cell_trains_on_two_ddp_workers_and_vllm_evaluates_it(tmp_path, r
     width, layers, vocab = 64, 1, len(load_tokenizer(Path(outcome.paths.tokenizer)))
     per_layer = 4 * width * width + 3 * width * 4 * width + 2 * width  # attention, MLP (4x), two norms
     assert row["student_params"] == vocab * width + layers * per_layer + width  # merged: no adapters left
-    (saved,) = Path(outcome.paths.cell_dir(row["cell_id"])).glob("train/checkpoint_*/trainer_state.pt")
+    (saved,) = Path(outcome.paths.cell_dir(row["cell_id"])).glob("train/checkpoint_*/student/trainer_state.pt")
     adapters = torch.load(saved, weights_only=False)["model"]
     assert sorted({name.split(".")[-3] for name in adapters}) == ["lora_A", "lora_B"] and len(adapters) == 4
     # both ranks trained, each on its own share of the batch stream, and their tokens were summed

@@ -1,7 +1,8 @@
 """Training state as full (unsharded) tensors, whatever the layout: one worker, DDP or FSDP2.
 
 `gather` is collective (every worker calls it; rank 0 receives the tensors, on the CPU), `load`
-gives each worker its part of a saved state. The parameter names are those of the loss module
+gives each worker its part of a saved state. A cell that trains several models (a method's roles)
+checkpoints one state per role, in a folder each (`save_roles`). The parameter names are those of the loss module
 (`student.` + the student's own), the same under every layout, so a run may resume with another
 number of workers or another sharding. A LoRA run keeps only the adapter weights: the base weights
 never change.
@@ -34,6 +35,14 @@ class Counters:
     train_s: float = 0.0  # training time, taken at epoch ends and the end (a resumed run adds to the saved)
     train_flops: float = 0.0  # model FLOPs of those steps, all workers (trainables/accounting.py)
     loss: float = float("nan")  # the last step's loss per target token
+
+    @classmethod
+    def total(cls, parts: list[Counters]) -> Counters:
+        """The counters of a cell that trains several models (roles): sums, and the mean of their
+        last losses."""
+        return cls(step=sum(p.step for p in parts), train_tokens=sum(p.train_tokens for p in parts),
+                   train_s=sum(p.train_s for p in parts), train_flops=sum(p.train_flops for p in parts),
+                   loss=sum(p.loss for p in parts) / len(parts))
 
 
 @dataclass
@@ -72,6 +81,26 @@ def read(directory: Path) -> TrainingState:
     saved = torch.load(Path(directory) / STATE_FILE, weights_only=False, map_location="cpu")
     return TrainingState(model=saved["model"], optimizer=saved["optimizer"], scheduler=saved["scheduler"],
                          counters=Counters(**saved["counters"]))
+
+
+def save_roles(states: dict[str, TrainingState], directory: Path) -> None:
+    """One state per role (the models a cell trains), each in its own folder `<role>/`."""
+    for role, state in states.items():
+        (Path(directory) / role).mkdir()
+        save(state, Path(directory) / role)
+
+
+def read_roles(directory: Path) -> dict[str, TrainingState]:
+    """The states `save_roles` wrote, by role (a checkpoint from before roles has none: its cell
+    trains again from step 0, to the same result)."""
+    return {folder.name: read(folder) for folder in sorted(Path(directory).iterdir())
+            if (folder / STATE_FILE).is_file()}
+
+
+def finished(state: TrainingState, keep_weights: bool) -> TrainingState:
+    """A role's final state as kept while later roles train: its weights (on the rank that
+    evaluates and checkpoints) and counters; no optimizer, since it never trains again."""
+    return TrainingState(model=state.model if keep_weights else {}, optimizer={}, scheduler={}, counters=state.counters)
 
 
 def _full_state_options(loss_module: torch.nn.Module) -> StateDictOptions:

@@ -1,7 +1,8 @@
 """Training methods: what the trainer (trainables/train.py) asks of a cell's method.
 
 A method says
-- its roles: the models a cell trains (SFT: one, the student);
+- its roles: the models a cell trains, each in turn (SFT: one, the student; Socratic two-model: a
+  decomposer and a solver);
 - its examples per role, from the corpus rows students train on;
 - its loss module per role: a module around the role's model whose forward gives the batch's loss
   summed over target tokens, so `train_step`, packing and the per-token averaging of
@@ -19,26 +20,31 @@ above it (the layering rule of the design: a folder never imports one above it).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 
 import pandas as pd
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from study.core.cells import CorpusKey
 from study.core.datasets import Problem
-from study.core.spec import EvalSpec, MethodSpec, SftMethod, TrainSettings
+from study.core.spec import EvalSpec, MethodSpec, SftMethod, SocraticMethod, TrainSettings
 from trainables.data import EncodedCorpus
 from trainables.evaluate import Evaluation
 from trainables.sft import Sft
+from trainables.socratic import Socratic
 
 
 class TrainingMethod(Protocol):
-    roles: ClassVar[tuple[str, ...]]  # the models a cell trains, by role name
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """The models a cell trains, by role name, in the order they are trained."""
+        ...
 
-    def examples(self, role: str, tokenizer: PreTrainedTokenizerBase, dataset: str, rows: pd.DataFrame,
+    def examples(self, role: str, tokenizer: PreTrainedTokenizerBase, corpus: CorpusKey, rows: pd.DataFrame,
                  settings: TrainSettings, template: str = "plain") -> EncodedCorpus:
-        """The role's training examples from the corpus rows students train on, each question in the
-        student's `template` (study/core/templates.py)."""
+        """The role's training examples from the rows of `corpus` students train on, each question
+        in the student's `template` (study/core/templates.py)."""
         ...
 
     def loss_module(self, role: str, model: PreTrainedModel) -> torch.nn.Module:
@@ -54,6 +60,7 @@ class TrainingMethod(Protocol):
 
 METHODS: dict[type[Any], Callable[[Any], TrainingMethod]] = {
     SftMethod: Sft,
+    SocraticMethod: Socratic,
 }
 
 

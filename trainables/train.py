@@ -20,7 +20,7 @@ import itertools
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -81,6 +81,16 @@ class CorpusFacts:
     truncated_examples: int
     teacher_accuracy: float  # of the whole corpus, before the teacher's filter
     mean_rationale_tokens: float
+    n_examples: int
+
+    @classmethod
+    def total(cls, parts: list[CorpusFacts]) -> CorpusFacts:
+        """The facts of every role's examples together (one corpus: one teacher accuracy)."""
+        n_examples = sum(p.n_examples for p in parts)
+        mean = sum(p.mean_rationale_tokens * p.n_examples for p in parts) / n_examples
+        return cls(dropped_examples=sum(p.dropped_examples for p in parts),
+                   truncated_examples=sum(p.truncated_examples for p in parts),
+                   teacher_accuracy=parts[0].teacher_accuracy, mean_rationale_tokens=mean, n_examples=n_examples)
 
 
 @dataclass(frozen=True)
@@ -93,20 +103,11 @@ class TrainingData:
     facts: CorpusFacts
 
 
-def single_role(method: TrainingMethod) -> str:
-    """The one model this trainer trains per cell. A method with several roles (e.g. a decomposer
-    and a solver) needs each trained in turn, with its own checkpoints: not built yet."""
-    if len(method.roles) != 1:
-        raise NotImplementedError(f"{type(method).__name__} trains {len(method.roles)} models {method.roles}; "
-                                  "the trainer trains one model per cell")
-    return method.roles[0]
-
-
 def training_data(cell: Cell, paths: StudyPaths, tokenizer: PreTrainedTokenizerBase, world: int,
                   method: TrainingMethod, role: str) -> TrainingData:
     settings = cell.train
     corpus = load_corpus(paths, cell.corpus)
-    encoded = method.examples(role, tokenizer, cell.corpus.dataset.name, training_rows(cell.corpus, corpus), settings,
+    encoded = method.examples(role, tokenizer, cell.corpus, training_rows(cell.corpus, corpus), settings,
                               cell.student.template)
     examples = encoded.examples
     plan = plan_packing(examples, settings.packing, settings.pack_length)
@@ -116,7 +117,7 @@ def training_data(cell: Cell, paths: StudyPaths, tokenizer: PreTrainedTokenizerB
                           plan.packing, world)
     facts = CorpusFacts(dropped_examples=encoded.dropped, truncated_examples=encoded.truncated,
                         teacher_accuracy=float(corpus["correct"].mean()),
-                        mean_rationale_tokens=mean_target_tokens(examples))
+                        mean_rationale_tokens=mean_target_tokens(examples), n_examples=len(examples))
     return TrainingData(examples, plan, stream, n_steps, per_epoch, facts)
 
 
@@ -154,22 +155,38 @@ def build_layout(cell: Cell, resources: ResourcesSpec, tokenizer: PreTrainedToke
     return Layout(student, loss_module, wrapped, optimizer, scheduler, varlen)
 
 
-def _resume(layout: Layout) -> Counters:
-    """Load the run's latest checkpoint (every rank takes its shard); the saved counters, or zeros."""
+def saved_states() -> dict[str, TrainingState]:
+    """The run's latest checkpoint, by role (every rank reads it whole); empty when there is none."""
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
-        return Counters()
+        return {}
     with checkpoint.as_directory() as directory:
-        state = checkpoints.read(Path(directory))
-    checkpoints.load(state, layout.loss_module, layout.optimizer, layout.scheduler)
-    print(f"resumed from checkpoint at step {state.counters.step}", flush=True)
-    return state.counters
+        return checkpoints.read_roles(Path(directory))
+
+
+def _resume(layout: Layout, saved: TrainingState | None) -> Counters:
+    """Load the role's saved state (every rank takes its shard); the saved counters, or zeros."""
+    if saved is None:
+        return Counters()
+    checkpoints.load(saved, layout.loss_module, layout.optimizer, layout.scheduler)
+    print(f"resumed from checkpoint at step {saved.counters.step}", flush=True)
+    return replace(saved.counters)
+
+
+@dataclass(frozen=True)
+class RoleRun:
+    """The role being trained, its state in the latest checkpoint, and the roles trained before it
+    (their final states go into every checkpoint with this role's)."""
+
+    role: str
+    saved: TrainingState | None
+    done: dict[str, TrainingState]
 
 
 def train(cell: Cell, resources: ResourcesSpec, layout: Layout, data: TrainingData, tokenizer: PreTrainedTokenizerBase,
-          device: torch.device, rank: int, world: int) -> TrainingState:
+          device: torch.device, rank: int, world: int, run: RoleRun) -> TrainingState:
     """Steps from the resumed one to the last; returns the final state, gathered on rank 0."""
-    counters = _resume(layout)
+    counters = _resume(layout, run.saved)
     layout.wrapped.train()
     autocast = torch.bfloat16 if device.type == "cuda" else None
     count_flops = FlopCount.of(layout.student)
@@ -190,8 +207,8 @@ def train(cell: Cell, resources: ResourcesSpec, layout: Layout, data: TrainingDa
             started = time.monotonic()
             if counters.step < data.n_steps and _checkpoint_due(last_checkpoint, resources.checkpoint_every_s,
                                                                   world, device):
-                _report(checkpoints.gather(layout.loss_module, layout.optimizer, layout.scheduler, counters), rank,
-                        metrics={})
+                state = checkpoints.gather(layout.loss_module, layout.optimizer, layout.scheduler, counters)
+                _report({**run.done, run.role: state}, rank, metrics={})
                 last_checkpoint = time.monotonic()
     return checkpoints.gather(layout.loss_module, layout.optimizer, layout.scheduler, counters)
 
@@ -206,25 +223,43 @@ def train_and_evaluate(config: dict) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         tokenizer = student_tokenizer(cell.student, load_study_tokenizer(paths, Path(scratch) / "tokenizer"))
     method = training_method(cell.method)
-    role = single_role(method)
-    loss_module_of = partial(method.loss_module, role)
-    data = training_data(cell, paths, tokenizer, world, method, role)
     device = ray.train.torch.get_device() if resources.gpus_per_worker > 0 else torch.device("cpu")
-    layout = build_layout(cell, resources, tokenizer, data, device, world, loss_module_of)
-    final = train(cell, resources, layout, data, tokenizer, device, rank, world)
-    del layout  # free the training memory (sharded weights, optimizer) before evaluation
-    gc.collect()
-    cost = training_cost(final.counters, world, device)
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+    saved = saved_states()
+    finals: dict[str, TrainingState] = {}
+    facts: list[CorpusFacts] = []
+    for role in method.roles:  # each model of the cell in turn (SFT: one)
+        data = training_data(cell, paths, tokenizer, world, method, role)
+        facts.append(data.facts)
+        final = train_role(cell, resources, data, tokenizer, device, rank, world, partial(method.loss_module, role),
+                           RoleRun(role, saved.get(role), finals))
+        finals[role] = checkpoints.finished(final, keep_weights=rank == 0)
+    counters = Counters.total([state.counters for state in finals.values()])
+    cost = training_cost(counters, world, device)
     # Train's result keeps the metrics of the last checkpointed report: the final checkpoint
     # carries the evaluation, so a restart after it only re-evaluates.
     measured = {}
     if rank == 0:
-        students = {role: evaluation_student(cell, tokenizer, final, device, loss_module_of)}
+        students = {role: evaluation_student(cell, tokenizer, state, device, partial(method.loss_module, role))
+                    for role, state in finals.items()}
         evaluation = _evaluate(cell, paths, method, students, tokenizer)
-        measured = _measurements(evaluation, students, final.counters, data.facts, cost).model_dump()
-    _report(final, rank, metrics=measured)
+        measured = _measurements(evaluation, students, counters, CorpusFacts.total(facts), cost).model_dump()
+    _report(finals, rank, metrics=measured)
+
+
+def train_role(cell: Cell, resources: ResourcesSpec, data: TrainingData, tokenizer: PreTrainedTokenizerBase,
+               device: torch.device, rank: int, world: int,
+               loss_module_of: Callable[[PreTrainedModel], torch.nn.Module], run: RoleRun) -> TrainingState:
+    """One role's model trained to its last step (or its final state as saved, when a restart
+    finds it already trained); the training memory freed after."""
+    if run.saved is not None and run.saved.counters.step >= data.n_steps:
+        return run.saved
+    layout = build_layout(cell, resources, tokenizer, data, device, world, loss_module_of)
+    final = train(cell, resources, layout, data, tokenizer, device, rank, world, run)
+    del layout  # free the training memory (sharded weights, optimizer) before the next role or evaluation
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return final
 
 
 def evaluation_student(cell: Cell, tokenizer: PreTrainedTokenizerBase, state: TrainingState, device: torch.device,
@@ -298,12 +333,14 @@ def _measurements(evaluation: Evaluation, students: dict[str, PreTrainedModel], 
     )
 
 
-def _report(state: TrainingState, rank: int, metrics: dict) -> None:
-    """Collective: every rank reports; rank 0 attaches the checkpoint (the full state it gathered)."""
-    progress = {"step": state.counters.step, "loss": state.counters.loss, "train_tokens": state.counters.train_tokens}
+def _report(states: dict[str, TrainingState], rank: int, metrics: dict) -> None:
+    """Collective: every rank reports; rank 0 attaches the checkpoint (the full states it gathered,
+    one per role trained so far); progress counts every role's steps."""
+    counters = Counters.total([state.counters for state in states.values()])
+    progress = {"step": counters.step, "loss": counters.loss, "train_tokens": counters.train_tokens}
     with tempfile.TemporaryDirectory() as directory:
         checkpoint = None
         if rank == 0:
-            checkpoints.save(state, Path(directory))
+            checkpoints.save_roles(states, Path(directory))
             checkpoint = Checkpoint.from_directory(directory)
         ray.train.report({**progress, **metrics}, checkpoint=checkpoint)

@@ -8,6 +8,9 @@ Which combinations exist (the rule, documented in the README):
 - reasoning formats (cot, answer_first, bsm, rar, symbolic) make one cell per teacher x level;
 - label formats (answer_only, human) carry no reasoning: they have no granularity and no teacher
   (the label comes from the data set), so they make one cell per dataset x student x seed.
+- a method makes cells only on the (format, teacher) points it admits (`admits` of its settings
+  model): socratic needs a decomposition (format bsm, format human with Socratic annotations, or a
+  program teacher); a corpus no cell uses is not built.
 """
 
 from __future__ import annotations
@@ -117,12 +120,17 @@ class Cell(Frozen):
 
     @property
     def name(self) -> str:
-        """Readable name, e.g. arith.program.L3.cot.tiny-s.sft.s0."""
-        return f"{self.corpus.name}.{self.student.name}.{self.method.kind}.s{self.seed}"
+        """Readable name, e.g. arith.program.L3.cot.tiny-s.sft.s0 (the method's `label`)."""
+        return f"{self.corpus.name}.{self.student.name}.{self.method.label}.s{self.seed}"
 
 
 def corpus_keys(spec: StudySpec) -> list[CorpusKey]:
-    """Every corpus the spec needs, each once, in a deterministic order."""
+    """Every corpus the spec's cells need, each once, in a deterministic order."""
+    return [key for key in _grid_corpora(spec) if spec.method.admits(key.format, key.teacher)]
+
+
+def _grid_corpora(spec: StudySpec) -> list[CorpusKey]:
+    """Every corpus of the spec's grid of data sets, formats, teachers and levels."""
     keys: list[CorpusKey] = []
     for dataset in spec.datasets:
         for fmt in spec.formats_of(dataset.name):

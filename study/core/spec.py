@@ -54,6 +54,9 @@ class TeacherBase(Frozen):
     # A teacher that asks a model (hf, vllm, openai) asks with the prompt library: the hash of the
     # prompt it is asked with is part of its corpus ids.
     asks_with_prompts: ClassVar[bool] = False
+    # A teacher that renders each problem's own structured solution (program): its steps can be
+    # rendered as sub-questions, whatever the format (a decomposition for `method: socratic`).
+    renders_solution_steps: ClassVar[bool] = False
 
     name: str = Field(pattern=NAME_PATTERN)
     levels_by_format: dict[Format, list[int]] | None = Field(
@@ -108,6 +111,8 @@ class TeacherBase(Frozen):
 
 class ProgramTeacher(TeacherBase):
     """Renders each problem's own structured solution as CoT (the demo's teacher; arith only)."""
+
+    renders_solution_steps: ClassVar[bool] = True
 
     kind: Literal["program"]
 
@@ -365,15 +370,76 @@ class ResourcesSpec(Frozen):
         return {kind: amount * self.workers_per_trial for kind, amount in self.per_worker.items()}
 
 
-class SftMethod(Frozen):
+class MethodBase(Frozen):
+    """What every method's settings model has: whether a (format, teacher) grid point makes sense
+    for it. `expand_grid` creates no cell the method does not admit (the rule is in the README)."""
+
+    # the rule `admits` applies, in words (for the error when it admits no grid point)
+    admits_rule: ClassVar[str] = "every format and teacher"
+    # whether its evaluation can run on the vLLM engine (evaluation.engine: vllm)
+    evaluates_on_vllm: ClassVar[bool] = True
+
+    def admits(self, fmt: str, teacher: TeacherBase | None) -> bool:
+        """Whether a cell of this method on a corpus of this format and teacher (None for a label
+        format) means something."""
+        return True
+
+    @property
+    def label(self) -> str:
+        """The method as cell names and the results' `method` column show it."""
+        return self.kind  # type: ignore[attr-defined]  # every member of MethodSpec has its `kind`
+
+
+class SftMethod(MethodBase):
     """Supervised fine-tuning on the teacher's rationales (the prompt is masked from the loss)."""
 
     kind: Literal["sft"] = "sft"
 
 
+# Where a Socratic cell's decompositions come from: the problem's structured solution, rendered as
+# sub-questions (a teacher that renders solution steps: program); the rationale's own sub-question
+# / sub-answer text (format bsm); the data set's Socratic annotations (format human: GSM8K's
+# Socratic files).
+DecompositionSource = Literal["solution_steps", "bsm", "annotations"]
+
+
+class SocraticMethod(MethodBase):
+    """Socratic CoT (Shridhar et al. 2023): a decomposer writes the next sub-question, a solver
+    answers it given the problem and the sub-questions and answers so far; the last answer is the
+    final one. Trained on decompositions (`decomposition_source`); trainables/socratic.py."""
+
+    admits_rule: ClassVar[str] = ("a decomposition: format bsm, format human on a data set with Socratic annotations "
+                                  "(GSM8K's socratic files), or a program teacher (any reasoning format)")
+    evaluates_on_vllm: ClassVar[bool] = False  # its turns are batched transformers generate calls
+
+    kind: Literal["socratic"]
+    variant: Literal["two_model", "unified"] = Field(
+        "two_model", description="two_model: a decomposer and a solver, each its own student; unified: one student "
+                                 "plays both roles (the role is marked in its prompt)."
+    )
+    max_turns: int = Field(8, ge=1, le=64, description="Most sub-questions per test problem in evaluation.")
+
+    def decomposition_source(self, fmt: str, teacher: TeacherBase | None) -> DecompositionSource | None:
+        """Where the decompositions of a (format, teacher) corpus come from; None: it has none."""
+        if teacher is not None and teacher.renders_solution_steps:
+            return "solution_steps"
+        if fmt == "bsm":
+            return "bsm"
+        if fmt == "human":
+            return "annotations"
+        return None
+
+    def admits(self, fmt: str, teacher: TeacherBase | None) -> bool:
+        return self.decomposition_source(fmt, teacher) is not None
+
+    @property
+    def label(self) -> str:
+        return "socratic" if self.variant == "two_model" else "socratic-unified"
+
+
 # A method's settings are part of every cell's id. A new method: its settings model here (with its
 # own `kind`), one module in trainables/ and one line in trainables.methods.METHODS.
-MethodSpec = Annotated[SftMethod, Field(discriminator="kind")]
+MethodSpec = Annotated[SftMethod | SocraticMethod, Field(discriminator="kind")]
 
 
 class TokenizerSpec(Frozen):
@@ -430,6 +496,7 @@ class StudySpec(Frozen):
             raise ValueError(f"formats {reasoning_formats} need at least one entry in 'granularities'")
         if reasoning_formats and not self.teachers:
             raise ValueError(f"formats {reasoning_formats} need at least one entry in 'teachers'")
+        self._method_has_cells()
         for dataset, formats in (self.formats_by_dataset or {}).items():
             if dataset not in [d.name for d in self.datasets]:
                 raise ValueError(f"formats_by_dataset: '{dataset}' is not among the study's datasets")
@@ -437,6 +504,18 @@ class StudySpec(Frozen):
                 raise ValueError(f"formats_by_dataset.{dataset}: {sorted(set(formats) - set(self.formats))} "
                                  "not among the study's formats")
         return self
+
+    def _method_has_cells(self) -> None:
+        """A method that admits no grid point (socratic with no decomposition) is refused here,
+        not left to make an empty grid."""
+        points = [(fmt, teacher) for fmt in self.formats
+                  for teacher in ([None] if fmt in LABEL_FORMATS else self.teachers)]
+        if not any(self.method.admits(fmt, teacher) for fmt, teacher in points):
+            raise ValueError(f"method: {self.method.kind} admits none of formats {self.formats} with these teachers; "
+                             f"it needs {self.method.admits_rule}")
+        if self.evaluation.engine == "vllm" and not self.method.evaluates_on_vllm:
+            raise ValueError(f"evaluation.engine: method {self.method.kind} evaluates with transformers; "
+                             "set engine: auto or transformers")
 
     def formats_of(self, dataset: str) -> list[Format]:
         """The study's formats this data set is trained on, in the order of `formats`."""
@@ -520,7 +599,7 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             path += f"[{part}]"
-        elif part in ("program", "released", "hf", "vllm", "openai", "sft"):
+        elif part in ("program", "released", "hf", "vllm", "openai", "sft", "socratic"):
             continue  # the discriminated-union tag pydantic inserts; not a YAML key
         else:
             path += f".{part}" if path else str(part)
