@@ -20,7 +20,7 @@ from study.core.datasets.problems import Problem, SubQuestion
 from study.core.datasets.sources import Record, number_field
 
 GSM8K_CALCULATOR = re.compile(r"<<[^>]*>>")
-SOCRATIC_SEPARATOR = " ** "
+SOCRATIC_SEPARATOR = "**"
 
 
 def parse_gsm8k(record: Record, fallback_uid: str) -> Problem:
@@ -40,13 +40,15 @@ def parse_gsm8k(record: Record, fallback_uid: str) -> Problem:
 
 def socratic_lines(lines: list[str]) -> tuple[SubQuestion, ...]:
     """The `sub-question ** sub-answer` pairs of a Socratic solution; () for a main-file solution
-    (no line has the separator). A solution with some lines of each kind is an error."""
-    pairs = [line.split(SOCRATIC_SEPARATOR, 1) for line in lines]
+    (no line has the separator). A solution with some lines of each kind is an error; a
+    sub-question with an empty sub-answer is left out (test row 1042 has one, asked again on its
+    next line)."""
+    pairs = [[part.strip() for part in line.split(SOCRATIC_SEPARATOR, 1)] for line in lines]
     socratic = [len(pair) == 2 for pair in pairs]
     if any(socratic) and not all(socratic):
         plain = lines[socratic.index(False)]
         raise ValueError(f"field 'answer' mixes Socratic lines ('sub-question ** sub-answer') with others: {plain!r}")
-    return tuple(SubQuestion(q.strip(), a.strip()) for q, a in pairs) if any(socratic) else ()
+    return tuple(SubQuestion(question, answer) for question, answer in pairs if answer) if any(socratic) else ()
 
 
 DATASET = DatasetInfo(
