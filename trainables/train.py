@@ -1,7 +1,11 @@
 """What each Ray Train worker runs for one cell: fine-tune the student, then evaluate it.
 
-The cell's method (trainables/methods.py) gives its examples, its loss module and its evaluation;
-the rest is the same for every method. Reads top to bottom: the data (tokenizer, corpus, the
+The cell's method (trainables/methods.py) gives its roles (the models it trains: SFT one, the
+student; Socratic two-model a decomposer and a solver), each role's examples and loss module, and
+its evaluation; the rest is the same for every method. The roles train in turn, each through the
+whole sequence below with its own budget; a checkpoint holds every role trained so far (finished
+ones without optimizer state), so a restart skips the finished roles and resumes the one in
+progress. Reads top to bottom: the data (tokenizer, corpus, the
 method's examples, batch stream), the layout (student, LoRA, activation checkpointing, compile,
 FSDP2 or DDP over workers: trainables/parallel.py, optimizer), resume from the run's latest
 checkpoint if there is one, train (a checkpoint at an epoch end at most every
