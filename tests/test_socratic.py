@@ -7,10 +7,12 @@ import os
 import subprocess
 import sys
 
+import faults
 import pandas as pd
 import pytest
 import torch
 from conftest import small_spec, write_spec
+from ray import cloudpickle
 
 from study.core.cells import CorpusKey, expand_grid
 from study.core.datasets import DatasetSpec, SubQuestion, load_split
@@ -34,6 +36,7 @@ from trainables.students import build_student
 from trainables.tokenizer import train_tokenizer
 
 PROGRAM = ProgramTeacher(kind="program", name="program")
+cloudpickle.register_pickle_by_value(faults)  # Ray workers cannot import the tests folder
 
 
 # ---------------------------------------------------------------- decompositions from real text
@@ -221,3 +224,29 @@ def _study_tokenizer(paths: StudyPaths):
     from trainables.tokenizer import load_tokenizer
 
     return load_tokenizer(Path(paths.tokenizer))
+
+
+@pytest.mark.ray
+def test_a_restart_during_the_solver_keeps_the_trained_decomposer(tmp_path, ray_local):
+    """The first attempt fails at the solver's first step: the retry trains only the solver (the
+    decomposer's final state was checkpointed when it finished)."""
+    from study.run.launch import _prepare_inputs
+    from study.run.studies import prepare_storage
+    from trainables.cell import fit_cell
+
+    steps = 4
+    spec = parse_spec(small_spec(tmp_path / "out", name="socratic-resume", method="socratic", formats=["cot"],
+                                 training={"max_steps": steps, "tokens_per_batch": 2048, "max_length": 256},
+                                 evaluation={"max_new_tokens": 8, "test_size": 4},
+                                 resources={"checkpoint_every_s": 0}))
+    paths, (cell,) = prepare_storage(spec)
+    _prepare_inputs(spec, paths)
+    records = tmp_path / "records"
+    records.mkdir()
+    loop = faults.failing_train_loop(fail_at_call=steps + 1, records=records)
+    with pytest.raises(Exception, match=f"injected failure at optimizer step {steps + 1}"):
+        fit_cell(cell, paths, spec.resources, loop_per_worker=loop)
+    resumed = fit_cell(cell, paths, spec.resources, loop_per_worker=loop)
+    calls = [len((records / f"calls-0-{attempt}").read_text().splitlines()) for attempt in (0, 1)]
+    assert calls == [steps + 1, steps]  # the retry ran the solver's steps only
+    assert resumed.train_steps == 2 * steps

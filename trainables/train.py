@@ -237,6 +237,8 @@ def train_and_evaluate(config: dict) -> None:
         final = train_role(cell, resources, data, tokenizer, device, rank, world, partial(method.loss_module, role),
                            RoleRun(role, saved.get(role), finals))
         finals[role] = checkpoints.finished(final, keep_weights=rank == 0)
+        if final is not saved.get(role) and len(finals) < len(method.roles):
+            _report(finals, rank, metrics={})  # trained just now: a restart from here skips this role
     counters = Counters.total([state.counters for state in finals.values()])
     cost = training_cost(counters, world, device)
     # Train's result keeps the metrics of the last checkpointed report: the final checkpoint
