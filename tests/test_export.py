@@ -25,7 +25,7 @@ from study.core.storage import StudyPaths
 from study.run.cli import main
 from study.run.studies import prepare_storage
 from study.teachers.generate import build_corpora
-from study.teachers.program_render import program_corpus
+from study.core.program_render import program_corpus
 from trainables import checkpoints
 from trainables.cell import delete_optimizer_state
 from trainables.checkpoints import Counters, TrainingState
