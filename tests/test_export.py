@@ -156,9 +156,9 @@ def test_a_finished_cells_student_loads_and_generates_what_the_evaluation_did(fi
     predictions = pd.read_parquet(finished.paths.cell_predictions(row["cell_id"]))
     assert predictions["output"].nunique() > 4, "outputs that differ by question, or the comparison says little"
     assert _greedy_as_saved(folder, predictions, 40) == list(predictions["output"])
-    (state_file,) = folder.parent.glob("train/checkpoint_*/trainer_state.pt")
+    (state_file,) = folder.parent.glob("train/checkpoint_*/student/trainer_state.pt")  # one folder per role
     assert torch.load(state_file, weights_only=False)["model"], "the trained weights stay"
-    assert not list(folder.parent.glob(f"train/checkpoint_*/{checkpoints.OPTIMIZER_FILE}")), \
+    assert not list(folder.parent.glob(f"train/checkpoint_*/*/{checkpoints.OPTIMIZER_FILE}")), \
         "the optimizer state goes once result.json exists"
 
 

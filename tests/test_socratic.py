@@ -114,6 +114,19 @@ def test_socratic_cells_exist_only_where_a_decomposition_does(tmp_path):
     assert [c.name for c in expand_grid(unified)] == ["arith.program.L3.cot.s.socratic-unified.s0"]
     with pytest.raises(SpecError, match="method: socratic admits none of formats .'answer_only'.*needs a decomposition"):
         parse_spec(small_spec(tmp_path, method="socratic", formats=["answer_only"]))
+    # on the methods axis with sft: sft makes every point, socratic only the program teacher's
+    both = parse_spec(small_spec(tmp_path, methods=["sft", "socratic"]))
+    assert sorted(c.name for c in expand_grid(both)) == ["arith.answer_only.s.sft.s0", "arith.program.L3.cot.s.sft.s0",
+                                                         "arith.program.L3.cot.s.socratic.s0"]
+
+
+def test_a_socratic_cell_cannot_be_a_kd_teacher(tmp_path):
+    """Its models learn role prompts, not the corpus text a kd student is compared on."""
+    spec = parse_spec(small_spec(tmp_path, formats=["cot"], methods=[
+        "socratic", {"kind": "kd", "teacher_model": "cell:arith.program.L3.cot.s.socratic.s0"}]))
+    with pytest.raises(SpecError, match=r"'cell:arith.program.L3.cot.s.socratic.s0' names no cell of another method "
+                                        r"\(one that trains one student\) in this study's grid; its cells: \[\]"):
+        expand_grid(spec)
 
 
 def test_socratic_on_a_data_set_without_annotations_is_exit_2_with_nothing_written(tmp_path, capsys):
@@ -218,9 +231,20 @@ def test_cli_runs_one_two_model_socratic_cell_and_counts_both_models(tmp_path):
     assert {"sub_questions", "sub_answers", "turns"} <= set(predictions.columns)
     assert predictions["turns"].between(0, 3).all()
     assert (predictions["turns"] == predictions["sub_questions"].map(len)).all()
-    saved = sorted(p.parent.name for p in (tmp_path / "out" / "socratic" / "cells" / row.cell_id / "train")
-                   .glob("checkpoint_*/*/trainer_state.pt"))
+    cell_dir = tmp_path / "out" / "socratic" / "cells" / row.cell_id
+    saved = sorted(p.parent.name for p in (cell_dir / "train").glob("checkpoint_*/*/trainer_state.pt"))
     assert saved == [DECOMPOSER, SOLVER]
+    assert not list((cell_dir / "train").glob("checkpoint_*/*/optimizer_state.pt"))  # deleted after result.json
+    # each model in Hugging Face format, in a folder of its role; export-student copies both
+    from transformers import AutoModelForCausalLM
+
+    from study.run.cli import main
+
+    exported = {role: AutoModelForCausalLM.from_pretrained(cell_dir / "model" / role) for role in (DECOMPOSER, SOLVER)}
+    assert all(sum(p.numel() for p in model.parameters()) == one_student for model in exported.values())
+    assert main(["export-student", paths.root, row.name, "--out", str(tmp_path / "copied")]) == 0
+    assert sorted(p.name for p in (tmp_path / "copied").iterdir()) == [DECOMPOSER, SOLVER]
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "copied" / SOLVER).num_parameters() == one_student
 
 
 def _study_tokenizer(paths: StudyPaths):

@@ -201,7 +201,12 @@ def trained_student(cell: Cell, paths: StudyPaths, tokenizer: PreTrainedTokenize
         raise FileNotFoundError(f"teacher cell {cell.name} [{cell.cell_id}] has no checkpoint: has it finished?")
     with tempfile.TemporaryDirectory() as scratch:
         # one folder per role (trainables/checkpoints.py); a teacher cell trains one model, the student
-        state = checkpoints.read_roles(storage.download_dir(found[-1], Path(scratch)))[STUDENT]
+        states = checkpoints.read_roles(storage.download_dir(found[-1], Path(scratch)))
+    if STUDENT not in states:
+        raise FileNotFoundError(f"teacher cell {cell.name} [{cell.cell_id}]: its last checkpoint {found[-1]} has no "
+                                f"{STUDENT}/ folder (written before checkpoints had one folder per role); run the "
+                                "teacher cell again in a new study")
+    state = states[STUDENT]
     student = build_student(cell.student, tokenizer, cell.train.max_length, cell.seed)
     if cell.train.finetune == "lora":
         student = with_lora(student, cell.train.lora, cell.student.name)

@@ -1,23 +1,23 @@
 """What each Ray Train worker runs for one cell: fine-tune the student, then evaluate it.
 
-The cell's method (trainables/methods.py) gives its roles (the models it trains: SFT one, the
-student; Socratic two-model a decomposer and a solver), each role's examples and loss module, and
-its evaluation; the rest is the same for every method. The roles train in turn, each through the
-whole sequence below with its own budget; a checkpoint holds every role trained so far (finished
-ones without optimizer state), so a restart skips the finished roles and resumes the one in
-progress. Reads top to bottom: the data (tokenizer, corpus, the
-method's examples, batch stream), the layout (student, LoRA, activation checkpointing, compile,
-FSDP2 or DDP over workers: trainables/parallel.py, optimizer), resume from the run's latest
-checkpoint if there is one, train (a checkpoint at an epoch end at most every
-checkpoint_every_s, and at the end), then rank 0 rebuilds an unsharded student from the final
-state (LoRA adapters merged), evaluates it on the test split, writes predictions.parquet and the
-student in Hugging Face format (cells/<id>/model, trainables/export.py), and reports the cell's
-measurements. The budget is a number of optimizer steps (from epochs or
-max_steps), never seconds. Each step's examples are packed into rows with attention kept inside
-each example (trainables/packing.py), and the loss is averaged per target token over the whole
-step, across workers (trainables/step.py).
+The cell's method (trainables/methods.py) gives its roles (the models it trains: SFT and kd one,
+the student; Socratic two-model a decomposer and a solver), each role's examples and loss module,
+and its evaluation; the rest is the same for every method. The roles train in turn, each through
+the whole sequence below with its own budget; a checkpoint holds every role trained so far, one
+folder each (finished ones without optimizer state), so a restart skips the finished roles and
+resumes the one in progress. Reads top to bottom, per role: the role's student built first (it
+decides whether its examples are packed: `packing_for`), the data (tokenizer, corpus, the
+method's examples, batch stream), the layout (LoRA, activation checkpointing, compile, FSDP2 or
+DDP over workers: trainables/parallel.py, optimizer), resume from the run's latest checkpoint if
+there is one, train (a checkpoint at an epoch end at most every checkpoint_every_s, and at the
+end; step reports to Tune when tracking asks); then rank 0 rebuilds unsharded students from the
+final states (LoRA adapters merged), saves each in Hugging Face format (cells/<id>/model, a
+two-model cell's in model/<role>/: trainables/export.py), evaluates them on the test split,
+writes predictions.parquet, and reports the cell's measurements. The budget is a number of
+optimizer steps (from epochs or max_steps), never seconds. Each step's examples are packed into
+rows with attention kept inside each example (trainables/packing.py), and the loss is averaged
+per target token over the whole step, across workers (trainables/step.py).
 """
-
 from __future__ import annotations
 
 import gc

@@ -219,8 +219,10 @@ def _with_teacher_cells(cells: list[Cell]) -> list[Cell]:
             if teacher is None or teacher.method.kind == cell.method.kind or not teacher.method.trains_one_student:
                 others = sorted(n for n, c in by_name.items()
                                 if c.method.kind != cell.method.kind and c.method.trains_one_student)
+                more = " ..." if len(others) > 8 else ""
                 raise SpecError(f"methods.{cell.method.kind}.teacher_model: 'cell:{name}' names no cell of another "
-                                f"method (one that trains one student) in this study's grid; its cells: {others[:8]}{' ...' if len(others) > 8 else ''}")
+                                f"method (one that trains one student) in this study's grid; "
+                                f"its cells: {others[:8]}{more}")
             cell = cell.model_copy(update={"teacher_cell": teacher})
         resolved.append(cell)
     return resolved
