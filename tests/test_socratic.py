@@ -89,6 +89,20 @@ def test_gsm8k_socratic_lines_become_sub_questions_with_the_main_files_human_rat
                          "Role: solver. Answer the last sub-question.", "Janet sells 16 - 3 - 4 = 9 duck eggs a day.")
 
 
+def test_the_split_stored_in_the_study_keeps_the_socratic_annotations(shared_data, tmp_path):
+    """Cells read their train split from the study folder (study/core/stored_splits.py), where the
+    decompositions of format human come from."""
+    from study.core.stored_splits import store_splits, stored_split
+
+    socratic = DatasetSpec(name="gsm8k", path=str(shared_data / "gsm8k"), train_file="test_socratic.jsonl",
+                           test_file="test.jsonl")
+    paths = StudyPaths(str(tmp_path / "study"))
+    store_splits(paths, [socratic])
+    stored = stored_split(paths, socratic, "train")
+    assert stored == load_split(socratic, "train") and stored[0].sub_questions[0].question == \
+        "How many eggs does Janet sell?"
+
+
 def test_the_program_teachers_bsm_text_parses_back_to_its_solution_steps():
     for problem in load_split(DatasetSpec(name="arith"), "train")[:20]:
         for level in range(1, 7):
