@@ -76,3 +76,29 @@ def test_fresh_counters_start_at_zero_with_no_loss_yet():
     fresh = Counters()
     assert (fresh.step, fresh.train_tokens, fresh.train_s, fresh.train_flops) == (0, 0, 0.0, 0.0)
     assert math.isnan(fresh.loss)
+
+
+def test_each_roles_folder_keeps_the_optimizer_split_and_loses_it_once_the_cell_finished(tmp_path):
+    """A two-model cell's checkpoint while its second role trains: the finished role's folder
+    holds its weights alone, the training role's both files; once the result is written, every
+    role's optimizer file is deleted and both students stay."""
+    from study.core.storage import StudyPaths
+    from trainables.cell import delete_optimizer_state
+
+    paths = StudyPaths(str(tmp_path))
+    checkpoint = tmp_path / "cells" / "abc" / "train" / "checkpoint_2026-01-01_00-00-00.000000"
+    checkpoint.mkdir(parents=True)
+    decomposer = checkpoints.gather(*_trained(seed=0), Counters(step=4))
+    solver = checkpoints.gather(*_trained(seed=1), Counters(step=2))
+    checkpoints.save_roles({"decomposer": checkpoints.finished(decomposer, keep_weights=True), "solver": solver},
+                           checkpoint)
+    assert sorted(str(p.relative_to(checkpoint)) for p in checkpoint.rglob("*.pt")) == [
+        f"decomposer/{checkpoints.STATE_FILE}", f"solver/{checkpoints.OPTIMIZER_FILE}", f"solver/{checkpoints.STATE_FILE}"]
+    read = checkpoints.read_roles(checkpoint)
+    assert read["decomposer"].optimizer is None and read["decomposer"].counters.step == 4
+    assert read["solver"].optimizer.keys() == solver.optimizer.keys() and read["solver"].counters.step == 2
+    solver_file = checkpoint / "solver" / checkpoints.OPTIMIZER_FILE
+    assert delete_optimizer_state(paths, "abc") == [str(solver_file)]
+    kept = checkpoints.read_roles(checkpoint)
+    assert sorted(kept) == ["decomposer", "solver"] and all(state.optimizer is None for state in kept.values())
+    torch.testing.assert_close(kept["solver"].model, solver.model, rtol=0, atol=0)

@@ -117,12 +117,13 @@ def test_a_lora_cell_trains_on_two_ddp_workers_and_vllm_evaluates_it(tmp_path, r
     width, layers, vocab = 64, 1, len(load_tokenizer(Path(outcome.paths.tokenizer)))
     per_layer = 4 * width * width + 3 * width * 4 * width + 2 * width  # attention, MLP (4x), two norms
     assert row["student_params"] == vocab * width + layers * per_layer + width  # merged: no adapters left
-    (saved,) = Path(outcome.paths.cell_dir(row["cell_id"])).glob("train/checkpoint_*/trainer_state.pt")
+    cell_dir = Path(outcome.paths.cell_dir(row["cell_id"]))
+    (saved,) = cell_dir.glob("train/checkpoint_*/student/trainer_state.pt")  # one role: the student
     state = torch.load(saved, weights_only=False)
     adapters = state["model"]
     assert sorted({name.split(".")[-3] for name in adapters}) == ["lora_A", "lora_B"] and len(adapters) == 4
     # once result.json is written the optimizer state is gone; the trained adapters stay
-    assert "optimizer" not in state and not list(saved.parent.parent.glob(f"*/{OPTIMIZER_STATE_FILE}"))
+    assert "optimizer" not in state and not list(cell_dir.glob(f"train/checkpoint_*/*/{OPTIMIZER_STATE_FILE}"))
     # the student in HF format: peft adapters on the tiny student's saved base, and (export.merge) merged
     exported = Path(row["model_path"])
     adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(adapter_base(exported)), exported)

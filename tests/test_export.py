@@ -25,7 +25,7 @@ from study.core.storage import StudyPaths
 from study.run.cli import main
 from study.run.studies import prepare_storage
 from study.teachers.generate import build_corpora
-from study.teachers.program_render import program_corpus
+from study.core.program_render import program_corpus
 from trainables import checkpoints
 from trainables.cell import delete_optimizer_state
 from trainables.checkpoints import Counters, TrainingState
@@ -156,9 +156,9 @@ def test_a_finished_cells_student_loads_and_generates_what_the_evaluation_did(fi
     predictions = pd.read_parquet(finished.paths.cell_predictions(row["cell_id"]))
     assert predictions["output"].nunique() > 4, "outputs that differ by question, or the comparison says little"
     assert _greedy_as_saved(folder, predictions, 40) == list(predictions["output"])
-    (state_file,) = folder.parent.glob("train/checkpoint_*/trainer_state.pt")
+    (state_file,) = folder.parent.glob("train/checkpoint_*/student/trainer_state.pt")  # one folder per role
     assert torch.load(state_file, weights_only=False)["model"], "the trained weights stay"
-    assert not list(folder.parent.glob(f"train/checkpoint_*/{checkpoints.OPTIMIZER_FILE}")), \
+    assert not list(folder.parent.glob(f"train/checkpoint_*/*/{checkpoints.OPTIMIZER_FILE}")), \
         "the optimizer state goes once result.json exists"
 
 

@@ -180,7 +180,7 @@ def test_stored_teacher_logits_are_computed_once_and_read_by_every_student(tmp_p
         context = MethodContext(cell, paths, tokenizer, torch.device("cpu"))
         method = training_method(cell.method, context)
         rows = training_rows(cell.corpus, load_corpus(paths, cell.corpus))
-        examples = method.examples("student", tokenizer, "arith", rows, cell.train).examples
+        examples = method.examples("student", tokenizer, cell.corpus, rows, cell.train).examples
         assert all(e.teacher.ids.shape == (e.n_targets, 8) for e in examples)
         assert logits_id(cell, examples) in {p.stem for p in (Path(paths.root) / "teacher_logits").glob("*.npz")}
     stored = read_teacher_logits(paths, logits_id(cells[0], examples))

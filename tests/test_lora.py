@@ -12,7 +12,7 @@ from transformers import LlamaForCausalLM, get_scheduler
 
 from study.core.datasets import load_split, question_prompt
 from study.core.spec import DatasetSpec, LoraSettings, StudentSpec, TinyArch
-from study.teachers.program_render import render
+from study.core.program_render import render
 from trainables.data import encode_corpus
 from trainables.lora import merged, with_lora
 from trainables.packing import collate_packed

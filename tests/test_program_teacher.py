@@ -4,7 +4,7 @@ import pytest
 
 from study.core.datasets import extract_answer, load_split
 from study.core.spec import DatasetSpec
-from study.teachers.program_render import parse_program_model_id, program_model_id, render
+from study.core.program_render import parse_program_model_id, program_model_id, render
 
 REASONING_FORMATS = ("cot", "answer_first", "bsm", "rar", "symbolic")
 PROBLEMS = load_split(DatasetSpec(name="arith"), "train")[:60]

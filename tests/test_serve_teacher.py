@@ -15,7 +15,7 @@ from study.core.storage import StudyPaths
 from study.teachers.client import ChatClient, ChatRequest, TeacherError
 from study.teachers.endpoint import start_serve, stop_teacher
 from study.teachers.generate import build_corpora
-from study.teachers.program_render import program_model_id, render
+from study.core.program_render import program_model_id, render
 from study.teachers.program_serve import deploy_program_teacher
 
 pytestmark = pytest.mark.ray

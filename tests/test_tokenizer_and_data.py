@@ -4,7 +4,7 @@ import torch
 
 from study.core.datasets import load_split, question_prompt, training_text
 from study.core.spec import DatasetSpec, StudentSpec, TinyArch
-from study.teachers.program_render import render
+from study.core.program_render import render
 from trainables.data import IGNORE_INDEX, batch_indices, collate, encode_corpus, encode_example
 from trainables.students import build_student
 from trainables.tokenizer import train_tokenizer

@@ -1,11 +1,14 @@
 """Training state as full (unsharded) tensors, whatever the layout: one worker, DDP or FSDP2.
 
 `gather` is collective (every worker calls it; rank 0 receives the tensors, on the CPU), `load`
-gives each worker its part of a saved state. A checkpoint is two files: `trainer_state.pt` (the
-trained weights, scheduler and counters) and `optimizer_state.pt` (AdamW's moments: twice the
-weights), which trainables/cell.py deletes once the cell's result is written; the final
-checkpoint then keeps the student alone. A checkpoint without it can only finish a run whose
-training is done (it was the last), which `train._resume` checks. The parameter names are those of the loss module
+gives each worker its part of a saved state. A cell that trains several models (a method's roles)
+checkpoints one state per role, in a folder each (`save_roles`: `checkpoint_*/<role>/`). A role's
+state is two files: `trainer_state.pt` (the trained weights, scheduler and counters) and
+`optimizer_state.pt` (AdamW's moments: twice the weights), which trainables/cell.py deletes from
+every role's folder once the cell's result is written; a role that has finished training is
+checkpointed without it (`finished`), so the final checkpoint keeps the students alone. A state
+without it can only finish a run whose training is done, which `train._resume` checks. The
+parameter names are those of the loss module
 (`student.` + the student's own), the same under every layout, so a run may resume with another
 number of workers or another sharding. A LoRA run keeps only the adapter weights: the base weights
 never change.
@@ -13,7 +16,6 @@ never change.
 
 from __future__ import annotations
 
-import io
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -42,6 +44,14 @@ class Counters:
     train_s: float = 0.0  # training time, taken at epoch ends and the end (a resumed run adds to the saved)
     train_flops: float = 0.0  # model FLOPs of those steps, all workers (trainables/accounting.py)
     loss: float = float("nan")  # the last step's loss per target token
+
+    @classmethod
+    def total(cls, parts: list[Counters]) -> Counters:
+        """The counters of a cell that trains several models (roles): sums, and the mean of their
+        last losses."""
+        return cls(step=sum(p.step for p in parts), train_tokens=sum(p.train_tokens for p in parts),
+                   train_s=sum(p.train_s for p in parts), train_flops=sum(p.train_flops for p in parts),
+                   loss=sum(p.loss for p in parts) / len(parts))
 
 
 @dataclass
@@ -74,7 +84,8 @@ def save(state: TrainingState, directory: Path) -> None:
     """The counters are saved as a plain dict: a checkpoint holds no class of this package."""
     torch.save({"model": state.model, "scheduler": state.scheduler, "counters": asdict(state.counters)},
                Path(directory) / STATE_FILE)
-    torch.save(state.optimizer, Path(directory) / OPTIMIZER_FILE)
+    if state.optimizer is not None:  # None: a finished role's, or deleted once the cell finished
+        torch.save(state.optimizer, Path(directory) / OPTIMIZER_FILE)
 
 
 def read(directory: Path) -> TrainingState:
@@ -87,6 +98,27 @@ def read(directory: Path) -> TrainingState:
         optimizer = None
     return TrainingState(model=saved["model"], optimizer=optimizer, scheduler=saved["scheduler"],
                          counters=Counters(**saved["counters"]))
+
+
+def save_roles(states: dict[str, TrainingState], directory: Path) -> None:
+    """One state per role (the models a cell trains), each in its own folder `<role>/`."""
+    for role, state in states.items():
+        (Path(directory) / role).mkdir()
+        save(state, Path(directory) / role)
+
+
+def read_roles(directory: Path) -> dict[str, TrainingState]:
+    """The states `save_roles` wrote, by role (a checkpoint from before roles has none: its cell
+    trains again from step 0, to the same result)."""
+    return {folder.name: read(folder) for folder in sorted(Path(directory).iterdir())
+            if (folder / STATE_FILE).is_file()}
+
+
+def finished(state: TrainingState, keep_weights: bool) -> TrainingState:
+    """A role's final state as kept while later roles train: its weights (on the rank that
+    evaluates and checkpoints) and counters; no optimizer (no file), since it never trains again."""
+    return TrainingState(model=state.model if keep_weights else {}, optimizer=None, scheduler={},
+                         counters=state.counters)
 
 
 def _full_state_options(loss_module: torch.nn.Module) -> StateDictOptions:
@@ -109,22 +141,3 @@ def load(state: TrainingState, loss_module: torch.nn.Module, optimizer: torch.op
     if state.optimizer is not None:
         set_optimizer_state_dict(loss_module, optimizer, state.optimizer, options=_full_state_options(loss_module))
     scheduler.load_state_dict(state.scheduler)
-
-
-def drop_optimizer_state(paths: StudyPaths, cell_id: str) -> int:
-    """Once a cell's result.json exists, its checkpoints lose their optimizer state (AdamW: twice the
-    trained weights). The trained student is in cells/<id>/model; a checkpoint is read again only when
-    the result is set aside as corrupt, and then training is over: only evaluation runs again.
-    Returns the bytes freed."""
-    freed = 0
-    for location in storage.files_named(paths.cell_checkpoints(cell_id), STATE_FILE):
-        data = storage.read_bytes(location)
-        saved = torch.load(io.BytesIO(data), weights_only=False, map_location="cpu")
-        if saved.get("optimizer") is None:
-            continue
-        saved["optimizer"] = None
-        buffer = io.BytesIO()
-        torch.save(saved, buffer)
-        storage.write_bytes_atomic(location, buffer.getvalue())
-        freed += len(data) - buffer.getbuffer().nbytes
-    return freed

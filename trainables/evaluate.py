@@ -104,7 +104,7 @@ def cut_after_answer(text: str) -> str:
 def finish_output(tokenizer: PreTrainedTokenizerBase, token_ids: list[int]) -> tuple[str, int]:
     """The scored text and the generated token count of one row of either engine: the tokens before
     EOS (or padding), up to the one that completed the answer sentence, decoded and cut after it."""
-    kept = _before_end(tokenizer, token_ids)
+    kept = tokens_before_end(tokenizer, token_ids)
     count = _fewest_tokens(tokenizer, kept, has_complete_answer)
     text = tokenizer.decode(kept[:count], skip_special_tokens=True).strip()
     return cut_after_answer(text), count
@@ -115,7 +115,7 @@ def finish_stopped_output(tokenizer: PreTrainedTokenizerBase, token_ids: list[in
     """The paper profile's text and token count of one row: the tokens before EOS (or padding), up
     to the one that completed a stop string, decoded (special tokens kept, as vLLM's text is) and
     cut before the stop string."""
-    kept = _before_end(tokenizer, token_ids)
+    kept = tokens_before_end(tokenizer, token_ids)
 
     def has_stop(text: str) -> bool:
         return any(stop in text for stop in stop_strings)
@@ -126,7 +126,8 @@ def finish_stopped_output(tokenizer: PreTrainedTokenizerBase, token_ids: list[in
     return text[:cut].strip(), count
 
 
-def _before_end(tokenizer: PreTrainedTokenizerBase, token_ids: list[int]) -> list[int]:
+def tokens_before_end(tokenizer: PreTrainedTokenizerBase, token_ids: list[int]) -> list[int]:
+    """A generated row's tokens before its EOS (or padding, where a batch's row stopped early)."""
     ends = {tokenizer.eos_token_id, tokenizer.pad_token_id}
     return token_ids[:next((i for i, token in enumerate(token_ids) if token in ends), len(token_ids))]
 
@@ -274,8 +275,14 @@ def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dataset
     model.eval()
     prompt_ids = [template_prompt_ids(tokenizer, template, dataset, problem_text(p)) for p in problems]
     outputs = [_finish(tokenizer, ids, plan) for ids in _generate(engine, model, tokenizer, prompt_ids, plan, settings)]
-    texts = [text for text, _ in outputs]
-    predictions = pd.DataFrame({
+    predictions = scored_predictions(dataset, problems, [text for text, _ in outputs], [n for _, n in outputs])
+    return Evaluation(predictions=predictions, eval_s=time.monotonic() - started, engine=engine)
+
+
+def scored_predictions(dataset: str, problems: list[Problem], texts: list[str],
+                       generated_tokens: list[int]) -> pd.DataFrame:
+    """The predictions table: each problem's output text scored by both scorers."""
+    return pd.DataFrame({
         "uid": [p.uid for p in problems],
         "question": [problem_text(p) for p in problems],
         "gold": [p.answer for p in problems],
@@ -284,9 +291,8 @@ def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dataset
         "correct": [score(dataset, text, p.answer, p.choices) for text, p in zip(texts, problems)],
         "answer_paper": [extract_paper_answer(dataset, text) for text in texts],
         "correct_paper": [score_paper(dataset, text, p.answer) for text, p in zip(texts, problems)],
-        "generated_tokens": [n for _, n in outputs],
+        "generated_tokens": generated_tokens,
     })
-    return Evaluation(predictions=predictions, eval_s=time.monotonic() - started, engine=engine)
 
 
 def _generate(engine: Engine, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt_ids: list[list[int]],

@@ -9,6 +9,10 @@ after evaluation (trainables/train.py), and what `cotstudy export-student` copie
                      with `export.merge: true` also `merged/`: the adapters merged into the base,
                      a plain model like a full fine-tune's
 
+A cell whose method trains two models (socratic, variant two_model) saves each in its own folder,
+`cells/<id>/model/<role>/` (decomposer/, solver/), each laid out as above (`role_folder`); a
+one-model cell's student is the folder itself.
+
 The tokenizer carries a chat template that writes the prompt the student was trained on (its
 template in study/core/templates.py: a user turn becomes the training prompt, an assistant turn
 the separator, the text and EOS), so `apply_chat_template(..., add_generation_prompt=True)` and
@@ -33,6 +37,12 @@ from trainables.students import build_student
 ADAPTER_CONFIG = "adapter_config.json"
 BASE_FOLDER = "base"  # a tiny LoRA student's base: its seeded initial weights
 MERGED_FOLDER = "merged"  # export.merge: the adapters merged into the base
+
+
+def role_folder(folder: Path, roles: tuple[str, ...], role: str) -> Path:
+    """Where a role's model is saved in a cell's model folder: the folder itself when the method
+    trains one model, else `<role>/` in it."""
+    return folder if len(roles) == 1 else folder / role
 
 
 def student_chat_template(template: str, dataset: str) -> str | None:

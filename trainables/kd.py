@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from study.core import storage
-from study.core.cells import Cell, content_hash, expand_grid
+from study.core.cells import Cell, CorpusKey, content_hash, expand_grid
 from study.core.corpora import load_corpus, training_rows
 from study.core.datasets import Problem
 from study.core.spec import EvalSpec, KdMethod, SpecError, StudentSpec, StudySpec, TrainSettings
@@ -155,9 +155,9 @@ class Kd:
     device: torch.device
     roles: ClassVar[tuple[str, ...]] = (STUDENT,)
 
-    def examples(self, role: str, tokenizer: PreTrainedTokenizerBase, dataset: str, rows: pd.DataFrame,
+    def examples(self, role: str, tokenizer: PreTrainedTokenizerBase, corpus: CorpusKey, rows: pd.DataFrame,
                  settings: TrainSettings, template: str = "plain") -> EncodedCorpus:
-        encoded = encode_corpus(tokenizer, dataset, rows, settings.max_length, settings.overlong, template)
+        encoded = encode_corpus(tokenizer, corpus.dataset.name, rows, settings.max_length, settings.overlong, template)
         if self.settings.mode == "online":
             return encoded
         stored = read_teacher_logits(self.paths, logits_id(self.cell, encoded.examples))
@@ -195,12 +195,18 @@ def load_teacher(cell: Cell, paths: StudyPaths, tokenizer: PreTrainedTokenizerBa
 
 def trained_student(cell: Cell, paths: StudyPaths, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
     """A finished cell's student with its final weights (LoRA adapters merged), from the cell's
-    last Train checkpoint."""
+    last Train checkpoint (its `student/` folder: a teacher cell's method trains one model)."""
     found = sorted(storage.list_dirs(storage.join(paths.cell_dir(cell.cell_id), "train"), prefix="checkpoint_"))
     if not found:
         raise FileNotFoundError(f"teacher cell {cell.name} [{cell.cell_id}] has no checkpoint: has it finished?")
     with tempfile.TemporaryDirectory() as scratch:
-        state = checkpoints.read(storage.download_dir(found[-1], Path(scratch)))
+        # one folder per role (trainables/checkpoints.py); a teacher cell trains one model, the student
+        states = checkpoints.read_roles(storage.download_dir(found[-1], Path(scratch)))
+    if STUDENT not in states:
+        raise FileNotFoundError(f"teacher cell {cell.name} [{cell.cell_id}]: its last checkpoint {found[-1]} has no "
+                                f"{STUDENT}/ folder (written before checkpoints had one folder per role); run the "
+                                "teacher cell again in a new study")
+    state = states[STUDENT]
     student = build_student(cell.student, tokenizer, cell.train.max_length, cell.seed)
     if cell.train.finetune == "lora":
         student = with_lora(student, cell.train.lora, cell.student.name)

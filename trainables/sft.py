@@ -10,6 +10,7 @@ from typing import ClassVar
 import pandas as pd
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from study.core.cells import CorpusKey
 from study.core.datasets import Problem
 from study.core.spec import EvalSpec, SftMethod, TrainSettings
 from trainables.data import EncodedCorpus, encode_corpus
@@ -24,9 +25,9 @@ class Sft:
     settings: SftMethod
     roles: ClassVar[tuple[str, ...]] = (STUDENT,)
 
-    def examples(self, role: str, tokenizer: PreTrainedTokenizerBase, dataset: str, rows: pd.DataFrame,
+    def examples(self, role: str, tokenizer: PreTrainedTokenizerBase, corpus: CorpusKey, rows: pd.DataFrame,
                  settings: TrainSettings, template: str = "plain") -> EncodedCorpus:
-        return encode_corpus(tokenizer, dataset, rows, settings.max_length, settings.overlong, template)
+        return encode_corpus(tokenizer, corpus.dataset.name, rows, settings.max_length, settings.overlong, template)
 
     def loss_module(self, role: str, model: PreTrainedModel) -> TargetLoss:
         return TargetLoss(model)

@@ -1,19 +1,23 @@
 """What each Ray Train worker runs for one cell: fine-tune the student, then evaluate it.
 
-The cell's method (trainables/methods.py) gives its examples, its loss module and its evaluation;
-the rest is the same for every method. Reads top to bottom: the data (tokenizer, corpus, the
-method's examples, batch stream), the layout (student, LoRA, activation checkpointing, compile,
-FSDP2 or DDP over workers: trainables/parallel.py, optimizer), resume from the run's latest
-checkpoint if there is one, train (a checkpoint at an epoch end at most every
-checkpoint_every_s, and at the end), then rank 0 rebuilds an unsharded student from the final
-state (LoRA adapters merged), evaluates it on the test split, writes predictions.parquet and the
-student in Hugging Face format (cells/<id>/model, trainables/export.py), and reports the cell's
-measurements. The budget is a number of optimizer steps (from epochs or
-max_steps), never seconds. Each step's examples are packed into rows with attention kept inside
-each example (trainables/packing.py), and the loss is averaged per target token over the whole
-step, across workers (trainables/step.py).
+The cell's method (trainables/methods.py) gives its roles (the models it trains: SFT and kd one,
+the student; Socratic two-model a decomposer and a solver), each role's examples and loss module,
+and its evaluation; the rest is the same for every method. The roles train in turn, each through
+the whole sequence below with its own budget; a checkpoint holds every role trained so far, one
+folder each (finished ones without optimizer state), so a restart skips the finished roles and
+resumes the one in progress. Reads top to bottom, per role: the role's student built first (it
+decides whether its examples are packed: `packing_for`), the data (tokenizer, corpus, the
+method's examples, batch stream), the layout (LoRA, activation checkpointing, compile, FSDP2 or
+DDP over workers: trainables/parallel.py, optimizer), resume from the run's latest checkpoint if
+there is one, train (a checkpoint at an epoch end at most every checkpoint_every_s, and at the
+end; step reports to Tune when tracking asks); then rank 0 rebuilds unsharded students from the
+final states (LoRA adapters merged), saves each in Hugging Face format (cells/<id>/model, a
+two-model cell's in model/<role>/: trainables/export.py), evaluates them on the test split,
+writes predictions.parquet, and reports the cell's measurements. The budget is a number of
+optimizer steps (from epochs or max_steps), never seconds. Each step's examples are packed into
+rows with attention kept inside each example (trainables/packing.py), and the loss is averaged
+per target token over the whole step, across workers (trainables/step.py).
 """
-
 from __future__ import annotations
 
 import gc
@@ -22,7 +26,7 @@ import math
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -44,7 +48,7 @@ from trainables.accounting import flop_count, peak_flops
 from trainables.checkpoints import Counters, TrainingState
 from trainables.data import Example, mean_target_tokens, steps_per_epoch, total_steps, worker_batches
 from trainables.evaluate import Evaluation
-from trainables.export import MERGED_FOLDER, save_merged, save_student
+from trainables.export import MERGED_FOLDER, role_folder, save_merged, save_student
 from trainables.lora import merged, with_lora
 from trainables.methods import MethodContext, TrainingMethod, training_method
 from trainables.packing import (
@@ -87,6 +91,18 @@ class CorpusFacts:
     teacher_accuracy: float  # of the whole corpus, before the teacher's filter
     mean_rationale_tokens: float
     packed: bool  # trained on packed rows (else padded: the spec said so, or the student cannot pack)
+    n_examples: int
+
+    @classmethod
+    def total(cls, parts: list[CorpusFacts]) -> CorpusFacts:
+        """The facts of every role's examples together (one corpus: one teacher accuracy; packed
+        when every role's student trained on packed rows)."""
+        n_examples = sum(p.n_examples for p in parts)
+        mean = sum(p.mean_rationale_tokens * p.n_examples for p in parts) / n_examples
+        return cls(dropped_examples=sum(p.dropped_examples for p in parts),
+                   truncated_examples=sum(p.truncated_examples for p in parts),
+                   teacher_accuracy=parts[0].teacher_accuracy, mean_rationale_tokens=mean,
+                   packed=all(p.packed for p in parts), n_examples=n_examples)
 
 
 @dataclass(frozen=True)
@@ -99,22 +115,13 @@ class TrainingData:
     facts: CorpusFacts
 
 
-def single_role(method: TrainingMethod) -> str:
-    """The one model this trainer trains per cell. A method with several roles (e.g. a decomposer
-    and a solver) needs each trained in turn, with its own checkpoints: not built yet."""
-    if len(method.roles) != 1:
-        raise NotImplementedError(f"{type(method).__name__} trains {len(method.roles)} models {method.roles}; "
-                                  "the trainer trains one model per cell")
-    return method.roles[0]
-
-
 def training_data(cell: Cell, paths: StudyPaths, tokenizer: PreTrainedTokenizerBase, world: int,
                   method: TrainingMethod, role: str, packing: bool | None = None) -> TrainingData:
     """The cell's examples and its batches; `packing`: the spec's, unless the student cannot keep
     packed documents apart (trainables.packing.keeps_documents_apart)."""
     settings = cell.train
     corpus = load_corpus(paths, cell.corpus)
-    encoded = method.examples(role, tokenizer, cell.corpus.dataset.name, training_rows(cell.corpus, corpus), settings,
+    encoded = method.examples(role, tokenizer, cell.corpus, training_rows(cell.corpus, corpus), settings,
                               cell.student.template)
     examples = encoded.examples
     plan = plan_packing(examples, settings.packing if packing is None else packing, settings.pack_length)
@@ -124,7 +131,8 @@ def training_data(cell: Cell, paths: StudyPaths, tokenizer: PreTrainedTokenizerB
                           plan.packing, world)
     facts = CorpusFacts(dropped_examples=encoded.dropped, truncated_examples=encoded.truncated,
                         teacher_accuracy=float(corpus["correct"].mean()),
-                        mean_rationale_tokens=mean_target_tokens(examples), packed=plan.packing)
+                        mean_rationale_tokens=mean_target_tokens(examples), packed=plan.packing,
+                        n_examples=len(examples))
     return TrainingData(examples, plan, stream, n_steps, per_epoch, facts)
 
 
@@ -162,28 +170,48 @@ def build_layout(cell: Cell, resources: ResourcesSpec, student: PreTrainedModel,
     return Layout(student, loss_module, wrapped, optimizer, scheduler, varlen)
 
 
-def _resume(layout: Layout, n_steps: int) -> Counters:
-    """Load the run's latest checkpoint (every rank takes its shard); the saved counters, or zeros."""
+def saved_states() -> dict[str, TrainingState]:
+    """The run's latest checkpoint, by role (every rank reads it whole); empty when there is none."""
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
-        return Counters()
+        return {}
     with checkpoint.as_directory() as directory:
-        state = checkpoints.read(Path(directory))
-    if state.optimizer is None and state.counters.step < n_steps:
-        raise RuntimeError(f"the checkpoint at step {state.counters.step} of {n_steps} has no optimizer state "
-                           f"({checkpoints.OPTIMIZER_FILE}); only a finished cell's is deleted")
-    checkpoints.load(state, layout.loss_module, layout.optimizer, layout.scheduler)
-    print(f"resumed from checkpoint at step {state.counters.step}", flush=True)
-    return state.counters
+        return checkpoints.read_roles(Path(directory))
+
+
+def _resume(layout: Layout, saved: TrainingState | None, n_steps: int) -> Counters:
+    """Load the role's saved state (every rank takes its shard); the saved counters, or zeros."""
+    if saved is None:
+        return Counters()
+    if saved.optimizer is None and saved.counters.step < n_steps:
+        raise RuntimeError(f"the checkpoint at step {saved.counters.step} of {n_steps} has no optimizer state "
+                           f"({checkpoints.OPTIMIZER_FILE}); only a finished role's or cell's is deleted")
+    checkpoints.load(saved, layout.loss_module, layout.optimizer, layout.scheduler)
+    print(f"resumed from checkpoint at step {saved.counters.step}", flush=True)
+    return replace(saved.counters)
+
+
+@dataclass(frozen=True)
+class RoleRun:
+    """The role being trained, its state in the latest checkpoint, and the roles trained before it
+    (their final states go into every checkpoint with this role's)."""
+
+    role: str
+    saved: TrainingState | None
+    done: dict[str, TrainingState]
 
 
 def train(cell: Cell, resources: ResourcesSpec, layout: Layout, data: TrainingData, tokenizer: PreTrainedTokenizerBase,
-          device: torch.device, rank: int, world: int, step_reports: TrackingSpec | None = None) -> TrainingState:
+          device: torch.device, rank: int, world: int, run: RoleRun,
+          step_reports: TrackingSpec | None = None) -> TrainingState:
     """Steps from the resumed one to the last; returns the final state, gathered on rank 0.
     With `step_reports`, step metrics are reported every `every_steps` steps, at least
-    `min_interval_s` apart, and at the last step (tracking)."""
-    counters = _resume(layout, data.n_steps)
-    step_metrics = StepMetrics(counters.step, counters.train_tokens)
+    `min_interval_s` apart, and at the last step (tracking); their steps and tokens count the
+    roles trained before this one too."""
+    counters = _resume(layout, run.saved, data.n_steps)
+    before = Counters(step=sum(s.counters.step for s in run.done.values()),
+                      train_tokens=sum(s.counters.train_tokens for s in run.done.values()))
+    step_metrics = StepMetrics(before.step + counters.step, before.train_tokens + counters.train_tokens)
     last_report = time.monotonic()
     layout.wrapped.train()
     autocast = torch.bfloat16 if device.type == "cuda" else None
@@ -204,8 +232,11 @@ def train(cell: Cell, resources: ResourcesSpec, layout: Layout, data: TrainingDa
         if step_reports is not None and step_report_due(counters.step, data.n_steps, step_reports, last_report,
                                                         world, device):
             reporting = time.monotonic()
-            ray.train.report(step_metrics.since_last(counters, layout.scheduler, data.per_epoch, data.n_steps))
-            step_metrics.reported(counters)
+            so_far = replace(counters, step=before.step + counters.step,
+                             train_tokens=before.train_tokens + counters.train_tokens)
+            metrics = step_metrics.since_last(so_far, layout.scheduler, data.per_epoch, before.step + data.n_steps)
+            ray.train.report({**metrics, "epoch": counters.step / data.per_epoch})
+            step_metrics.reported(so_far)
             last_report = time.monotonic()
             started += last_report - reporting  # waiting for Train's controller is not training time
         if counters.step % data.per_epoch == 0 or counters.step == data.n_steps:
@@ -213,8 +244,8 @@ def train(cell: Cell, resources: ResourcesSpec, layout: Layout, data: TrainingDa
             started = time.monotonic()
             if counters.step < data.n_steps and interval_passed(last_checkpoint, resources.checkpoint_every_s,
                                                                 world, device):
-                _report(checkpoints.gather(layout.loss_module, layout.optimizer, layout.scheduler, counters), rank,
-                        metrics={})
+                state = checkpoints.gather(layout.loss_module, layout.optimizer, layout.scheduler, counters)
+                _report({**run.done, run.role: state}, rank, metrics={})
                 last_checkpoint = time.monotonic()
     return checkpoints.gather(layout.loss_module, layout.optimizer, layout.scheduler, counters)
 
@@ -242,28 +273,52 @@ def train_and_evaluate(config: dict) -> None:
         tokenizer = student_tokenizer(cell.student, load_study_tokenizer(paths, Path(scratch) / "tokenizer"))
     device = ray.train.torch.get_device() if resources.gpus_per_worker > 0 else torch.device("cpu")
     method = training_method(cell.method, MethodContext(cell, paths, tokenizer, device))
-    role = single_role(method)
-    loss_module_of = partial(method.loss_module, role)
-    student = build_student(cell.student, tokenizer, cell.train.max_length, cell.seed).to(device)
-    data = training_data(cell, paths, tokenizer, world, method, role, packing_for(cell, student, rank))
-    layout = build_layout(cell, resources, student, data, device, world, loss_module_of)
-    del student
-    final = train(cell, resources, layout, data, tokenizer, device, rank, world, step_reports_of(config))
-    del layout  # free the training memory (sharded weights, optimizer) before evaluation
-    gc.collect()
-    cost = training_cost(final.counters, world, device)
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+    saved = saved_states()
+    finals: dict[str, TrainingState] = {}
+    facts: list[CorpusFacts] = []
+    for role in method.roles:  # each model of the cell in turn (SFT: one)
+        run = RoleRun(role, saved.get(role), dict(finals))
+        final, role_facts = train_role(cell, paths, resources, method, tokenizer, device, rank, world, run,
+                                       step_reports_of(config))
+        facts.append(role_facts)
+        finals[role] = checkpoints.finished(final, keep_weights=rank == 0)
+        if final is not saved.get(role) and len(finals) < len(method.roles):
+            _report(finals, rank, metrics={})  # trained just now: a restart from here skips this role
+    counters = Counters.total([state.counters for state in finals.values()])
+    cost = training_cost(counters, world, device)
     # Train's result keeps the metrics of the last checkpointed report: the final checkpoint
     # carries the evaluation, so a restart after it only re-evaluates.
     measured = {}
     if rank == 0:
         with tempfile.TemporaryDirectory() as exported:
-            students = {role: exported_student(cell, tokenizer, final, device, loss_module_of, Path(exported))}
+            students = {role: exported_student(cell, tokenizer, state, device, partial(method.loss_module, role),
+                                               role_folder(Path(exported), method.roles, role))
+                        for role, state in finals.items()}
             evaluation = _evaluate(cell, paths, method, students, tokenizer)
             storage.upload_dir(Path(exported), paths.cell_model(cell.cell_id))
-        measured = _measurements(evaluation, students, final.counters, data.facts, cost).model_dump()
-    _report(final, rank, metrics=measured)
+        measured = _measurements(evaluation, students, counters, CorpusFacts.total(facts), cost).model_dump()
+    _report(finals, rank, metrics=measured)
+
+
+def train_role(cell: Cell, paths: StudyPaths, resources: ResourcesSpec, method: TrainingMethod,
+               tokenizer: PreTrainedTokenizerBase, device: torch.device, rank: int, world: int, run: RoleRun,
+               step_reports: TrackingSpec | None) -> tuple[TrainingState, CorpusFacts]:
+    """One role's model trained to its last step (or its final state as saved, when a restart
+    finds it already trained), and the facts of its examples; the training memory freed after.
+    The role's student is built first: whether it trains on packed rows depends on it."""
+    student = build_student(cell.student, tokenizer, cell.train.max_length, cell.seed).to(device)
+    data = training_data(cell, paths, tokenizer, world, method, run.role,
+                         packing_for(cell, student, rank))
+    if run.saved is not None and run.saved.counters.step >= data.n_steps:
+        return run.saved, data.facts
+    layout = build_layout(cell, resources, student, data, device, world, partial(method.loss_module, run.role))
+    del student
+    final = train(cell, resources, layout, data, tokenizer, device, rank, world, run, step_reports)
+    del layout  # free the training memory (sharded weights, optimizer) before the next role or evaluation
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return final, data.facts
 
 
 def packing_for(cell: Cell, student: PreTrainedModel, rank: int) -> bool:
@@ -347,12 +402,14 @@ def _measurements(evaluation: Evaluation, students: dict[str, PreTrainedModel], 
     )
 
 
-def _report(state: TrainingState, rank: int, metrics: dict) -> None:
-    """Collective: every rank reports; rank 0 attaches the checkpoint (the full state it gathered)."""
-    progress = {"step": state.counters.step, "loss": state.counters.loss, "train_tokens": state.counters.train_tokens}
+def _report(states: dict[str, TrainingState], rank: int, metrics: dict) -> None:
+    """Collective: every rank reports; rank 0 attaches the checkpoint (the full states it gathered,
+    one per role trained so far); progress counts every role's steps."""
+    counters = Counters.total([state.counters for state in states.values()])
+    progress = {"step": counters.step, "loss": counters.loss, "train_tokens": counters.train_tokens}
     with tempfile.TemporaryDirectory() as directory:
         checkpoint = None
         if rank == 0:
-            checkpoints.save(state, Path(directory))
+            checkpoints.save_roles(states, Path(directory))
             checkpoint = Checkpoint.from_directory(directory)
         ray.train.report({**progress, **metrics}, checkpoint=checkpoint)

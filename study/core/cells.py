@@ -9,9 +9,12 @@ Which combinations exist (the rule, documented in the README):
 - label formats (answer_only, human) carry no reasoning: they have no granularity and no teacher
   (the label comes from the data set), so they make one cell per dataset x student x seed;
 - each of those is made once per method of `methods` that admits its format and teacher (each
-  method's settings say which: `admits` in study.core.spec);
+  method's settings say which: `admits` in study.core.spec): socratic needs a decomposition
+  (format bsm, format human with Socratic annotations, or a program teacher); a corpus no cell
+  uses is not built;
 - a kd cell whose teacher is `cell:<name>` learns from that cell's final student: the name must be
-  a cell of the grid of another method (a kd cell cannot teach kd cells), and the teacher cell is
+  a cell of the grid of another method that trains one student on the corpus text (a kd cell
+  cannot teach kd cells; a socratic cell's role models cannot teach), and the teacher cell is
   part of the kd cell (its id is in the kd cell's id); the launcher trains it first.
 """
 
@@ -135,12 +138,18 @@ class Cell(Frozen):
 
     @property
     def name(self) -> str:
-        """Readable name, e.g. arith.program.L3.cot.tiny-s.sft.s0."""
-        return f"{self.corpus.name}.{self.student.name}.{self.method.kind}.s{self.seed}"
+        """Readable name, e.g. arith.program.L3.cot.tiny-s.sft.s0 (the method's `label`)."""
+        return f"{self.corpus.name}.{self.student.name}.{self.method.label}.s{self.seed}"
 
 
 def corpus_keys(spec: StudySpec) -> list[CorpusKey]:
-    """Every corpus the spec needs, each once, in a deterministic order."""
+    """Every corpus the spec's cells need, each once, in a deterministic order."""
+    return [key for key in _grid_corpora(spec)
+            if any(method.admits(key.format, key.teacher) for method in spec.methods)]
+
+
+def _grid_corpora(spec: StudySpec) -> list[CorpusKey]:
+    """Every corpus of the spec's grid of data sets, formats, teachers and levels."""
     keys: list[CorpusKey] = []
     for dataset in spec.datasets:
         for fmt in spec.formats_of(dataset.name):
@@ -207,10 +216,13 @@ def _with_teacher_cells(cells: list[Cell]) -> list[Cell]:
         name = cell.method.teacher_cell_name
         if name is not None:
             teacher = by_name.get(name)
-            if teacher is None or teacher.method.kind == cell.method.kind:
-                others = sorted(n for n, c in by_name.items() if c.method.kind != cell.method.kind)
+            if teacher is None or teacher.method.kind == cell.method.kind or not teacher.method.trains_one_student:
+                others = sorted(n for n, c in by_name.items()
+                                if c.method.kind != cell.method.kind and c.method.trains_one_student)
+                more = " ..." if len(others) > 8 else ""
                 raise SpecError(f"methods.{cell.method.kind}.teacher_model: 'cell:{name}' names no cell of another "
-                                f"method in this study's grid; its cells: {others[:8]}{' ...' if len(others) > 8 else ''}")
+                                f"method (one that trains one student) in this study's grid; "
+                                f"its cells: {others[:8]}{more}")
             cell = cell.model_copy(update={"teacher_cell": teacher})
         resolved.append(cell)
     return resolved

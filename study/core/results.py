@@ -69,7 +69,7 @@ class CellResult(Measurements):
     granularity: int | None
     format: str
     student: str
-    method: str
+    method: str  # the method's label: sft, socratic (two-model), socratic-unified
     seed: int
     eval_profile: str = "robust"  # evaluation.profile: how the outputs were decoded (robust before it existed)
     corpus_id: str
@@ -90,7 +90,7 @@ class CellResult(Measurements):
         key = cell.corpus
         gpu_s = measured.train_s * resources.per_trial["GPU"] + measured.eval_s * resources.per_worker["GPU"]
         return cls(cell_id=cell.cell_id, name=cell.name, dataset=key.dataset.name, teacher=key.teacher_name,
-                   granularity=key.granularity, format=key.format, student=cell.student.name, method=cell.method.kind,
+                   granularity=key.granularity, format=key.format, student=cell.student.name, method=cell.method.label,
                    seed=cell.seed, eval_profile=cell.evaluation.profile, corpus_id=key.corpus_id, gpu_s=gpu_s,
                    model_path=model_path, wall_s=wall_s, versions=package_versions(), **measured.model_dump())
 

@@ -63,6 +63,9 @@ class TeacherBase(Frozen):
     # A teacher that asks a model (hf, vllm, openai) asks with the prompt library: the hash of the
     # prompt it is asked with is part of its corpus ids.
     asks_with_prompts: ClassVar[bool] = False
+    # A teacher that renders each problem's own structured solution (program): its steps can be
+    # rendered as sub-questions, whatever the format (a decomposition for `method: socratic`).
+    renders_solution_steps: ClassVar[bool] = False
 
     name: Name
     levels_by_format: dict[Format, Levels] | None = Field(
@@ -117,6 +120,8 @@ class TeacherBase(Frozen):
 
 class ProgramTeacher(TeacherBase):
     """Renders each problem's own structured solution as CoT (the demo's teacher; arith only)."""
+
+    renders_solution_steps: ClassVar[bool] = True
 
     kind: Literal["program"]
 
@@ -379,7 +384,15 @@ class ResourcesSpec(Frozen):
 
 class MethodBase(Frozen):
     """What every method's settings have: `admits`, the rule of which grid points it makes cells
-    for (study.core.cells.expand_grid; the README's "Which cells exist")."""
+    for (study.core.cells.expand_grid; the README's "Which cells exist"), and how cell names and
+    the results' `method` column show it (`label`)."""
+
+    # the rule `admits` applies, in words (for the error when it admits no grid point)
+    admits_rule: ClassVar[str] = "every format and teacher"
+    # whether its evaluation can run on the vLLM engine (evaluation.engine: vllm)
+    evaluates_on_vllm: ClassVar[bool] = True
+    # whether its cells train one student on the corpus text: what a kd cell's `cell:` teacher must be
+    trains_one_student: ClassVar[bool] = True
 
     def admits(self, fmt: str, teacher: TeacherSpec | None) -> bool:
         """Whether a cell of this method is meaningful on a corpus of this format and teacher
@@ -390,6 +403,11 @@ class MethodBase(Frozen):
     def teacher_cell_name(self) -> str | None:
         """The cell of the same study whose final student this method learns from; None: none."""
         return None
+
+    @property
+    def label(self) -> str:
+        """The method as cell names and the results' `method` column show it."""
+        return self.kind  # type: ignore[attr-defined]  # every member of MethodSpec has its `kind`
 
 
 class SftMethod(MethodBase):
@@ -442,9 +460,51 @@ class KdMethod(MethodBase):
         return self.teacher_model.removeprefix(CELL_TEACHER_PREFIX)
 
 
+# Where a Socratic cell's decompositions come from: the problem's structured solution, rendered as
+# sub-questions (a teacher that renders solution steps: program); the rationale's own sub-question
+# / sub-answer text (format bsm); the data set's Socratic annotations (format human: GSM8K's
+# Socratic files).
+DecompositionSource = Literal["solution_steps", "bsm", "annotations"]
+
+
+class SocraticMethod(MethodBase):
+    """Socratic CoT (Shridhar et al. 2023): a decomposer writes the next sub-question, a solver
+    answers it given the problem and the sub-questions and answers so far; the last answer is the
+    final one. Trained on decompositions (`decomposition_source`); trainables/socratic.py."""
+
+    admits_rule: ClassVar[str] = ("a decomposition: format bsm, format human on a data set with Socratic annotations "
+                                  "(GSM8K's socratic files), or a program teacher (any reasoning format)")
+    evaluates_on_vllm: ClassVar[bool] = False  # its turns are batched transformers generate calls
+    trains_one_student: ClassVar[bool] = False  # its models learn role prompts, not the corpus text
+
+    kind: Literal["socratic"]
+    variant: Literal["two_model", "unified"] = Field(
+        "two_model", description="two_model: a decomposer and a solver, each its own student; unified: one student "
+                                 "plays both roles (the role is marked in its prompt)."
+    )
+    max_turns: int = Field(8, ge=1, le=64, description="Most sub-questions per test problem in evaluation.")
+
+    def decomposition_source(self, fmt: str, teacher: TeacherSpec | None) -> DecompositionSource | None:
+        """Where the decompositions of a (format, teacher) corpus come from; None: it has none."""
+        if teacher is not None and teacher.renders_solution_steps:
+            return "solution_steps"
+        if fmt == "bsm":
+            return "bsm"
+        if fmt == "human":
+            return "annotations"
+        return None
+
+    def admits(self, fmt: str, teacher: TeacherSpec | None) -> bool:
+        return self.decomposition_source(fmt, teacher) is not None
+
+    @property
+    def label(self) -> str:
+        return "socratic" if self.variant == "two_model" else "socratic-unified"
+
+
 # A method's settings are part of every cell's id. A new method: its settings model here (with its
 # own `kind`, a `MethodBase`), one module in trainables/ and one line in trainables.methods.METHODS.
-MethodSpec = Annotated[SftMethod | KdMethod, Field(discriminator="kind")]
+MethodSpec = Annotated[SftMethod | KdMethod | SocraticMethod, Field(discriminator="kind")]
 
 
 class TokenizerSpec(Frozen):
@@ -587,6 +647,7 @@ class StudySpec(Frozen):
             raise ValueError(f"formats {reasoning_formats} need at least one entry in 'granularities'")
         if reasoning_formats and not self.teachers:
             raise ValueError(f"formats {reasoning_formats} need at least one entry in 'teachers'")
+        self._method_has_cells()
         for dataset, formats in (self.formats_by_dataset or {}).items():
             if dataset not in [d.name for d in self.datasets]:
                 raise ValueError(f"formats_by_dataset: '{dataset}' is not among the study's datasets")
@@ -594,6 +655,19 @@ class StudySpec(Frozen):
                 raise ValueError(f"formats_by_dataset.{dataset}: {sorted(set(formats) - set(self.formats))} "
                                  "not among the study's formats")
         return self
+
+    def _method_has_cells(self) -> None:
+        """A method that admits no grid point (socratic with no decomposition) is refused here,
+        not left to make no cells."""
+        points = [(fmt, teacher) for fmt in self.formats
+                  for teacher in ([None] if fmt in LABEL_FORMATS else self.teachers)]
+        for method in self.methods:
+            if not any(method.admits(fmt, teacher) for fmt, teacher in points):
+                raise ValueError(f"method: {method.kind} admits none of formats {self.formats} with these teachers; "
+                                 f"it needs {method.admits_rule}")
+            if self.evaluation.engine == "vllm" and not method.evaluates_on_vllm:
+                raise ValueError(f"evaluation.engine: method {method.kind} evaluates with transformers; "
+                                 "set engine: auto or transformers")
 
     def formats_of(self, dataset: str) -> list[Format]:
         """The study's formats this data set is trained on, in the order of `formats`."""
@@ -733,7 +807,7 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             path += f"[{part}]"
-        elif part in ("program", "released", "hf", "vllm", "openai", "sft", "kd"):
+        elif part in ("program", "released", "hf", "vllm", "openai", "sft", "kd", "socratic"):
             continue  # the discriminated-union tag pydantic inserts; not a YAML key
         else:
             path += f".{part}" if path else str(part)

@@ -15,7 +15,7 @@ import json
 from dataclasses import asdict
 
 from study.core import storage
-from study.core.datasets import Choice, DatasetSpec, Problem, Step, load_split
+from study.core.datasets import Choice, DatasetSpec, Problem, Step, SubQuestion, load_split
 from study.core.storage import StudyPaths
 
 SPLITS = ("train", "test")
@@ -54,4 +54,6 @@ def _jsonl(problems: list[Problem]) -> bytes:
 
 def _problem(fields: dict) -> Problem:
     return Problem(**{**fields, "choices": tuple(Choice(**choice) for choice in fields["choices"]),
-                      "steps": tuple(Step(**step) for step in fields["steps"])})
+                      "steps": tuple(Step(**step) for step in fields["steps"]),
+                      # absent from splits stored before Socratic annotations were read: none then
+                      "sub_questions": tuple(SubQuestion(**pair) for pair in fields.get("sub_questions", ()))})

@@ -4,8 +4,9 @@
         CELL is a cell id or name (`cotstudy status` / `plan` print both). DIR gets the cell's
         cells/<id>/model folder (trainables/export.py): load it with
         AutoModelForCausalLM.from_pretrained(DIR) (a LoRA student: PeftModel.from_pretrained, or
-        --merge for a plain model); --push-to-hub uploads DIR to a Hugging Face model repo
-        (HF_TOKEN from the environment).
+        --merge for a plain model); a two-model socratic cell's models are DIR/decomposer and
+        DIR/solver; --push-to-hub uploads DIR to a Hugging Face model repo (HF_TOKEN from the
+        environment).
     cotstudy export STUDY_DIR --format alpaca | sharegpt | llamafactory | hf --out DIR
         the corpora and test splits (study/run/data_export.py).
 
@@ -98,25 +99,41 @@ def finished_model(study_dir: str, reference: str) -> tuple[Cell, str]:
 
 
 def export_student(study_dir: str, reference: str, out: Path, merge: bool) -> None:
-    """Copy the cell's saved student to `out` (with --merge, a LoRA student merged into its base)."""
-    from trainables.export import MERGED_FOLDER, is_adapter, merge_adapters, point_adapter_at_base
-
+    """Copy the cell's saved student to `out` (with --merge, a LoRA student merged into its base);
+    a two-model cell's models each into `out/<role>/`, as the cell saved them."""
     cell, model = finished_model(study_dir, reference)
     _require_empty(str(out))
     with tempfile.TemporaryDirectory() as scratch:
         saved = storage.download_dir(model, Path(scratch) / "model")
-        if merge and is_adapter(saved):
-            merged = saved / MERGED_FOLDER
-            if merged.is_dir():  # export.merge: true wrote it after evaluation
-                shutil.copytree(merged, out, dirs_exist_ok=True)
-            else:
-                merge_adapters(saved, out)
-        else:
-            if merge:
-                print(f"cell {cell.name}: a full fine-tune has no adapters to merge; copied as it is")
-            shutil.copytree(saved, out, dirs_exist_ok=True)
-            point_adapter_at_base(out)
+        for folder in _saved_models(saved):
+            _copy_model(cell, folder, out / folder.relative_to(saved), merge)
     print(f"student of {cell.name} [{cell.cell_id}]: {out}")
+
+
+def _saved_models(saved: Path) -> list[Path]:
+    """The models in a cell's model folder: the folder itself, or (a method that trains two
+    models: trainables.export.role_folder) one folder per role."""
+    from trainables.export import is_adapter
+
+    if (saved / "config.json").is_file() or is_adapter(saved):
+        return [saved]
+    return sorted(folder for folder in saved.iterdir() if folder.is_dir())
+
+
+def _copy_model(cell: Cell, saved: Path, out: Path, merge: bool) -> None:
+    from trainables.export import MERGED_FOLDER, is_adapter, merge_adapters, point_adapter_at_base
+
+    if merge and is_adapter(saved):
+        merged = saved / MERGED_FOLDER
+        if merged.is_dir():  # export.merge: true wrote it after evaluation
+            shutil.copytree(merged, out, dirs_exist_ok=True)
+        else:
+            merge_adapters(saved, out)
+        return
+    if merge:
+        print(f"cell {cell.name}: a full fine-tune has no adapters to merge; copied as it is")
+    shutil.copytree(saved, out, dirs_exist_ok=True)
+    point_adapter_at_base(out)
 
 
 def export_data(study_dir: str, fmt: str, out: str) -> list[str]:

@@ -2,8 +2,9 @@
 
 `check_inputs` loads every data set's splits and finds every corpus's source (the data set's
 own labels, or what each teacher's kind checks: a released file, a program teacher's structured
-solutions, an API key), so a missing or malformed file, or a grid point with no data behind it,
-is one clear error before Ray starts.
+solutions, an API key) and, for Socratic cells on a data set's own annotations, the annotations,
+so a missing or malformed file, or a grid point with no data behind it, is one clear error before
+Ray starts.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from study.core.cells import CorpusKey, corpus_keys
 from study.core.corpora import label_rationale
 from study.core.datasets import DataError, DatasetSpec, dataset_info, load_split, problem_text, training_text
 from study.core.datasets.splits import split_files
-from study.core.spec import StudySpec
+from study.core.spec import SocraticMethod, StudySpec
 from study.teachers.registry import kind_of
 
 WORD_OR_SYMBOL = re.compile(r"\w+|[^\w\s]")
@@ -35,6 +36,22 @@ def check_inputs(spec: StudySpec) -> None:
             raise DataError(f"dataset '{key.dataset.name}' has no human rationale; drop format 'human' for it")
     for teacher in spec.teachers:
         kind_of(teacher).check(teacher, [key for key in keys if key.teacher_name == teacher.name])
+    check_decompositions(spec)
+
+
+def check_decompositions(spec: StudySpec) -> None:
+    """A Socratic cell on a data set's own annotations needs every training problem to carry them
+    (GSM8K's Socratic files do; its main files and the other data sets do not)."""
+    socratic = [method for method in spec.methods if isinstance(method, SocraticMethod)]
+    for key in corpus_keys(spec):
+        if not any(method.decomposition_source(key.format, key.teacher) == "annotations" for method in socratic):
+            continue
+        bare = [p.uid for p in load_split(key.dataset, "train") if not p.sub_questions]
+        if bare:
+            raise DataError(f"dataset '{key.dataset.name}', format '{key.format}': method socratic trains on the "
+                            f"data set's Socratic annotations, and {len(bare)} training problems have none "
+                            f"(first: {bare[0]}); for GSM8K set `train_file: train_socratic.jsonl` (the hub's "
+                            "socratic config), else use format bsm or a program teacher")
 
 
 def check_test_is_not_train(dataset: DatasetSpec) -> None:

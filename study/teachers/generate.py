@@ -32,7 +32,7 @@ from study.core.stored_splits import store_splits, stored_split
 from study.teachers.cache import ReplyCache
 from study.teachers.client import ChatClient, ChatReply, ChatRequest
 from study.teachers.endpoint import ServeTarget, TeacherEndpoint, start_serve, stop_teacher
-from study.teachers.program_render import program_model_id
+from study.core.program_render import program_model_id
 from study.teachers.registry import kind_of
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@ the demo's teacher).
 
 Its corpora are generated through its Ray Serve app (program_serve), asked with the same client
 as any served model, so the demo runs the path real teachers take; where no server runs
-(`cotstudy plan`, `corpus-stats`) the same rationales are rendered in process (program_render).
+(`cotstudy plan`, `corpus-stats`) the same rationales are rendered in process (study/core/program_render.py).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from study.core.datasets import DataError, Problem, load_split, problem_text, tr
 from study.core.spec import ProgramTeacher
 from study.teachers.endpoint import ServeTarget, TeacherEndpoint, running
 from study.teachers.kind import TeacherKind
-from study.teachers.program_render import program_corpus, render
+from study.core.program_render import program_corpus, render
 
 
 class ProgramKind(TeacherKind[ProgramTeacher]):

@@ -24,7 +24,7 @@ from study.teachers.endpoint import (
     deploy_app,
     openai_error,
 )
-from study.teachers.program_render import parse_program_model_id, program_model_id, render
+from study.core.program_render import parse_program_model_id, program_model_id, render
 
 program_api = FastAPI(title="cotstudy program teacher")
 

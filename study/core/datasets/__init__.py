@@ -28,7 +28,7 @@ from study.core.datasets.arith import ArithSettings, generate_splits
 from study.core.datasets.descriptor import AnswerType, DatasetInfo
 from study.core.datasets.golds import inline_choices
 from study.core.datasets.paper_answers import paper_answer, paper_equal
-from study.core.datasets.problems import Choice, Problem, Step
+from study.core.datasets.problems import Choice, Problem, Step, SubQuestion
 from study.core.datasets.registry import (
     DATASET_NAMES,
     DATASETS,
@@ -42,7 +42,7 @@ from study.core.datasets.settings import Frozen
 from study.core.datasets.sources import DataError, normalize_text
 from study.core.datasets.splits import load_source_splits
 
-__all__ = ["DatasetSpec", "DatasetName", "ArithSettings", "Frozen", "Problem", "Step", "Choice", "DataError",
+__all__ = ["DatasetSpec", "DatasetName", "ArithSettings", "Frozen", "Problem", "Step", "SubQuestion", "Choice", "DataError",
            "DatasetInfo", "AnswerType", "DATASETS", "DATASET_NAMES", "REGISTRY", "RELEASE_ALIASES", "dataset_info",
            "extract_answer", "read_gold", "inline_choices", "score", "extract_paper_answer", "score_paper", "load_split",
            "question_prompt", "problem_text", "training_text",

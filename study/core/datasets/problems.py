@@ -36,12 +36,21 @@ class Choice:
 
 
 @dataclass(frozen=True)
+class SubQuestion:
+    """One step of a decomposition (Socratic CoT): a sub-question and its answer."""
+
+    question: str
+    answer: str
+
+
+@dataclass(frozen=True)
 class Problem:
     """One problem as every data set loads it.
 
     `question` is the full question text the student reads before the template adds the answer
     choices; `answer` is the gold answer in the data set's answer type (a number, a choice letter,
-    "yes"/"no", or a math expression). `steps`, `subject` and `item` exist only for `arith`.
+    "yes"/"no", or a math expression). `steps`, `subject` and `item` exist only for `arith`;
+    `sub_questions` only where the source annotates a decomposition (GSM8K's Socratic files).
     """
 
     uid: str
@@ -52,3 +61,4 @@ class Problem:
     subject: str = ""
     item: str = ""
     human_rationale: str | None = None
+    sub_questions: tuple[SubQuestion, ...] = ()

@@ -490,10 +490,12 @@ class StudyPaths:
         return join(self.cell_dir(cell_id), "error.txt")
 
     def cell_model(self, cell_id: str) -> str:
-        """The trained student in Hugging Face format (trainables/export.py)."""
+        """The trained student in Hugging Face format (trainables/export.py); a two-model cell's in
+        <role>/ folders in it."""
         return join(self.cell_dir(cell_id), "model")
 
     def cell_checkpoints(self, cell_id: str) -> str:
-        """The cell's Ray Train run: checkpoint_<time>/ folders of trainer_state.pt (the trained weights,
-        schedule and counters) and OPTIMIZER_STATE_FILE (deleted once the cell's result is written)."""
+        """The cell's Ray Train run: checkpoint_<time>/<role>/ folders (one per model the cell trains:
+        student, or decomposer and solver) of trainer_state.pt (the trained weights, schedule and
+        counters) and OPTIMIZER_STATE_FILE (deleted once the cell's result is written)."""
         return join(self.cell_dir(cell_id), "train")

@@ -3,6 +3,10 @@
 Granularity 1 is one terse sentence; each level adds detail, up to 6 where every step is spelled
 out with its reason. The format decides how the reasoning is arranged. Every rendering ends with,
 or (answer_first) starts with, the answer convention "The answer is X."
+
+It lives in the core, below both users: the program teacher (study/teachers/program.py, which
+serves these renderings) and `method: socratic` (trainables/socratic.py, which trains on the
+solution steps rendered as sub-questions, `sub_questions`). Pure text; no server.
 """
 
 from __future__ import annotations
@@ -11,7 +15,8 @@ import pandas as pd
 
 from study.core.cells import CorpusKey
 from study.core.corpora import answer_sentence, label_rationale, rendered_corpus
-from study.core.datasets.problems import OPERATOR_SYMBOLS, Problem, Step
+from study.core.datasets.problems import OPERATOR_SYMBOLS, Problem, Step, SubQuestion
+from study.core.socratic import with_final_answer
 from study.core.spec import LABEL_FORMATS, Format
 
 OPERATION_VERBS = {"add": "add", "sub": "subtract", "mul": "multiply", "div": "divide"}
@@ -70,17 +75,24 @@ def reasoning_lines(problem: Problem, level: int) -> list[str]:
     return lines
 
 
-def _sub_questions(problem: Problem, level: int) -> list[str]:
-    """bsm: each step as a sub-question with its sub-answer (one sub-question at levels 1-2)."""
+def sub_questions(problem: Problem, level: int) -> tuple[SubQuestion, ...]:
+    """Each step as a sub-question with its sub-answer (one sub-question at levels 1-2), the last
+    sub-answer closed by the answer sentence: the `bsm` format's content, and the decomposition
+    `method: socratic` trains on with this teacher, whatever the cell's format."""
     who, item = problem.subject, problem.item
     if level <= 2:
-        body = " ".join(reasoning_lines(problem, level))
-        return [f"Sub-question 1: How many {item} does {who} have at the end? Sub-answer 1: {body}"]
-    return [
-        f"Sub-question {number}: How many {item} does {who} have after {who} {step.event}? "
-        f"Sub-answer {number}: {_step_sentence(problem, step, level, number)}"
-        for number, step in enumerate(problem.steps, 1)
-    ]
+        steps = [SubQuestion(f"How many {item} does {who} have at the end?", " ".join(reasoning_lines(problem, level)))]
+    else:
+        steps = [SubQuestion(f"How many {item} does {who} have after {who} {step.event}?",
+                             _step_sentence(problem, step, level, number))
+                 for number, step in enumerate(problem.steps, 1)]
+    return with_final_answer(steps, problem.answer)
+
+
+def _bsm_text(problem: Problem, level: int) -> str:
+    """bsm: the sub-questions, numbered, each followed by its sub-answer."""
+    return " ".join(f"Sub-question {number}: {step.question} Sub-answer {number}: {step.answer}"
+                    for number, step in enumerate(sub_questions(problem, level), 1))
 
 
 def _symbolic_lines(problem: Problem, level: int) -> list[str]:
@@ -119,7 +131,7 @@ def render(problem: Problem, granularity: int | None, fmt: Format) -> str:
     if fmt == "answer_first":
         return " ".join([answer, *reasoning_lines(problem, granularity)])
     if fmt == "bsm":
-        return " ".join([*_sub_questions(problem, granularity), answer])
+        return _bsm_text(problem, granularity)
     if fmt == "rar":
         reasoning = " ".join(reasoning_lines(problem, granularity))
         return f"Rephrased question: {_rephrase(problem)} Response: {reasoning} {answer}"
