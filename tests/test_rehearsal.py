@@ -135,6 +135,21 @@ class LocalCluster:
             self.stop(node)
 
 
+def _submit(cluster: LocalCluster, checkout: Path, submission: str, env: dict[str, str],
+            timeout_s: float = 120) -> subprocess.CompletedProcess:
+    """`ray job submit` of the study from the clean checkout, as a user types it; tried again while
+    the head's job agent is still starting ("No available agent to submit job")."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        submitted = subprocess.run(
+            [RAY, "job", "submit", "--address", cluster.dashboard, "--working-dir", str(checkout),
+             "--submission-id", submission, "--no-wait", "--", sys.executable, "-m", "study", "run", "rehearsal.yaml"],
+            cwd=checkout.parent, env=env, capture_output=True, text=True, timeout=180)
+        if submitted.returncode == 0 or "No available agent" not in submitted.stderr or time.monotonic() > deadline:
+            return submitted
+        time.sleep(2)
+
+
 def _cell_lines(output: str, name: str) -> list[str]:
     """The progress lines of one cell that finished by training (not 'already done')."""
     return [line for line in output.splitlines()
@@ -164,10 +179,7 @@ def test_the_cluster_path_end_to_end(tmp_path):
             env = marked_env(cluster.markers["head"], str(short / "head"), **CREDENTIALS)
 
             submission = f"rehearsal-{new_marker()[:8]}"
-            submitted = subprocess.run(
-                [RAY, "job", "submit", "--address", cluster.dashboard, "--working-dir", str(checkout),
-                 "--submission-id", submission, "--no-wait", "--", sys.executable, "-m", "study", "run",
-                 "rehearsal.yaml"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+            submitted = _submit(cluster, checkout, submission, env)
             assert submitted.returncode == 0, submitted.stdout + submitted.stderr
 
             def attempts() -> list[str]:
