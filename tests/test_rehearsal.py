@@ -114,7 +114,11 @@ class LocalCluster:
         temp_dir = self.root / node
         temp_dir.mkdir(exist_ok=True)
         env = marked_env(self.markers[node], str(temp_dir), **{k: v for k, v in self.env.items()})
-        subprocess.run([RAY, "start", f"--temp-dir={temp_dir}", *arguments], env=env, check=True,
+        # each node's agents on ports of their own: the defaults (52365, ...) may be held by another
+        # Ray on this machine (the suite's own local Ray), and then no job can be submitted
+        ports = [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+                 f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}"]
+        subprocess.run([RAY, "start", f"--temp-dir={temp_dir}", *ports, *arguments], env=env, check=True,
                        capture_output=True, timeout=180)
 
     def start_head(self) -> None:
