@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow.fs as pafs
 import pytest
 from conftest import REPO, small_spec, write_spec
+from processes import processes_with
 from s3 import BUCKET, CREDENTIALS, s3_server
 from test_generation import SECRET, FakeTeacher
 
@@ -42,20 +43,6 @@ def s3_endpoint():
 def _objects(filesystem: pafs.S3FileSystem, prefix: str) -> dict[str, pafs.FileInfo]:
     infos = filesystem.get_file_info(pafs.FileSelector(prefix, recursive=True, allow_not_found=True))
     return {info.path.removeprefix(prefix + "/"): info for info in infos if info.type == pafs.FileType.File}
-
-
-def _processes_with(marker: str) -> list[int]:
-    """Pids of the processes whose environment carries this run's marker (the drivers and the Ray
-    processes they started, which outlive a SIGKILLed driver)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                if marker.encode() in (entry / "environ").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
 
 
 def _wait_for(condition, what: str, process: subprocess.Popen, timeout_s: float = 400) -> None:
@@ -142,7 +129,7 @@ def test_a_study_on_s3_survives_a_killed_driver_and_resumes_from_s3_alone(tmp_pa
         _wait_for(done_first, "a first cell's result", first)
         first.send_signal(signal.SIGKILL)  # mid-grid: one cell done, the other not
         first.wait()
-        for pid in _processes_with(marker):  # Ray's processes outlive a killed driver
+        for pid in processes_with(marker):  # Ray's processes outlive a killed driver
             os.kill(pid, signal.SIGKILL)
         before = _objects(s3, study)
         finished = [c for c in cells if f"cells/{c.cell_id}/result.json" in before]
@@ -159,7 +146,7 @@ def test_a_study_on_s3_survives_a_killed_driver_and_resumes_from_s3_alone(tmp_pa
         assert "1 of 2 cells done; resuming" in resumed.stdout
     finally:
         teacher.close()
-        for pid in _processes_with(marker):
+        for pid in processes_with(marker):
             os.kill(pid, signal.SIGKILL)
         logs = [p for p in Path(ray_tmp).rglob("*") if p.is_file() and not p.is_socket()]
         log_bytes = [p.read_bytes() for p in logs]
