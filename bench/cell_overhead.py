@@ -20,7 +20,7 @@ process by a thin wrapper around `run_cell`; train_s, eval_s and wall_s come fro
   until the first trial runs.
 - per cell, mean, standard deviation, min and max over the cells:
     outside train + eval     the trial's span - train_s - eval_s
-    Train job overhead       wall_s - train_s - eval_s (Train controller, worker group, process
+    Train job overhead       wall_s - train_s - eval_s (engine ray_train: Train controller, worker group, process
                              group, imports, data, checkpoints, student export)
     trial outside Train job  span - wall_s (result.json, optimizer-state deletion, Tune reports)
 - after the last trial: results.parquet and figures, to the end of run_study.
@@ -62,7 +62,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from study.core.cells import Cell  # noqa: E402
 from study.core.cluster import on_cluster  # noqa: E402
 from study.core.console import configure_logging  # noqa: E402
-from study.core.spec import StudySpec, load_spec  # noqa: E402
+from study.core.spec import ResourcesSpec, StudySpec, load_spec  # noqa: E402
 from study.core.storage import StudyPaths  # noqa: E402
 from study.core.storage.files import InputError  # noqa: E402
 from study.run.launch import StudyOutcome, init_ray, known_cluster, max_concurrent, run_study  # noqa: E402
@@ -254,6 +254,8 @@ def parse_args() -> argparse.Namespace:
     grid.add_argument("--cells", type=int, default=MIN_CELLS, help=f"minimal cells (at least {MIN_CELLS})")
     grid.add_argument("--demo", action="store_true", help=f"specs/demo.yaml's grid instead ({DEMO_SPEC})")
     grid.add_argument("--spec", type=Path, help="this spec's grid instead (its storage replaced by a temp dir)")
+    parser.add_argument("--engine", choices=["ray_train", "in_trial"],
+                        help="resources.engine for every cell (default: the spec's; the minimal cells': ray_train)")
     args = parser.parse_args()
     if args.cells < MIN_CELLS:
         parser.error(f"--cells: at least {MIN_CELLS}, got {args.cells}")
@@ -273,6 +275,10 @@ def main() -> int:
         except InputError as error:  # a bad --spec: one line, nothing run
             print(f"error: {error}", file=sys.stderr)
             return 2
+        if args.engine is not None:
+            resources = ResourcesSpec.model_validate({**spec.resources.model_dump(), "engine": args.engine})
+            spec = spec.model_copy(update={"resources": resources})
+        print(f"engine: {spec.resources.engine}")
         try:
             return measure(spec, timings)
         finally:

@@ -8,7 +8,8 @@ deletes the optimizer state of the cell's checkpoints (AdamW's moments, twice th
 a cell with a result never trains again, and its final checkpoint keeps the trained student.
 
 This module stays light on purpose: the Tune trial and the Train controller processes import it,
-and neither needs transformers; only the Train workers import `trainables.train`.
+and neither needs transformers; only the Train workers import `trainables.train`, and the trial
+itself when the cell trains in it (resources.engine in_trial: trainables/sessions.py).
 """
 
 from __future__ import annotations
@@ -90,9 +91,30 @@ def train_loop_per_worker(config: dict) -> None:
 def fit_cell(cell: Cell, paths: StudyPaths, resources: ResourcesSpec,
              loop_per_worker: Callable[[dict], None] = train_loop_per_worker,
              step_reports: TrackingSpec | None = None) -> Measurements:
+    """Train and evaluate the cell where `resources.engine` says (trainables/sessions.py); a rerun
+    resumes from its latest checkpoint. With `step_reports` (inside a Tune trial only), every
+    report of the loop, step metrics included, reaches Tune and so its logger callbacks (tracking)."""
+    if resources.engine == "in_trial":
+        return fit_cell_in_trial(cell, paths, resources, step_reports)
+    return fit_cell_on_ray_train(cell, paths, resources, loop_per_worker, step_reports)
+
+
+def fit_cell_in_trial(cell: Cell, paths: StudyPaths, resources: ResourcesSpec,
+                      step_reports: TrackingSpec | None = None) -> Measurements:
+    """The cell's training loop in this process (engine in_trial); its last checkpoint's metrics."""
+    from trainables.sessions import InTrialSession  # light, but the loop below imports transformers
+    from trainables.train import train_and_evaluate
+
+    session = InTrialSession(paths, cell.cell_id, forward_to_tune=step_reports is not None)
+    measured = train_and_evaluate(cell_config(cell, paths, resources, step_reports), session)
+    return Measurements.model_validate({name: measured[name] for name in Measurements.model_fields})
+
+
+def fit_cell_on_ray_train(cell: Cell, paths: StudyPaths, resources: ResourcesSpec,
+                          loop_per_worker: Callable[[dict], None] = train_loop_per_worker,
+                          step_reports: TrackingSpec | None = None) -> Measurements:
     """Run the cell's Ray Train job; a rerun (same run name) resumes from its latest checkpoint.
-    With `step_reports` (inside a Tune trial only), every `ray.train.report` of the workers,
-    step metrics included, is forwarded to Tune and so to its logger callbacks (tracking)."""
+    With `step_reports`, every `ray.train.report` of the workers is forwarded to Tune."""
     forward_to_tune = [] if step_reports is None else [TuneReportCallback()]
     trainer = TorchTrainer(
         loop_per_worker,

@@ -1,4 +1,5 @@
-"""What each Ray Train worker runs for one cell: fine-tune the student, then evaluate it.
+"""What runs one cell's training loop (in each Ray Train worker, or in the trial itself: resources.engine,
+trainables/sessions.py): fine-tune the student, then evaluate it.
 
 The cell's method (trainables/methods.py) gives its roles (the models it trains: SFT and kd one,
 the student; Socratic two-model a decomposer and a solver), each role's examples and loss module,
@@ -30,10 +31,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
-import ray.train
-import ray.train.torch
 import torch
-from ray.train import Checkpoint
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_scheduler
 
 from study.core import storage
@@ -60,6 +58,7 @@ from trainables.packing import (
     use_varlen_attention,
 )
 from trainables.parallel import distribute, prepare_layers
+from trainables.sessions import RayTrainSession, TrainSession
 from trainables.step import global_sum, target_count, train_step
 from trainables.step_reports import StepMetrics, interval_passed, step_report_due, step_reports_of
 from trainables.students import build_student, parameter_count, student_tokenizer
@@ -170,13 +169,10 @@ def build_layout(cell: Cell, resources: ResourcesSpec, student: PreTrainedModel,
     return Layout(student, loss_module, wrapped, optimizer, scheduler, varlen)
 
 
-def saved_states() -> dict[str, TrainingState]:
+def saved_states(session: TrainSession) -> dict[str, TrainingState]:
     """The run's latest checkpoint, by role (every rank reads it whole); empty when there is none."""
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None:
-        return {}
-    with checkpoint.as_directory() as directory:
-        return checkpoints.read_roles(Path(directory))
+    with session.latest_checkpoint() as directory:
+        return {} if directory is None else checkpoints.read_roles(directory)
 
 
 def _resume(layout: Layout, saved: TrainingState | None, n_steps: int) -> Counters:
@@ -202,12 +198,13 @@ class RoleRun:
 
 
 def train(cell: Cell, resources: ResourcesSpec, layout: Layout, data: TrainingData, tokenizer: PreTrainedTokenizerBase,
-          device: torch.device, rank: int, world: int, run: RoleRun,
+          device: torch.device, session: TrainSession, run: RoleRun,
           step_reports: TrackingSpec | None = None) -> TrainingState:
     """Steps from the resumed one to the last; returns the final state, gathered on rank 0.
     With `step_reports`, step metrics are reported every `every_steps` steps, at least
     `min_interval_s` apart, and at the last step (tracking); their steps and tokens count the
     roles trained before this one too."""
+    rank, world = session.rank, session.world
     counters = _resume(layout, run.saved, data.n_steps)
     before = Counters(step=sum(s.counters.step for s in run.done.values()),
                       train_tokens=sum(s.counters.train_tokens for s in run.done.values()))
@@ -235,7 +232,7 @@ def train(cell: Cell, resources: ResourcesSpec, layout: Layout, data: TrainingDa
             so_far = replace(counters, step=before.step + counters.step,
                              train_tokens=before.train_tokens + counters.train_tokens)
             metrics = step_metrics.since_last(so_far, layout.scheduler, data.per_epoch, before.step + data.n_steps)
-            ray.train.report({**metrics, "epoch": counters.step / data.per_epoch})
+            session.report({**metrics, "epoch": counters.step / data.per_epoch}, checkpoint=None)
             step_metrics.reported(so_far)
             last_report = time.monotonic()
             started += last_report - reporting  # waiting for Train's controller is not training time
@@ -245,7 +242,7 @@ def train(cell: Cell, resources: ResourcesSpec, layout: Layout, data: TrainingDa
             if counters.step < data.n_steps and interval_passed(last_checkpoint, resources.checkpoint_every_s,
                                                                 world, device):
                 state = checkpoints.gather(layout.loss_module, layout.optimizer, layout.scheduler, counters)
-                _report({**run.done, run.role: state}, rank, metrics={})
+                _report(session, {**run.done, run.role: state}, metrics={})
                 last_checkpoint = time.monotonic()
     return checkpoints.gather(layout.loss_module, layout.optimizer, layout.scheduler, counters)
 
@@ -262,28 +259,30 @@ def check_loss(loss: float, step: int, settings: TrainSettings) -> None:
                                f"{settings.lr_peak:g}); lower training.lr_peak, or raise warmup_ratio")
 
 
-def train_and_evaluate(config: dict) -> None:
+def train_and_evaluate(config: dict, session: TrainSession | None = None) -> dict:
+    """Train and evaluate the cell of a Train loop `config` (trainables.cell.cell_config) where
+    `session` runs it (default: in a Ray Train worker); the measurements rank 0 reported last."""
     cell = Cell.model_validate(config["cell"])
     paths = StudyPaths(config["study_root"])
     resources = ResourcesSpec.model_validate(config["resources"])
+    session = session if session is not None else RayTrainSession()
     torch.set_num_threads(max(1, int(resources.cpus_per_worker)))
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
+    rank, world = session.rank, session.world
     with tempfile.TemporaryDirectory() as scratch:
         tokenizer = student_tokenizer(cell.student, load_study_tokenizer(paths, Path(scratch) / "tokenizer"))
-    device = ray.train.torch.get_device() if resources.gpus_per_worker > 0 else torch.device("cpu")
+    device = session.device(use_gpu=resources.gpus_per_worker > 0)
     method = training_method(cell.method, MethodContext(cell, paths, tokenizer, device))
-    saved = saved_states()
+    saved = saved_states(session)
     finals: dict[str, TrainingState] = {}
     facts: list[CorpusFacts] = []
     for role in method.roles:  # each model of the cell in turn (SFT: one)
         run = RoleRun(role, saved.get(role), dict(finals))
-        final, role_facts = train_role(cell, paths, resources, method, tokenizer, device, rank, world, run,
+        final, role_facts = train_role(cell, paths, resources, method, tokenizer, device, session, run,
                                        step_reports_of(config))
         facts.append(role_facts)
         finals[role] = checkpoints.finished(final, keep_weights=rank == 0)
         if final is not saved.get(role) and len(finals) < len(method.roles):
-            _report(finals, rank, metrics={})  # trained just now: a restart from here skips this role
+            _report(session, finals, metrics={})  # trained just now: a restart from here skips this role
     counters = Counters.total([state.counters for state in finals.values()])
     cost = training_cost(counters, world, device)
     # Train's result keeps the metrics of the last checkpointed report: the final checkpoint
@@ -297,23 +296,25 @@ def train_and_evaluate(config: dict) -> None:
             evaluation = _evaluate(cell, paths, method, students, tokenizer)
             storage.upload_dir(Path(exported), paths.cell_model(cell.cell_id))
         measured = _measurements(evaluation, students, counters, CorpusFacts.total(facts), cost).model_dump()
-    _report(finals, rank, metrics=measured)
+    _report(session, finals, metrics=measured)
+    return measured
 
 
 def train_role(cell: Cell, paths: StudyPaths, resources: ResourcesSpec, method: TrainingMethod,
-               tokenizer: PreTrainedTokenizerBase, device: torch.device, rank: int, world: int, run: RoleRun,
+               tokenizer: PreTrainedTokenizerBase, device: torch.device, session: TrainSession, run: RoleRun,
                step_reports: TrackingSpec | None) -> tuple[TrainingState, CorpusFacts]:
     """One role's model trained to its last step (or its final state as saved, when a restart
     finds it already trained), and the facts of its examples; the training memory freed after.
     The role's student is built first: whether it trains on packed rows depends on it."""
     student = build_student(cell.student, tokenizer, cell.train.max_length, cell.seed).to(device)
-    data = training_data(cell, paths, tokenizer, world, method, run.role,
-                         packing_for(cell, student, rank))
+    data = training_data(cell, paths, tokenizer, session.world, method, run.role,
+                         packing_for(cell, student, session.rank))
     if run.saved is not None and run.saved.counters.step >= data.n_steps:
         return run.saved, data.facts
-    layout = build_layout(cell, resources, student, data, device, world, partial(method.loss_module, run.role))
+    layout = build_layout(cell, resources, student, data, device, session.world,
+                          partial(method.loss_module, run.role))
     del student
-    final = train(cell, resources, layout, data, tokenizer, device, rank, world, run, step_reports)
+    final = train(cell, resources, layout, data, tokenizer, device, session, run, step_reports)
     del layout  # free the training memory (sharded weights, optimizer) before the next role or evaluation
     gc.collect()
     if device.type == "cuda":
@@ -402,14 +403,14 @@ def _measurements(evaluation: Evaluation, students: dict[str, PreTrainedModel], 
     )
 
 
-def _report(states: dict[str, TrainingState], rank: int, metrics: dict) -> None:
+def _report(session: TrainSession, states: dict[str, TrainingState], metrics: dict) -> None:
     """Collective: every rank reports; rank 0 attaches the checkpoint (the full states it gathered,
     one per role trained so far); progress counts every role's steps."""
     counters = Counters.total([state.counters for state in states.values()])
     progress = {"step": counters.step, "loss": counters.loss, "train_tokens": counters.train_tokens}
     with tempfile.TemporaryDirectory() as directory:
         checkpoint = None
-        if rank == 0:
+        if session.rank == 0:
             checkpoints.save_roles(states, Path(directory))
-            checkpoint = Checkpoint.from_directory(directory)
-        ray.train.report({**progress, **metrics}, checkpoint=checkpoint)
+            checkpoint = Path(directory)
+        session.report({**progress, **metrics}, checkpoint=checkpoint)

@@ -370,6 +370,19 @@ class ResourcesSpec(Frozen):
     usd_per_gpu_hour: float | None = Field(
         None, ge=0, description="Price of one GPU-hour, for `cotstudy plan`'s dollars where the cluster file prices no node."
     )
+    engine: Literal["ray_train", "in_trial"] = Field(
+        "ray_train", description="Where a cell trains: ray_train, a Ray Train job of workers_per_trial workers (any "
+        "cell; Train restarts a failed worker group from its checkpoint); in_trial, in the Tune trial's own process "
+        "(one worker, no GPU: no Train job to start per cell, so a small cell costs seconds less; the same results; "
+        "a failed trial is tried again from its checkpoint, resources.trial_attempts)."
+    )
+
+    @model_validator(mode="after")
+    def _in_trial_is_one_cpu_worker(self) -> ResourcesSpec:
+        if self.engine == "in_trial" and (self.workers_per_trial > 1 or self.gpus_per_worker > 0):
+            raise ValueError("engine 'in_trial' runs a cell in one process on the CPU: it needs workers_per_trial 1 "
+                             "and gpus_per_worker 0 (use engine ray_train for workers or GPUs)")
+        return self
 
     @property
     def per_worker(self) -> dict[str, float]:
@@ -378,7 +391,8 @@ class ResourcesSpec(Frozen):
 
     @property
     def per_trial(self) -> dict[str, float]:
-        """Ray resources of one trial: all of its Train workers (the trial itself holds none)."""
+        """Ray resources of one trial: all of its Train workers (on ray_train the trial itself holds
+        none; in_trial it holds its one worker's)."""
         return {kind: amount * self.workers_per_trial for kind, amount in self.per_worker.items()}
 
 

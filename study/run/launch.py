@@ -215,10 +215,13 @@ class CellProgress(tune.Callback):
         log.info(f"[{self.finished}/{self.total}] {_trial_name(trial)}: FAILED (see 'cotstudy status')")
 
 
-def _trainable_with_resources(trainable: Trainable) -> tune.trainable.Trainable:
-    """The trial only drives: Ray Train's workers hold the CPUs/GPUs, so the trial asks for no CPU
-    (else two trials would hold both CPUs of a 2-core machine and their Train workers could never
-    start), and for a sliver of the head's driver resource, which keeps it on the head."""
+def _trainable_with_resources(trainable: Trainable, resources: ResourcesSpec) -> tune.trainable.Trainable:
+    """On ray_train the trial only drives: Ray Train's workers hold the CPUs/GPUs, so the trial asks
+    for no CPU (else two trials would hold both CPUs of a 2-core machine and their Train workers
+    could never start), and for a sliver of the head's driver resource, which keeps it on the head.
+    In_trial the trial is the cell's one worker: it holds that worker's CPUs, on any node."""
+    if resources.engine == "in_trial":
+        return tune.with_resources(trainable, {"CPU": resources.cpus_per_worker})
     return tune.with_resources(trainable, {"CPU": 0, DRIVER_RESOURCE: DRIVER_SHARE})
 
 
@@ -227,7 +230,7 @@ def _new_tuner(spec: StudySpec, paths: StudyPaths, cells: list[Cell], trainable:
     limit, why = max_concurrent(spec.resources, cluster, _alive_nodes(), on_cluster())
     log.info(f"trials at once: up to {limit} ({why})")
     return tune.Tuner(
-        _trainable_with_resources(trainable),
+        _trainable_with_resources(trainable, spec.resources),
         param_space=cell_config(tune.grid_search([c.model_dump(mode="json") for c in cells]), paths, spec.resources,
                                 spec.tracking if spec.tracking.every_steps is not None else None),
         tune_config=tune.TuneConfig(max_concurrent_trials=limit, reuse_actors=True,
@@ -314,7 +317,7 @@ def resume_study(study_dir: str, trainable: Trainable = run_cell, break_lock: bo
             # a study with teacher cells ran several grids into one Tune folder: order, not Tune, decides
             restored = not teacher_cells(cells) and tune.Tuner.can_restore(paths.tune)
             if restored:
-                tune.Tuner.restore(paths.tune, _trainable_with_resources(trainable),
+                tune.Tuner.restore(paths.tune, _trainable_with_resources(trainable, spec.resources),
                                    resume_unfinished=True, resume_errored=True).fit()
             # Tune reruns only trials it saw unfinished or errored; a cell whose result was set aside
             # (corrupted) finished in Tune's eyes, so whatever is still pending runs in a new grid.
