@@ -1,10 +1,11 @@
 import subprocess
 import sys
 
+import pytest
 from conftest import small_spec
 
 from study.core.cells import corpus_keys, expand_grid
-from study.core.spec import SftMethod, parse_spec
+from study.core.spec import SftMethod, SpecError, parse_spec
 
 
 def test_grid_skips_meaningless_combinations(tmp_path):
@@ -77,7 +78,7 @@ def test_a_study_refuses_a_spec_with_another_tokenizer(tmp_path):
 
 def test_the_method_and_its_settings_are_part_of_the_cell(tmp_path):
     cell = expand_grid(parse_spec(small_spec(tmp_path, method={"kind": "sft"})))[0]
-    assert cell.method == SftMethod() and cell.model_dump(mode="json")["method"] == {"kind": "sft"}
+    assert cell.method == SftMethod() and cell.identity()["method"] == {"kind": "sft"}
     other = cell.model_copy(update={"method": SftMethod.model_construct(kind="kd")})  # stands for another method
     assert other.cell_id != cell.cell_id and other.name == "arith.program.L3.cot.s.kd.s0"
 
@@ -90,5 +91,26 @@ def test_settings_added_later_keep_earlier_cell_ids_at_their_old_value(tmp_path)
     for cell in expand_grid(parse_spec(small_spec(tmp_path))):
         before = cell.model_dump(mode="json", exclude={"corpus": cell.corpus.operational_fields(),
                                                        "student": {"template"}, "evaluation": {"profile"},
-                                                       "teacher_cell": True, "export": True})
+                                                       "method": {"students"}, "teacher_cell": True, "export": True})
         assert cell.cell_id == content_hash(before)
+
+
+def test_a_methods_students_choose_its_cells_and_change_no_cell_id(tmp_path):
+    students = [{"name": "big", "tiny": {"layers": 1, "width": 48, "heads": 2}},
+                {"name": "s", "tiny": {"layers": 1, "width": 32, "heads": 2}}]
+    kd = {"kind": "kd", "teacher_model": "cell:{corpus}.big.sft.s{seed}", "students": ["s"]}
+    cells = expand_grid(parse_spec(small_spec(tmp_path, students=students, methods=["sft", kd],
+                                              training={"max_steps": 6, "seeds": [0, 1]})))
+    kd_cells = [c for c in cells if c.method.kind == "kd"]
+    assert {c.student.name for c in kd_cells} == {"s"} and len(kd_cells) == 4  # 2 corpora x 2 seeds
+    for cell in kd_cells:  # each learns from the big student of its own corpus and seed
+        assert cell.teacher_cell.name == f"{cell.corpus.name}.big.sft.s{cell.seed}"
+    unrestricted = kd_cells[0].model_copy(update={"method": kd_cells[0].method.model_copy(update={"students": None})})
+    assert unrestricted.cell_id == kd_cells[0].cell_id
+
+
+def test_a_methods_unknown_student_or_placeholder_is_named(tmp_path):
+    with pytest.raises(SpecError, match=r"methods.sft.students: \['nobody'\] are not among the study's students"):
+        parse_spec(small_spec(tmp_path, methods=[{"kind": "sft", "students": ["nobody"]}]))
+    with pytest.raises(SpecError, match=r"\{level\} is no placeholder"):
+        parse_spec(small_spec(tmp_path, methods=["sft", {"kind": "kd", "teacher_model": "cell:{level}.s.sft.s0"}]))

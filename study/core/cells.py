@@ -12,7 +12,9 @@ Which combinations exist (the rule, documented in the README):
   method's settings say which: `admits` in study.core.spec): socratic needs a decomposition
   (format bsm, format human with Socratic annotations, or a program teacher); a corpus no cell
   uses is not built;
-- a kd cell whose teacher is `cell:<name>` learns from that cell's final student: the name must be
+- a method with `students` has cells for those students only (its cells are the same as without);
+- a kd cell whose teacher is `cell:<name>` learns from that cell's final student (the name may
+  hold {corpus} and {seed}: the kd cell's corpus name and seed): the name must be
   a cell of the grid of another method that trains one student on the corpus text (a kd cell
   cannot teach kd cells; a socratic cell's role models cannot teach), and the teacher cell is
   part of the kd cell (its id is in the kd cell's id); the launcher trains it first.
@@ -58,6 +60,8 @@ DATASET_LOCATION_FIELDS = frozenset({"path", "hub"})
 LATER_SETTINGS = {"student": {"template": "plain"}, "evaluation": {"profile": "robust"}}
 # What a cell writes besides its result (the student's export) does not change the result: never in the id.
 OUTPUT_SETTINGS = frozenset({"export"})
+# Which cells a method has (its `students`) is not what any of them computes: in no id.
+GRID_SELECTION_FIELDS = frozenset({"students"})
 
 
 def content_hash(obj: BaseModel | dict[str, Any], length: int = ID_LENGTH) -> str:
@@ -126,7 +130,7 @@ class Cell(Frozen):
         what the cell writes besides its result (`OUTPUT_SETTINGS`); a teacher cell by its own id
         (absent when there is none, as in every cell before kd)."""
         identity = self.model_dump(mode="json", exclude={"corpus": self.corpus.operational_fields(),
-                                                          "teacher_cell": True,
+                                                          "method": GRID_SELECTION_FIELDS, "teacher_cell": True,
                                                           **{field: True for field in OUTPUT_SETTINGS}})
         for section, earlier in LATER_SETTINGS.items():
             for field, value in earlier.items():
@@ -190,6 +194,7 @@ def expand_grid(spec: StudySpec) -> list[Cell]:
         for method in spec.methods
         if method.admits(key.format, key.teacher)
         for student in spec.students
+        if method.trains(student.name)
         for seed in spec.training.seeds
     ]
     ids = [cell.cell_id for cell in cells]
@@ -213,7 +218,7 @@ def _with_teacher_cells(cells: list[Cell]) -> list[Cell]:
     by_name = {cell.name: cell for cell in cells}
     resolved = []
     for cell in cells:
-        name = cell.method.teacher_cell_name
+        name = cell.method.teacher_cell_for(cell.corpus.name, cell.seed)
         if name is not None:
             teacher = by_name.get(name)
             if teacher is None or teacher.method.kind == cell.method.kind or not teacher.method.trains_one_student:

@@ -408,6 +408,15 @@ class MethodBase(Frozen):
     # whether its cells train one student on the corpus text: what a kd cell's `cell:` teacher must be
     trains_one_student: ClassVar[bool] = True
 
+    students: list[str] | None = Field(
+        None, min_length=1, description="The names of the study's students this method trains (None: every one); "
+        "which cells exist, not what a cell computes: in no cell id."
+    )
+
+    def trains(self, student: str) -> bool:
+        """Whether the grid has cells of this method for the student of this name."""
+        return self.students is None or student in self.students
+
     def admits(self, fmt: str, teacher: TeacherSpec | None) -> bool:
         """Whether a cell of this method is meaningful on a corpus of this format and teacher
         (None: a label format); every combination by default."""
@@ -416,6 +425,10 @@ class MethodBase(Frozen):
     @property
     def teacher_cell_name(self) -> str | None:
         """The cell of the same study whose final student this method learns from; None: none."""
+        return None
+
+    def teacher_cell_for(self, corpus: str, seed: int) -> str | None:
+        """That cell's name for the cell of this corpus name and seed; None: none."""
         return None
 
     @property
@@ -431,6 +444,7 @@ class SftMethod(MethodBase):
 
 
 CELL_TEACHER_PREFIX = "cell:"
+TEACHER_CELL_PLACEHOLDER = re.compile(r"\{(\w*)\}")
 
 
 class KdMethod(MethodBase):
@@ -444,7 +458,8 @@ class KdMethod(MethodBase):
     kind: Literal["kd"] = "kd"
     teacher_model: str = Field(
         min_length=1, description="The white-box teacher: a Hugging Face model id or folder, or `cell:<cell name>`, "
-        "the final student of another cell of the same study (trained first)."
+        "the final student of another cell of the same study (trained first); the name may hold {corpus} and "
+        "{seed}, the kd cell's own (e.g. cell:{corpus}.big.sft.s{seed}: a teacher per corpus and seed)."
     )
     alpha: float = Field(0.5, ge=0, le=1, description="Weight of the distillation term; 1 - alpha on the cross-entropy.")
     temperature: float = Field(1.0, gt=0, description="Both distributions are softmax(logits / temperature).")
@@ -467,11 +482,28 @@ class KdMethod(MethodBase):
             raise ValueError("mode 'offline' stores the teacher's top-k log-probs: give top_k (or mode: online)")
         return self
 
+    @model_validator(mode="after")
+    def _teacher_cell_placeholders(self) -> KdMethod:
+        if self.teacher_cell_name is not None:
+            unknown = sorted(set(TEACHER_CELL_PLACEHOLDER.findall(self.teacher_cell_name)) - {"corpus", "seed"})
+            if unknown:
+                raise ValueError(f"teacher_model: {{{unknown[0]}}} is no placeholder of a `cell:` teacher; "
+                                 "it may hold {corpus} and {seed}")
+        return self
+
     @property
     def teacher_cell_name(self) -> str | None:
+        """The `cell:` teacher's name as given (maybe with {corpus} and {seed}); None: not a cell."""
         if not self.teacher_model.startswith(CELL_TEACHER_PREFIX):
             return None
         return self.teacher_model.removeprefix(CELL_TEACHER_PREFIX)
+
+    def teacher_cell_for(self, corpus: str, seed: int) -> str | None:
+        """The `cell:` teacher's name for the kd cell of this corpus name and seed."""
+        name = self.teacher_cell_name
+        if name is None:
+            return None
+        return TEACHER_CELL_PLACEHOLDER.sub(lambda m: corpus if m.group(1) == "corpus" else str(seed), name)
 
 
 # Where a Socratic cell's decompositions come from: the problem's structured solution, rendered as
@@ -676,6 +708,10 @@ class StudySpec(Frozen):
         points = [(fmt, teacher) for fmt in self.formats
                   for teacher in ([None] if fmt in LABEL_FORMATS else self.teachers)]
         for method in self.methods:
+            unknown = sorted(set(method.students or []) - {s.name for s in self.students})
+            if unknown:
+                raise ValueError(f"methods.{method.kind}.students: {unknown} are not among the study's students "
+                                 f"{[s.name for s in self.students]}")
             if not any(method.admits(fmt, teacher) for fmt, teacher in points):
                 raise ValueError(f"method: {method.kind} admits none of formats {self.formats} with these teachers; "
                                  f"it needs {method.admits_rule}")
