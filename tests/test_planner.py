@@ -166,3 +166,19 @@ def test_plan_and_run_refuse_a_cell_that_fits_no_node_type_naming_the_fixes(tmp_
     assert "fits no node type of --gpu a10g" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
     assert main(["plan", spec, "--gpu", "h100"]) == 0
+
+
+def test_a_grid_starts_its_largest_students_first_and_keeps_grid_order_among_equals(tmp_path):
+    from study.core.cells import expand_grid
+    from study.core.spec import parse_spec
+    from study.run.planning import largest_students_first
+
+    students = [{"name": "small", "tiny": {"layers": 1, "width": 32, "heads": 2}},
+                {"name": "big", "tiny": {"layers": 2, "width": 64, "heads": 4}},
+                {"name": "unknown", "hf_id": "someone/not-in-the-table"}]
+    spec = parse_spec(small_spec(tmp_path, students=students))
+    cells = expand_grid(spec)
+    ordered = largest_students_first(spec, cells)
+    assert [c.student.name for c in ordered] == ["unknown"] * 2 + ["big"] * 2 + ["small"] * 2
+    for name in ("unknown", "big", "small"):  # each student's cells in grid order
+        assert [c for c in ordered if c.student.name == name] == [c for c in cells if c.student.name == name]

@@ -34,7 +34,7 @@ from study.core.results import CellState, cell_states, collect_results, set_asid
 from study.core.spec import KdMethod, ResourcesSpec, StudySpec
 from study.core.storage import StudyPaths
 from study.core.stored_splits import missing_splits, store_splits
-from study.run.planning import check_fit
+from study.run.planning import check_fit, largest_students_first
 from study.run.studies import StudyError, check_study_folder, open_study, prepare_storage, study_lock
 from study.run.tracking import check_tracking, tracking_callbacks
 from study.teachers.generate import build_corpora
@@ -229,9 +229,10 @@ def _new_tuner(spec: StudySpec, paths: StudyPaths, cells: list[Cell], trainable:
                cluster: ClusterConfig | None) -> tune.Tuner:
     limit, why = max_concurrent(spec.resources, cluster, _alive_nodes(), on_cluster())
     log.info(f"trials at once: up to {limit} ({why})")
+    ordered = largest_students_first(spec, cells)
     return tune.Tuner(
         _trainable_with_resources(trainable, spec.resources),
-        param_space=cell_config(tune.grid_search([c.model_dump(mode="json") for c in cells]), paths, spec.resources,
+        param_space=cell_config(tune.grid_search([c.model_dump(mode="json") for c in ordered]), paths, spec.resources,
                                 spec.tracking if spec.tracking.every_steps is not None else None),
         tune_config=tune.TuneConfig(max_concurrent_trials=limit, reuse_actors=True,
                                     trial_name_creator=_trial_name, trial_dirname_creator=_trial_dirname),
