@@ -1,5 +1,7 @@
 import re
+from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from study.core.datasets import extract_answer, load_split
@@ -53,3 +55,29 @@ def test_model_ids_round_trip():
     assert parse_program_model_id(program_model_id("prog", 4, "bsm")) == (4, "bsm")
     with pytest.raises(ValueError, match="not a program-teacher model id"):
         parse_program_model_id("gpt-4o")
+
+
+@pytest.mark.ray
+def test_rendered_in_process_the_program_teacher_gives_its_served_rows_and_ids(tmp_path, ray_local):
+    from conftest import small_spec
+
+    from study.core.cells import corpus_keys, expand_grid
+    from study.core.corpora import load_corpus
+    from study.core.spec import parse_spec
+    from study.run.studies import prepare_storage
+    from study.teachers.generate import build_corpora
+
+    frames, ids = {}, {}
+    for serve in (True, False):
+        spec = parse_spec(small_spec(tmp_path / str(serve), teachers=[{"kind": "program", "name": "program",
+                                                                       "serve": serve}]))
+        paths, _ = prepare_storage(spec)
+        (key,) = [k for k in corpus_keys(spec) if k.teacher is not None]
+        build_corpora(spec, paths, [key])
+        frames[serve] = load_corpus(paths, key)
+        assert (paths.generation_shards(key.corpus_id) is not None
+                and (Path(paths.generation_shards(key.corpus_id)).exists() == serve))  # asked over HTTP only when served
+        ids[serve] = [cell.cell_id for cell in expand_grid(spec)]
+    assert ids[True] == ids[False]  # `serve` is in no id
+    usage = ["prompt_tokens", "completion_tokens"]
+    pd.testing.assert_frame_equal(frames[True].drop(columns=usage), frames[False].drop(columns=usage))

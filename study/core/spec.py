@@ -122,8 +122,13 @@ class ProgramTeacher(TeacherBase):
     """Renders each problem's own structured solution as CoT (the demo's teacher; arith only)."""
 
     renders_solution_steps: ClassVar[bool] = True
+    operational_fields: ClassVar[frozenset[str]] = frozenset({"serve"})
 
     kind: Literal["program"]
+    serve: bool = Field(
+        True, description="Generate its corpora through its Ray Serve app, as a served model's (true), or render them "
+                          "in process (false: the same rows, seconds sooner); in no id."
+    )
 
 
 class ReleasedFile(Frozen):

@@ -206,10 +206,11 @@ def _serve_teacher(args: argparse.Namespace) -> int:
         print(f"error: {args.spec}: no teacher named '{args.teacher}'; teachers: {[t.name for t in spec.teachers]}",
               file=sys.stderr)
         return EXIT_BAD_INPUT
-    served = [t.name for t in spec.teachers if kind_of(t).source == "served"]
+    served = [t.name for t in spec.teachers if kind_of(t).source_of(t) == "served"]
     if args.teacher not in served:  # before Ray and Serve start
         kind = kind_of(spec.teacher(args.teacher))
-        print(f"error: {args.spec}: teacher '{args.teacher}' is {kind.source}, not served on Ray Serve; "
+        print(f"error: {args.spec}: teacher '{args.teacher}' is {kind.source_of(spec.teacher(args.teacher))}, not "
+              "served on Ray Serve; "
               f"teachers it can serve: {served}", file=sys.stderr)
         return EXIT_BAD_INPUT
     from study.run.launch import serve_teacher

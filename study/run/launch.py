@@ -338,7 +338,7 @@ def check_rebuildable(spec: StudySpec, paths: StudyPaths, keys: list[CorpusKey])
     lost = [f"the splits of '{d.name}'" for d in missing_splits(paths, spec.datasets)
             if d.hub is None and not dataset_info(d.name).generated]
     lost += [f"corpus {key.name}" for key in missing_corpora(paths, keys)
-             if key.teacher is not None and kind_of(key.teacher).source == "imported"]
+             if key.teacher is not None and kind_of(key.teacher).source_of(key.teacher) == "imported"]
     if lost:
         raise StudyError(f"{paths.root}: not in the study folder: {', '.join(lost)} (a study run before its data was "
                          "stored with it, or files deleted); rebuild them from the data set's files: "

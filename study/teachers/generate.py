@@ -32,6 +32,7 @@ from study.core.stored_splits import store_splits, stored_split
 from study.teachers.cache import ReplyCache
 from study.teachers.client import ChatClient, ChatReply, ChatRequest
 from study.teachers.endpoint import ServeTarget, TeacherEndpoint, start_serve, stop_teacher
+from study.teachers.kind import BUILT_IN_PROCESS
 from study.core.program_render import program_model_id
 from study.teachers.registry import kind_of
 
@@ -67,15 +68,15 @@ def build_corpora(spec: StudySpec, paths: StudyPaths, keys: list[CorpusKey]) -> 
     asked: list[CorpusKey] = []
     for key in [k for k in todo if k.teacher is not None]:
         kind = kind_of(key.teacher)
-        if kind.source == "imported":
+        if kind.source_of(key.teacher) in BUILT_IN_PROCESS:
             corpus = kind.offline_corpus(key, stored_split(paths, key.dataset, "train"))
-            assert corpus is not None, f"{key.name}: an imported kind builds its corpus offline"
+            assert corpus is not None, f"{key.name}: a kind built in process builds its corpus offline"
             save_corpus(paths, key, corpus)
         else:
             asked.append(key)
     if not asked:
         return
-    serve = start_serve(spec.name) if any(kind_of(k.teacher).source == "served" for k in asked) else None
+    serve = start_serve(spec.name) if any(kind_of(k.teacher).source_of(k.teacher) == "served" for k in asked) else None
     problems = [p for dataset in spec.datasets for split in ("train", "test") for p in stored_split(paths, dataset, split)]
     for teacher_name in dict.fromkeys(k.teacher_name for k in asked):
         teacher = spec.teacher(teacher_name)

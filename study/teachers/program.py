@@ -2,8 +2,9 @@
 the demo's teacher).
 
 Its corpora are generated through its Ray Serve app (program_serve), asked with the same client
-as any served model, so the demo runs the path real teachers take; where no server runs
-(`cotstudy plan`, `corpus-stats`) the same rationales are rendered in process (study/core/program_render.py).
+as any served model, the path real teachers take; with `serve: false`, and where no server runs
+(`cotstudy plan`, `corpus-stats`), the same rationales are rendered in process
+(study/core/program_render.py).
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ from study.core.cells import CorpusKey
 from study.core.datasets import DataError, Problem, load_split, problem_text, training_text
 from study.core.spec import ProgramTeacher
 from study.teachers.endpoint import ServeTarget, TeacherEndpoint, running
-from study.teachers.kind import TeacherKind
+from study.teachers.kind import CorpusSource, TeacherKind
 from study.core.program_render import program_corpus, render
 
 
 class ProgramKind(TeacherKind[ProgramTeacher]):
     source = "served"
+
+    def source_of(self, teacher: ProgramTeacher) -> CorpusSource:
+        return "served" if teacher.serve else "rendered"
 
     def check(self, teacher: ProgramTeacher, keys: list[CorpusKey]) -> None:
         for key in keys:
