@@ -7,7 +7,7 @@ at level 1, a 1-layer width-32 tiny student, max_steps 1, test_size 4, max_new_t
 nearly all of a cell's time is fixed cost:
     python bench/cell_overhead.py                # 8 cells
     python bench/cell_overhead.py --cells 16
-The grid efficiency of a demo-sized run (specs/demo.yaml, 12 cells of 500 steps; ~9 minutes on an
+The grid efficiency of a demo-sized run (specs/demo.yaml, 12 cells of 500 steps; 3 to 5 minutes on an
 idle 2-core machine), or of any spec's grid (e.g. the paper-shaped specs/svamp-tiny.yaml):
     python bench/cell_overhead.py --demo
     python bench/cell_overhead.py --spec specs/svamp-tiny.yaml
@@ -33,13 +33,21 @@ process by a thin wrapper around `run_cell`; train_s, eval_s and wall_s come fro
     efficiency                            sum(train + eval) / (wall x slots)
 It prints a table and one JSON line. A failed cell is reported as failed (exit 1), never as a number.
 
-Measured 2026-12-02, 8 minimal cells, this 2-core machine under heavy load (the full test suite
-and another helper running; load average 6.8 before, 26.8 after), 2 trials at once, one run:
-start-up 42.3 s (Ray 14.7, splits + corpora 12.8, tokenizer 3.1, Tune to the first trial 11.8);
-per cell outside train + eval 48.7 s (sd 4.5, 42.8-55.4), of which the Train job's own overhead
-48.6 s and the trial outside its Train job 0.1 s; train 0.03 s and eval 0.02 s per cell; grid
-wall 244.2 s, per cell outside train + eval (grid) 50.4 s, 2.8 s after the last trial. Inflated
-by the load: rerun on an idle machine before comparing with issue 18's ~28 s.
+Measured 2026-12-02 (session 5), 8 minimal cells, this 2-core machine under heavy load (load
+average 6.8 before, 26.8 after), engine ray_train: start-up 42.3 s; per cell outside train + eval
+48.7 s (sd 4.5), 48.6 s of it the Train job's own overhead; grid wall 244.2 s.
+Measured 2026-12-02 (session 6), both engines, one after the other on an idle machine:
+    python bench/cell_overhead.py                      (ray_train; load average 0.08 before)
+        per cell outside train + eval 21.3 s (sd 2.2, 18.1-24.7); grid wall 106.5 s
+    python bench/cell_overhead.py --engine in_trial    (load average 0.88 before)
+        per cell outside train + eval 0.7 s (sd 0.7, 0.3-1.8); grid wall 17.6 s
+    python bench/cell_overhead.py --demo --engine in_trial   (load 0.88 before, 2.06 after)
+        12 cells: wall 192.7 s, start-up 28.5 s (splits + corpora through Ray Serve 19.5 s),
+        per cell outside train + eval 1.0 s, efficiency 79.2%
+    python bench/cell_overhead.py --demo --engine ray_train  (right after; load 2.06 before, 3.59 after)
+        12 cells: wall 300.5 s, start-up 29.0 s, per cell outside train + eval 18.8 s, efficiency 50.8%
+(The demo has since rendered its teacher in process and starts its largest students first: see
+the closing note of issue 18 for the figures after those.)
 """
 
 from __future__ import annotations
