@@ -49,9 +49,13 @@ def test_rays_validation_would_catch_a_broken_config():
 
 def test_trial_drivers_ask_for_the_driver_resource_that_only_the_head_declares():
     from study.run.launch import DRIVER_RESOURCE, _trainable_with_resources
+    from study.core.spec import ResourcesSpec
     from trainables.cell import run_cell
 
-    request = _trainable_with_resources(run_cell)._resources.required_resources
+    request = _trainable_with_resources(run_cell, ResourcesSpec())._resources.required_resources
     assert request.get(DRIVER_RESOURCE, 0) > 0 and request.get("CPU", 0) == 0
+    in_trial = ResourcesSpec(engine="in_trial", cpus_per_worker=2)
+    request = _trainable_with_resources(run_cell, in_trial)._resources.required_resources
+    assert request.get(DRIVER_RESOURCE, 0) == 0 and request["CPU"] == 2, "an in_trial cell runs on any node"
     types = prepare_config(_cluster_config())["available_node_types"]
     assert {name for name, t in types.items() if DRIVER_RESOURCE in t["resources"]} == {"head"}

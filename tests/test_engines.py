@@ -1,7 +1,7 @@
 """resources.engine: a cell trained in the Tune trial itself (in_trial) gives what the same cell
 gives as a Ray Train job (ray_train): the same loss curve, predictions and result, also when the
-trial actor is reused for the next cell; and a killed in_trial trial is tried again from its last
-checkpoint (trainables/sessions.py)."""
+trial actor is reused for the next cell (L3 cot, then answer-only); and a killed in_trial trial
+is tried again from its last checkpoint (trainables/sessions.py)."""
 
 from __future__ import annotations
 
@@ -48,21 +48,21 @@ def _curves(tune_dir: Path) -> dict[str, list[tuple]]:
 
 
 def _run(tmp_path: Path, engine: str, concurrent: int) -> Path:
-    spec = small_spec(tmp_path / engine, name="engines", granularities=[1, 3], tracking=TRACK_EVERY_STEP,
+    spec = small_spec(tmp_path / engine, name="engines", tracking=TRACK_EVERY_STEP,
                       training={"max_steps": STEPS, "tokens_per_batch": 2048, "max_length": 256},
                       evaluation={"max_new_tokens": 24, "test_size": 8},
                       resources={"engine": engine, "max_concurrent_trials": concurrent})
     outcome = run_study(load_spec(write_spec(tmp_path / f"{engine}.yaml", spec)))
-    assert outcome.count("done") == 3, outcome.states
+    assert outcome.count("done") == 2, outcome.states
     return tmp_path / engine / "engines"
 
 
 @pytest.mark.ray
 def test_the_same_cells_give_the_same_curves_predictions_and_results_on_both_engines(tmp_path, ray_local):
     on_train = _run(tmp_path, "ray_train", concurrent=2)
-    in_trial = _run(tmp_path, "in_trial", concurrent=1)  # one trial actor, reused for all 3 cells
+    in_trial = _run(tmp_path, "in_trial", concurrent=1)  # one trial actor, reused for the second cell
     train_curves, trial_curves = _curves(on_train / "tune"), _curves(in_trial / "tune")
-    assert sorted(train_curves) == sorted(trial_curves) and len(train_curves) == 3
+    assert sorted(train_curves) == sorted(trial_curves) and len(train_curves) == 2
     for cell, curve in train_curves.items():
         assert {step for step, _, _ in curve} == set(range(1, STEPS + 1)), curve  # every step reported
         assert trial_curves[cell] == curve, cell
