@@ -6,14 +6,25 @@ default and which would make the baseline slower still). Same student (same init
 same examples, same device, both in one run; tokens/s counts non-padding tokens only, after the
 warm-up steps.
 
+An A/B benchmark in rounds (`--rounds`, default 3 on CPU, 1 on GPU): each round runs ours, then
+the Trainer (A B A B ...), each from the same initial weights (same seed) on the same examples in
+the same order. Each run trains on, pass after pass over the examples (ours reshuffles pass p with
+seed p; the Trainer runs more epochs), and stops at the end of the first optimizer step where it
+has done at least one whole pass and its timed window (after the warm-up steps, which stay out for
+both) is at least `--min-seconds` (default 30 on CPU, 0 on GPU: one pass). Tokens count over the
+whole timed window. One short run of each path (about 6-8 s) swung from 1.30x to 1.60x with the
+machine's load; the median over rounds of at least 30 s each is the figure to quote. With several `--attention`
+values, each round runs each of ours in turn, then the Trainer.
+
 Corpus: the paper's released SVAMP CoT, all levels of every teacher mixed
 (`SVAMP_*_level*_ranked.json`: instruction = question, output = rationale), encoded exactly as
 a study encodes it (prompt masked, rationale + EOS as targets), with a BPE tokenizer trained on
 the fly on the corpus (trainables/tokenizer.py).
 
-CPU, a tiny student (2 layers, width 64; about a minute on an idle 2-core machine; one torch
-thread, as a study's trials use; needs `pip install accelerate` for the Trainer):
+CPU, a tiny student (2 layers, width 64; one torch thread, as a study's trials use; 3 rounds of
+two runs of at least 30 s each, so some 4 minutes; needs `pip install accelerate` for the Trainer):
     python bench/train_throughput.py --data ../shared/data/svamp/cot
+(`--rounds 2 --min-seconds 5 --examples 300` is a quick check that it runs, not a measurement.)
 
 GPU, a LLaMA-3.2-1B-shaped student (random weights; hidden 2048, 16 layers, 32 heads, 8 kv heads,
 MLP 8192, vocab 128256, tied embeddings; 1.24B parameters), bf16 autocast over fp32 master
@@ -26,7 +37,15 @@ kernel table of one step). ../shared/data does not travel to a GPU machine: copy
 MFU counts the FLOPs the documents need, on non-padding tokens only: 6 x matmul parameters per
 token (the tied LM head's only at target tokens, where it is needed, for both runs), plus causal
 attention inside each document, 6 x layers x hidden x length^2; peak: H100 dense bf16, 989 TFLOP/s.
-It prints a table and one JSON line.
+It prints a table of every round's runs (tokens/s and the ratio to the same round's Trainer; on
+CPU also per CPU-second of the process), the median ratio over rounds (with min and max), the
+machine's CPU count and 1-minute load average at start and end, then one JSON line with every
+run's figures (all rounds), the per-round ratios and their median. The LAST line is `ratio X.XX`:
+the median over rounds of ours (the first `--attention` listed) / the Trainer, in tokens/s. With
+`--skip-baseline`, or when no round has both runs, there is no `ratio` line.
+
+Measured with rounds: see the issue note. The figures below predate `--rounds` and
+`--min-seconds` (one run of each path, one pass over the examples).
 
 Measured 2026-11-24. CPU (this 2-core machine, shared and loaded, one torch thread, 1500
 examples, 169k timed tokens): three runs gave ours 20,737 / 15,967 / 7,412 tokens/s against the
@@ -51,13 +70,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
+import os
 import random
+import statistics
 import sys
 import tempfile
 import time
 import traceback
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -78,6 +101,7 @@ LLAMA_32_1B = dict(hidden_size=2048, num_hidden_layers=16, num_attention_heads=3
                    intermediate_size=8192, vocab_size=128256, tie_word_embeddings=True, rope_theta=500000.0)
 TINY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4, intermediate_size=256,
             tie_word_embeddings=True)
+MAX_PASSES = 1000  # the Trainer's num_train_epochs when --min-seconds asks for more than one pass; it stops earlier
 
 
 @dataclass
@@ -86,9 +110,11 @@ class Run:
     tokens: int  # non-padding tokens in the timed steps
     seconds: float
     flops: float  # model FLOPs of those tokens
-    steps: int
+    steps: int  # timed optimizer steps
     peak_memory_gb: float | None
     cpu_seconds: float  # this process's CPU time over the timed steps (the machine may be shared)
+    passes: float = 0.0  # passes over the examples, warm-up steps included
+    parameters: int = 0
 
     @property
     def tokens_per_s(self) -> float:
@@ -96,6 +122,18 @@ class Run:
 
     def mfu(self, peak: float) -> float:
         return self.flops / self.seconds / peak
+
+
+@dataclass
+class Round:
+    """One A/B round: each of ours (by attention) then the baseline, each from the same initial weights."""
+    number: int
+    ours: dict[str, Run] = field(default_factory=dict)
+    baseline: Run | None = None
+
+    def ratio(self, attention: str) -> float | None:
+        run = self.ours.get(attention)
+        return run.tokens_per_s / self.baseline.tokens_per_s if run and self.baseline else None
 
 
 def load_corpus(folder: Path, n_examples: int, seed: int) -> list[tuple[str, str]]:
@@ -123,8 +161,23 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def window_done(passes: float, started: float, min_seconds: float) -> bool:
+    """Both paths stop at the end of the first optimizer step where at least one whole pass over the
+    examples is done (warm-up included) and the timed window is at least min_seconds."""
+    return passes >= 1.0 and time.perf_counter() - started >= min_seconds
+
+
+def our_steps(examples: list[Example], tokens_per_step: int) -> Iterator[tuple[float, list[int]]]:
+    """Our steps, pass after pass over the examples (pass p shuffled with seed p), each with the number
+    of passes done once it is taken."""
+    for number in itertools.count():
+        steps = batch_indices(examples, tokens_per_step, seed=number, packed=True)
+        for index, indices in enumerate(steps):
+            yield number + (index + 1) / len(steps), indices
+
+
 def run_ours(model: torch.nn.Module, examples: list[Example], pad_id: int, args: argparse.Namespace,
-             attention: str) -> Run:
+             attention: str, profile: bool) -> Run:
     device = args.device
     plan = PackingPlan(packing=True, pack_length=args.pack_length)
     if attention == "varlen":
@@ -133,13 +186,11 @@ def run_ours(model: torch.nn.Module, examples: list[Example], pad_id: int, args:
     loss_module = TargetLoss(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device == "cuda")
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    steps = batch_indices(examples, args.tokens_per_step, seed=0, packed=True)
     autocast = torch.bfloat16 if device == "cuda" else None
     count_flops = flop_count(model)
-    tokens = 0
-    flops = 0.0
+    tokens, flops, passes = 0, 0.0, 0.0
     started = cpu_started = 0.0
-    for number, indices in enumerate(steps):
+    for number, (passes, indices) in enumerate(our_steps(examples, args.tokens_per_step)):
         if number == args.warmup_steps:
             sync(device)
             started, cpu_started = time.perf_counter(), time.process_time()
@@ -148,23 +199,25 @@ def run_ours(model: torch.nn.Module, examples: list[Example], pad_id: int, args:
         micro_batches = step_micro_batches(chosen, plan, pad_id, args.micro_batch_tokens)
         if attention == "varlen":
             micro_batches = [flatten_for_varlen(b, plan.row_length(chosen)) for b in micro_batches]
-        profiling = args.profile and number == args.warmup_steps
-        with torch.profiler.profile() if profiling else contextlib.nullcontext() as profile:
+        profiling = profile and number == args.warmup_steps
+        with torch.profiler.profile() if profiling else contextlib.nullcontext() as profiler:
             loss = train_step(loss_module, optimizer, scheduler, micro_batches, world=1, device=device,
                               autocast_dtype=autocast)
         if profiling:
             sort = "cuda_time_total" if device == "cuda" else "cpu_time_total"
-            print(profile.key_averages().table(sort_by=sort, row_limit=25, max_name_column_width=60), flush=True)
+            print(profiler.key_averages().table(sort_by=sort, row_limit=25, max_name_column_width=60), flush=True)
         lengths = [len(e.input_ids) for e in chosen]
         tokens += sum(lengths)
         flops += count_flops(lengths, sum(target_count(b) for b in micro_batches))
         if number % 10 == 0:
-            print(f"  ours/{attention} step {number}/{len(steps)} loss {loss:.3f}", flush=True)
+            print(f"  ours/{attention} step {number} (pass {passes:.2f}) loss {loss:.3f}", flush=True)
+        if number >= args.warmup_steps and window_done(passes, started, args.min_seconds):
+            break
     sync(device)
     rows = f"rows of {args.pack_length}" if args.pack_length else "rows of the step's longest and half"
     name = f"ours ({attention}{', compiled' if args.compile else ''}, {rows})"
-    return Run(name, tokens, time.perf_counter() - started, flops, len(steps) - args.warmup_steps, peak_memory(device),
-               time.process_time() - cpu_started)
+    return Run(name, tokens, time.perf_counter() - started, flops, number + 1 - args.warmup_steps, peak_memory(device),
+               time.process_time() - cpu_started, passes, sum(p.numel() for p in model.parameters()))
 
 
 def run_trainer_baseline(model: torch.nn.Module, examples: list[Example], tokenizer, args: argparse.Namespace) -> Run:
@@ -182,18 +235,30 @@ def run_trainer_baseline(model: torch.nn.Module, examples: list[Example], tokeni
             counted["tokens"] += sum(lengths)
             counted["flops"] += count_flops(lengths, int((keyword["labels"] != -100).sum()))
 
+    def read_clock(at: str) -> None:
+        sync(device)
+        timing[at], timing[f"cpu_{at}"] = time.perf_counter(), time.process_time()
+        timing[f"tokens_{at}"], timing[f"flops_{at}"] = counted["tokens"], counted["flops"]
+
     class Clock(TrainerCallback):
+        def on_train_begin(self, arguments, state, control, **kwargs):
+            if args.warmup_steps == 0:
+                read_clock("start")
+
         def on_step_end(self, arguments, state, control, **kwargs):
             if state.global_step == args.warmup_steps:
-                sync(device)
-                timing["start"], timing["cpu_start"] = time.perf_counter(), time.process_time()
-                timing["tokens"], timing["flops"] = counted["tokens"], counted["flops"]
+                read_clock("start")
+            elif "start" in timing and window_done(state.epoch, timing["start"], args.min_seconds):
+                read_clock("end")
+                timing["steps"], timing["passes"] = state.global_step - args.warmup_steps, state.epoch
+                control.should_training_stop = True
 
     model.register_forward_pre_hook(count, with_kwargs=True)
     dataset = [{"input_ids": e.input_ids, "attention_mask": [1] * len(e.input_ids), "labels": e.labels} for e in examples]
     with tempfile.TemporaryDirectory() as output_dir:
         arguments = TrainingArguments(
-            output_dir=output_dir, per_device_train_batch_size=4, gradient_accumulation_steps=4, num_train_epochs=1,
+            output_dir=output_dir, per_device_train_batch_size=4, gradient_accumulation_steps=4,
+            num_train_epochs=1 if args.min_seconds <= 0 else MAX_PASSES,
             learning_rate=1e-4, lr_scheduler_type="cosine", warmup_steps=0.1, bf16=device == "cuda",
             use_cpu=device == "cpu", save_strategy="no", report_to=[], logging_steps=50, disable_tqdm=True,
             remove_unused_columns=False, dataloader_num_workers=0, seed=0,
@@ -201,11 +266,12 @@ def run_trainer_baseline(model: torch.nn.Module, examples: list[Example], tokeni
         collator = DataCollatorForSeq2Seq(tokenizer, padding=True, pad_to_multiple_of=8, label_pad_token_id=-100)
         trainer = Trainer(model=model, args=arguments, train_dataset=dataset, data_collator=collator, callbacks=[Clock()])
         trainer.train()
-    sync(device)
-    seconds, cpu_seconds = time.perf_counter() - timing["start"], time.process_time() - timing["cpu_start"]
-    steps = trainer.state.global_step - args.warmup_steps
-    return Run("transformers Trainer (LLaMA-Factory setup)", counted["tokens"] - int(timing["tokens"]), seconds,
-               counted["flops"] - timing["flops"], steps, peak_memory(device), cpu_seconds)
+    if "end" not in timing:
+        raise RuntimeError(f"the Trainer stopped before its timed window closed (after {args.warmup_steps} warm-up steps)")
+    return Run("transformers Trainer (LLaMA-Factory setup)", int(timing["tokens_end"] - timing["tokens_start"]),
+               timing["end"] - timing["start"], timing["flops_end"] - timing["flops_start"], int(timing["steps"]),
+               peak_memory(device), timing["cpu_end"] - timing["cpu_start"], timing["passes"],
+               sum(p.numel() for p in model.parameters()))
 
 
 def peak_memory(device: str) -> float | None:
@@ -232,26 +298,81 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--micro-batch-tokens", type=int, help="our forward pass, rows x row length (default: cpu none, cuda 16384)")
     parser.add_argument("--pack-length", type=int,
                         help="our row length (default: cpu each step's longest example, rounded up to 8; cuda 512, one shape to compile)")
-    parser.add_argument("--attention", nargs="+", choices=["sdpa", "varlen"], help="ours, each (default: cpu sdpa, cuda varlen)")
+    parser.add_argument("--attention", nargs="+", choices=["sdpa", "varlen"],
+                        help="ours, each in turn every round (default: cpu sdpa, cuda varlen); the last line's ratio is the first's")
     parser.add_argument("--compile", action="store_true", help="torch.compile our model")
     parser.add_argument("--warmup-steps", type=int, default=3, help="optimizer steps left out of the timing, each run")
+    parser.add_argument("--rounds", type=int,
+                        help="A/B rounds, each ours then the baseline from the same initial weights (default: cpu 3, cuda 1)")
+    parser.add_argument("--min-seconds", type=float,
+                        help="each run trains on (more passes over the examples) until its timed window, after the "
+                             "warm-up steps, is at least this long; at least one whole pass (default: cpu 30, cuda 0)")
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1, as a study's trials use)")
-    parser.add_argument("--skip-baseline", action="store_true")
-    parser.add_argument("--profile", action="store_true", help="print a profile of our first timed step (slows it)")
+    parser.add_argument("--skip-baseline", action="store_true", help="ours only: no ratios, no `ratio` line")
+    parser.add_argument("--profile", action="store_true", help="print a profile of our first timed step, first round (slows it)")
     args = parser.parse_args()
     gpu = args.device == "cuda"
     defaults = {"examples": (1500, 3000), "vocab_size": (1024, 8192), "tokens_per_step": (4096, 32768),
-                "micro_batch_tokens": (None, 16384), "pack_length": (None, 512), "attention": (["sdpa"], ["varlen"])}
+                "micro_batch_tokens": (None, 16384), "pack_length": (None, 512), "attention": (["sdpa"], ["varlen"]),
+                "rounds": (3, 1), "min_seconds": (30.0, 0.0)}
     for name, (cpu_value, gpu_value) in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, gpu_value if gpu else cpu_value)
     return args
 
 
+def time_ours(attention: str, round_number: int, shape: dict, tokenizer, examples: list[Example],
+              args: argparse.Namespace, failed: dict[str, str]) -> Run | None:
+    model = build_model(shape, tokenizer, args.device, seed=0)
+    print(f"round {round_number + 1}: ours with {attention} attention", flush=True)
+    try:
+        run = run_ours(model, examples, tokenizer.pad_token_id, args, attention, args.profile and round_number == 0)
+        print(f"  {run.name}: {run.tokens_per_s:,.0f} tokens/s over {run.seconds:.1f}s", flush=True)
+        return run
+    except Exception as error:  # noqa: BLE001 - the other runs still measure
+        traceback.print_exc()
+        failed[f"round {round_number + 1} ours ({attention})"] = repr(error)[:300]
+        return None
+    finally:
+        del model
+        free_memory(args.device)
+
+
+def time_baseline(round_number: int, shape: dict, tokenizer, examples: list[Example], args: argparse.Namespace,
+                  failed: dict[str, str]) -> Run | None:
+    model = build_model(shape, tokenizer, args.device, seed=0)
+    print(f"round {round_number + 1}: transformers Trainer", flush=True)
+    try:
+        run = run_trainer_baseline(model, examples, tokenizer, args)
+        print(f"  {run.name}: {run.tokens_per_s:,.0f} tokens/s over {run.seconds:.1f}s", flush=True)
+        return run
+    except Exception as error:  # noqa: BLE001 - the other rounds still measure
+        traceback.print_exc()
+        failed[f"round {round_number + 1} baseline"] = repr(error)[:300]
+        return None
+    finally:
+        del model
+        free_memory(args.device)
+
+
+def run_round(number: int, shape: dict, tokenizer, examples: list[Example], args: argparse.Namespace,
+              failed: dict[str, str]) -> Round:
+    """Each of ours in turn, then the baseline (A B), all from the same initial weights on the same examples."""
+    result = Round(number)
+    for attention in args.attention:
+        run = time_ours(attention, number, shape, tokenizer, examples, args, failed)
+        if run is not None:
+            result.ours[attention] = run
+    if not args.skip_baseline:
+        result.baseline = time_baseline(number, shape, tokenizer, examples, args, failed)
+    return result
+
+
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
+    load_start = os.getloadavg()[0]
     rows = load_corpus(args.data, args.examples, seed=0)
     started = time.perf_counter()
     tokenizer = train_tokenizer([training_text("svamp", q, r) for q, r in rows], args.vocab_size)
@@ -259,27 +380,9 @@ def main() -> None:
     examples = encode(rows, tokenizer, args.max_length)
     shape = LLAMA_32_1B if args.device == "cuda" else TINY
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
-
-    runs: list[Run] = []
     failed: dict[str, str] = {}  # a run that fails is reported as failed, never as a number
-    n_params = 0
-    for attention in args.attention:
-        model = build_model(shape, tokenizer, args.device, seed=0)
-        n_params = sum(p.numel() for p in model.parameters())
-        print(f"student: {n_params / 1e6:.2f}M parameters; ours with {attention} attention", flush=True)
-        try:
-            runs.append(run_ours(model, examples, tokenizer.pad_token_id, args, attention))
-            print(f"  {runs[-1].name}: {runs[-1].tokens_per_s:,.0f} tokens/s", flush=True)
-        except Exception as error:  # noqa: BLE001 - the other runs still measure
-            traceback.print_exc()
-            failed[f"ours ({attention})"] = repr(error)[:300]
-        del model
-        free_memory(args.device)
-    if not args.skip_baseline:
-        model = build_model(shape, tokenizer, args.device, seed=0)
-        runs.append(run_trainer_baseline(model, examples, tokenizer, args))
-        del model
-    report(runs, args, device_name, n_params, failed)
+    rounds = [run_round(number, shape, tokenizer, examples, args, failed) for number in range(args.rounds)]
+    report(rounds, args, device_name, failed, (load_start, os.getloadavg()[0]))
 
 
 def free_memory(device: str) -> None:
@@ -288,35 +391,72 @@ def free_memory(device: str) -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
-def report(runs: list[Run], args: argparse.Namespace, device_name: str, n_params: int, failed: dict[str, str]) -> None:
-    gpu = args.device == "cuda"
-    baseline = runs[-1] if not args.skip_baseline else None
-    print(f"\ndevice: {device_name}; student {n_params / 1e6:.1f}M parameters; ours: {args.tokens_per_step} tokens/step, "
-          f"micro-batches of {args.micro_batch_tokens}; baseline: batch 4 x accumulation 4, padded")
-    header = (f"{'run':58} {'tokens':>10} {'seconds':>8} {'tokens/s':>10} {'vs base':>8}"
+def run_line(run: Run, number: int, baseline: Run | None, gpu: bool) -> str:
+    ratio = run.tokens_per_s / baseline.tokens_per_s if baseline else float("nan")
+    line = (f"{number + 1:>5} {run.name:58} {run.tokens:>10,} {run.seconds:>8.1f} {run.passes:>6.1f} "
+            f"{run.tokens_per_s:>10,.0f} {ratio:>7.2f}x")
+    if gpu:
+        return line + f" {run.mfu(H100_BF16_PEAK_FLOPS):>6.1%} {run.peak_memory_gb:>8.1f}"
+    per_cpu_s = run.tokens / run.cpu_seconds
+    cpu_ratio = per_cpu_s / (baseline.tokens / baseline.cpu_seconds) if baseline else float("nan")
+    return line + f" {per_cpu_s:>10,.0f} {cpu_ratio:>7.2f}x"
+
+
+def print_table(rounds: list[Round], gpu: bool) -> None:
+    header = (f"{'round':>5} {'run':58} {'tokens':>10} {'seconds':>8} {'passes':>6} {'tokens/s':>10} {'vs base':>8}"
               + (f" {'MFU':>6} {'peak GB':>8}" if gpu else f" {'tok/cpu-s':>10} {'vs base':>8}"))
     print(header)
-    for run in runs:
-        ratio = run.tokens_per_s / baseline.tokens_per_s if baseline else float("nan")
-        line = f"{run.name:58} {run.tokens:>10,} {run.seconds:>8.1f} {run.tokens_per_s:>10,.0f} {ratio:>7.2f}x"
-        if gpu:
-            line += f" {run.mfu(H100_BF16_PEAK_FLOPS):>6.1%} {run.peak_memory_gb:>8.1f}"
-        else:
-            per_cpu_s = run.tokens / run.cpu_seconds
-            cpu_ratio = per_cpu_s / (baseline.tokens / baseline.cpu_seconds) if baseline else float("nan")
-            line += f" {per_cpu_s:>10,.0f} {cpu_ratio:>7.2f}x"
-        print(line)
+    for one in rounds:
+        for run in [*one.ours.values(), *([one.baseline] if one.baseline else [])]:
+            print(run_line(run, one.number, one.baseline, gpu))
+
+
+def ratio_summary(rounds: list[Round], attention: str) -> dict[str, float | list[float] | None]:
+    ratios = [r for r in (one.ratio(attention) for one in rounds) if r is not None]
+    if not ratios:
+        return {"ratios": [], "median": None, "min": None, "max": None}
+    return {"ratios": ratios, "median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
+
+
+def run_record(run: Run, number: int, baseline: Run | None, gpu: bool) -> dict:
+    return {"round": number + 1, **asdict(run), "tokens_per_s": run.tokens_per_s,
+            "tokens_per_cpu_s": run.tokens / run.cpu_seconds if run.cpu_seconds else None,
+            "mfu": run.mfu(H100_BF16_PEAK_FLOPS) if gpu else None,
+            "ratio_vs_baseline": run.tokens_per_s / baseline.tokens_per_s if baseline else None}
+
+
+def report(rounds: list[Round], args: argparse.Namespace, device_name: str, failed: dict[str, str],
+           load: tuple[float, float]) -> None:
+    gpu = args.device == "cuda"
+    runs = [(one, run) for one in rounds for run in [*one.ours.values(), *([one.baseline] if one.baseline else [])]]
+    n_params = runs[0][1].parameters if runs else 0
+    print(f"\ndevice: {device_name}; student {n_params / 1e6:.1f}M parameters; ours: {args.tokens_per_step} tokens/step, "
+          f"micro-batches of {args.micro_batch_tokens}; baseline: batch 4 x accumulation 4, padded; "
+          f"{args.rounds} rounds, each run timed for at least {args.min_seconds:g}s after {args.warmup_steps} warm-up steps")
+    print_table(rounds, gpu)
     for name, error in failed.items():
         print(f"{name:58} FAILED: {error[:200]}")
+    summaries = {attention: ratio_summary(rounds, attention) for attention in args.attention}
+    for attention, summary in summaries.items():
+        if summary["median"] is not None:
+            print(f"ours ({attention}) / baseline over {len(summary['ratios'])} rounds: median {summary['median']:.2f}x "
+                  f"(min {summary['min']:.2f}x, max {summary['max']:.2f}x)")
+    print(f"machine: {os.cpu_count()} CPUs; 1-minute load average {load[0]:.2f} at start, {load[1]:.2f} at end")
+    first = summaries[args.attention[0]]
+    if first["median"] is None and not args.skip_baseline:
+        print(f"no ratio: no round has both ours ({args.attention[0]}) and the baseline")
     print(json.dumps({
         "failed": failed,
         "device": device_name, "student_params": n_params, "compile": args.compile,
         "tokens_per_step": args.tokens_per_step, "micro_batch_tokens": args.micro_batch_tokens,
-        "examples": args.examples, "warmup_steps": args.warmup_steps,
-        "runs": [{**asdict(run), "tokens_per_s": run.tokens_per_s,
-                  "mfu": run.mfu(H100_BF16_PEAK_FLOPS) if gpu else None,
-                  "ratio_vs_baseline": run.tokens_per_s / baseline.tokens_per_s if baseline else None} for run in runs],
-    }))
+        "examples": args.examples, "warmup_steps": args.warmup_steps, "rounds": args.rounds,
+        "min_seconds": args.min_seconds, "cpu_count": os.cpu_count(), "load_1min_start": load[0], "load_1min_end": load[1],
+        "runs": [run_record(run, one.number, one.baseline, gpu) for one, run in runs],
+        "ratios": {attention: summary["ratios"] for attention, summary in summaries.items()},
+        "median_ratio": first["median"], "min_ratio": first["min"], "max_ratio": first["max"],
+    }), flush=True)
+    if first["median"] is not None:
+        print(f"ratio {first['median']:.2f}", flush=True)
 
 
 if __name__ == "__main__":
