@@ -79,7 +79,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -324,32 +324,31 @@ def parse_args() -> argparse.Namespace:
 
 def time_ours(attention: str, round_number: int, shape: dict, tokenizer, examples: list[Example],
               args: argparse.Namespace, failed: dict[str, str]) -> Run | None:
-    model = build_model(shape, tokenizer, args.device, seed=0)
-    print(f"round {round_number + 1}: ours with {attention} attention", flush=True)
-    try:
-        run = run_ours(model, examples, tokenizer.pad_token_id, args, attention, args.profile and round_number == 0)
-        print(f"  {run.name}: {run.tokens_per_s:,.0f} tokens/s over {run.seconds:.1f}s", flush=True)
-        return run
-    except Exception as error:  # noqa: BLE001 - the other runs still measure
-        traceback.print_exc()
-        failed[f"round {round_number + 1} ours ({attention})"] = repr(error)[:300]
-        return None
-    finally:
-        del model
-        free_memory(args.device)
+    return timed(f"ours with {attention} attention", f"round {round_number + 1} ours ({attention})", round_number,
+                 lambda model: run_ours(model, examples, tokenizer.pad_token_id, args, attention,
+                                        args.profile and round_number == 0),
+                 shape, tokenizer, args, failed)
 
 
 def time_baseline(round_number: int, shape: dict, tokenizer, examples: list[Example], args: argparse.Namespace,
                   failed: dict[str, str]) -> Run | None:
+    return timed("transformers Trainer", f"round {round_number + 1} baseline", round_number,
+                 lambda model: run_trainer_baseline(model, examples, tokenizer, args), shape, tokenizer, args, failed)
+
+
+def timed(label: str, failure_key: str, round_number: int, measure: Callable[[torch.nn.Module], Run], shape: dict,
+          tokenizer, args: argparse.Namespace, failed: dict[str, str]) -> Run | None:
+    """One path from fresh initial weights (the same seed every time); a path that fails is recorded
+    in `failed`, never as a number, and the other runs still measure."""
     model = build_model(shape, tokenizer, args.device, seed=0)
-    print(f"round {round_number + 1}: transformers Trainer", flush=True)
+    print(f"round {round_number + 1}: {label}", flush=True)
     try:
-        run = run_trainer_baseline(model, examples, tokenizer, args)
+        run = measure(model)
         print(f"  {run.name}: {run.tokens_per_s:,.0f} tokens/s over {run.seconds:.1f}s", flush=True)
         return run
-    except Exception as error:  # noqa: BLE001 - the other rounds still measure
+    except Exception as error:  # noqa: BLE001 - the other runs still measure
         traceback.print_exc()
-        failed[f"round {round_number + 1} baseline"] = repr(error)[:300]
+        failed[failure_key] = repr(error)[:300]
         return None
     finally:
         del model

@@ -225,7 +225,8 @@ def test_a_cell_teacher_that_names_no_cell_is_refused(tmp_path, capsys):
 
 def _kd_losses(rank: int, world: int, port: int, results) -> None:
     """Four steps of kd (offline, then online) on a tiny LLaMA, each step's 8 examples split over
-    `world` processes sharded by FSDP2; rank 0 puts both runs' losses per step."""
+    `world` processes sharded by FSDP2; rank 0 puts both runs' losses per step, and the share of
+    the online teacher's weights that it holds."""
     import os
 
     from trainables.parallel import distribute
@@ -235,17 +236,19 @@ def _kd_losses(rank: int, world: int, port: int, results) -> None:
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
         torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
     teacher = _model(1).requires_grad_(False).eval()
+    steps = [_with_teacher(_examples(10 + step, n=8), teacher, k=8) for step in range(4)]  # before it is sharded
     losses = {}
     for mode in ("offline", "online"):
         student = _model(0)
         loss_module = DistillationLoss(student, KdMethod(teacher_model="t", alpha=0.5, loss="jsd", top_k=8, mode=mode),
                                        teacher if mode == "online" else None)
         wrapped = distribute(loss_module, student, world, "fsdp", torch.device("cpu"))
+        if mode == "online":
+            losses["teacher_held"] = _held_share(teacher)
         optimizer = torch.optim.AdamW(loss_module.parameters(), lr=1e-2)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
         losses[mode] = []
-        for step in range(4):
-            examples = _with_teacher(_examples(10 + step, n=8), teacher, k=8)
+        for examples in steps:
             share = examples[rank * 8 // world:(rank + 1) * 8 // world]
             plan = PackingPlan(packing=True, pack_length=48)
             losses[mode].append(train_step(wrapped, optimizer, scheduler, step_micro_batches(share, plan, 0, 24), world))
@@ -253,6 +256,12 @@ def _kd_losses(rank: int, world: int, port: int, results) -> None:
         results.put(losses)
     if world > 1:
         torch.distributed.destroy_process_group()
+
+
+def _held_share(model: torch.nn.Module) -> float:
+    """The share of `model`'s weights this process holds (a DTensor's local shard under FSDP2)."""
+    held = sum((p.to_local() if hasattr(p, "to_local") else p).numel() for p in model.parameters())
+    return held / sum(p.numel() for p in model.parameters())
 
 
 def test_kd_under_two_fsdp2_processes_gives_the_losses_of_one():
@@ -273,4 +282,5 @@ def test_kd_under_two_fsdp2_processes_gives_the_losses_of_one():
     two = results.get(timeout=60)
     for mode in ("offline", "online"):
         assert two[mode] == pytest.approx(one[mode], rel=1e-5), mode
+    assert one["teacher_held"] == 1 and two["teacher_held"] == pytest.approx(0.5, abs=0.05)  # the teacher sharded too
     assert one["offline"] == pytest.approx(one["online"], rel=2e-3)

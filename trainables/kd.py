@@ -25,7 +25,9 @@ under <study>/teacher_logits/<id>.npz (compressed; ids as uint16 when the vocabu
 log-probs float16) with a card beside it; <id> is a hash of the teacher, k and the examples'
 token ids (which fix corpus, filter, tokenizer, template and max_length), so every student with
 the same tokens reads the same file. Online: the frozen teacher runs in each Train worker, beside
-the student but not part of the trained module (neither sharded, checkpointed nor optimised).
+the student but not part of the trained module (neither checkpointed nor optimised); under FSDP2
+it is sharded like the student (`frozen_models`, trainables/parallel.py), so each of N workers
+holds 1/N of its weights and gathers one layer at a time in its forward.
 
 The teacher is an HF model id or folder, or `cell:<name>`: that cell's final student, rebuilt from
 its last checkpoint. Its vocabulary must be the student's (`check_kd_teachers`, before a run).
@@ -58,7 +60,7 @@ from trainables.data import IGNORE_INDEX, EncodedCorpus, Example, TeacherTopK, e
 from trainables.evaluate import Evaluation, evaluate
 from trainables.lora import merged, with_lora
 from trainables.packing import collate_padded
-from trainables.step import TargetLoss, target_logits, to_device
+from trainables.step import TargetLogits, TargetLoss, target_logits, to_device
 from trainables.students import build_student, student_tokenizer
 from trainables.tokenizer import load_tokenizer
 
@@ -120,9 +122,16 @@ class DistillationLoss(torch.nn.Module):
         super().__init__()
         self.student = student
         self.settings = settings
-        self._teacher = (teacher,)  # a tuple: not registered as a submodule
+        # a tuple: not registered as a submodule
+        self._teacher = (TargetLogits(teacher) if teacher is not None else None,)
         if teacher is not None and teacher.config._attn_implementation != student.config._attn_implementation:
             teacher.set_attn_implementation(student.config._attn_implementation)  # packed / varlen batches
+
+    @property
+    def frozen_models(self) -> tuple[TargetLogits, ...]:
+        """What runs beside the student and is never trained: the online teacher, whose forward gives
+        its target logits (trainables/parallel.py shards it like the student)."""
+        return tuple(module for module in self._teacher if module is not None)
 
     def forward(self, batch: dict) -> torch.Tensor:
         logits = target_logits(self.student, batch)
@@ -138,7 +147,7 @@ class DistillationLoss(torch.nn.Module):
         if teacher is None:  # offline: stored with the examples
             return batch["teacher_ids"], batch["teacher_logprobs"]
         with torch.no_grad():
-            return top_k(target_logits(teacher, batch), self.settings.top_k)
+            return top_k(teacher(batch), self.settings.top_k)
 
 
 # --- the method -------------------------------------------------------------------------------------

@@ -7,6 +7,11 @@ forward gathers. On a GPU, parameters are gathered in bf16 and gradients reduced
 optimizer keeps fp32 master weights (the sharded parameters). Both FSDP2 and DDP average gradients
 over workers, which `trainables.step.train_step` accounts for. Gloo (CPU) supports both.
 
+A loss module may run frozen models beside its student (kd's online teacher), named by its
+`frozen_models` attribute (`TargetLogits` modules, each around its model). Under FSDP2 they are sharded the same way, layer by layer, so a worker
+holds 1/N of a large teacher; their forwards run in lockstep on every worker as the student's do.
+Under DDP they stay whole on each worker (DDP replicates the student too).
+
 No Ray here: the layout takes the world size; the caller decides it.
 """
 
@@ -55,10 +60,17 @@ def distribute(loss_module: torch.nn.Module, student: PreTrainedModel, world: in
         return DistributedDataParallel(loss_module.to(device), device_ids=device_ids)
     policy = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
               if device.type == "cuda" else MixedPrecisionPolicy())
-    for layer in decoder_layers(student):
-        fully_shard(layer, mp_policy=policy)
-    fully_shard(loss_module, mp_policy=policy)
+    for frozen in getattr(loss_module, "frozen_models", ()):
+        _shard(frozen, frozen.model, policy)
+    _shard(loss_module, student, policy)
     return loss_module
+
+
+def _shard(root: torch.nn.Module, model: PreTrainedModel, policy: MixedPrecisionPolicy) -> None:
+    """FSDP2 in place: each of `model`'s decoder layers, then `root` (the rest: embeddings, norm, head)."""
+    for layer in decoder_layers(model):
+        fully_shard(layer, mp_policy=policy)
+    fully_shard(root, mp_policy=policy)
 
 
 def gradient_sync(module: torch.nn.Module, sync: bool) -> contextlib.AbstractContextManager:

@@ -53,6 +53,18 @@ def target_logits(model: PreTrainedModel, batch: dict) -> torch.Tensor:
     return model.get_output_embeddings()(hidden[batch["target_ids"] != IGNORE_INDEX])
 
 
+class TargetLogits(torch.nn.Module):
+    """`target_logits` of a model as a module's forward: the root unit FSDP2 shards around a frozen
+    model (trainables/parallel.py), so one forward gathers all that target_logits uses."""
+
+    def __init__(self, model: PreTrainedModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        return target_logits(self.model, batch)
+
+
 def to_device(batch: dict, device: torch.device | str) -> dict:
     return {name: value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value
             for name, value in batch.items()}
