@@ -37,6 +37,7 @@ from ray.job_submission import JobStatus, JobSubmissionClient
 from study.core.cells import expand_grid
 from study.core.spec import parse_spec
 from study.run.launch import DRIVER_RESOURCE
+from trainables.train import TRAINING_FROM
 
 pytestmark = [pytest.mark.ops, pytest.mark.ray, pytest.mark.rehearsal,
               pytest.mark.skipif(SHARED_DATA is None, reason="../shared/data is not here")]
@@ -154,6 +155,11 @@ def _submit(cluster: LocalCluster, checkout: Path, submission: str, env: dict[st
         time.sleep(2)
 
 
+def _log_has(node_dir: Path, text: str) -> bool:
+    """Whether a worker log of the node (its temp dir) holds `text`."""
+    return any(text in path.read_text(errors="replace") for path in node_dir.rglob("worker-*.out"))
+
+
 def _cell_lines(output: str, name: str) -> list[str]:
     """The progress lines of one cell that finished by training (not 'already done')."""
     return [line for line in output.splitlines()
@@ -192,9 +198,11 @@ def test_the_cluster_path_end_to_end(tmp_path):
             _wait(lambda: bool(attempts()), "a first cell to start", 300)
             data_dir.rename(tmp_path / "data-gone")  # from now on nothing may read the launching disk
 
-            _wait(lambda: bool(processes_with(cluster.markers["node-b"], "RayTrainWorker")),
-                  "a Train worker on node-b", 300)
-            time.sleep(6)  # into its 400 steps
+            # a Train worker on node-b that has begun its steps (not one still starting: Train may
+            # start a worker group again elsewhere, and then no cell would fail)
+            _wait(lambda: bool(processes_with(cluster.markers["node-b"], "RayTrainWorker"))
+                  and _log_has(short / "node-b", TRAINING_FROM), "a Train worker training on node-b", 300)
+            time.sleep(2)  # into its 400 steps
             cluster.stop("node-b")  # its cell fails: one attempt per cell
             cluster.start_worker("node-b")
 

@@ -64,6 +64,9 @@ from trainables.step_reports import StepMetrics, interval_passed, step_report_du
 from trainables.students import build_student, parameter_count, student_tokenizer
 from trainables.tokenizer import load_tokenizer
 
+TRAINING_FROM = "training from step"  # rank 0's first line of each role's training, in its worker log
+
+
 def load_study_tokenizer(paths: StudyPaths, local_dir: Path) -> PreTrainedTokenizerBase:
     return load_tokenizer(storage.download_dir(paths.tokenizer, local_dir))
 
@@ -206,6 +209,8 @@ def train(cell: Cell, resources: ResourcesSpec, layout: Layout, data: TrainingDa
     roles trained before this one too."""
     rank, world = session.rank, session.world
     counters = _resume(layout, run.saved, data.n_steps)
+    if rank == 0:  # in the worker's log (and what a test waits for before it kills a training worker)
+        print(f"{cell.name} {run.role}: {TRAINING_FROM} {counters.step} of {data.n_steps}", flush=True)
     before = Counters(step=sum(s.counters.step for s in run.done.values()),
                       train_tokens=sum(s.counters.train_tokens for s in run.done.values()))
     step_metrics = StepMetrics(before.step + counters.step, before.train_tokens + counters.train_tokens)
