@@ -116,6 +116,7 @@ class CellTiming:
     wall_s: float  # around the cell's Ray Train job (trainables/cell.py)
     started: float  # unix time, for start-up and concurrency
     ended: float
+    accuracy: float  # in the JSON: the same cells on another engine must give the same
 
     @property
     def outside_s(self) -> float:
@@ -169,7 +170,7 @@ def cell_timings(outcome: StudyOutcome, timings: Path) -> list[CellTiming]:
     for row in outcome.results.itertuples():
         span = json.loads((timings / f"{row.cell_id}.json").read_text())
         rows.append(CellTiming(row.name, span["ended"] - span["started"], row.train_s, row.eval_s, row.wall_s,
-                               span["started"], span["ended"]))
+                               span["started"], span["ended"], row.accuracy))
     return sorted(rows, key=lambda timing: timing.started)
 
 
