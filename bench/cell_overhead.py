@@ -46,8 +46,14 @@ Measured 2026-12-02 (session 6), both engines, one after the other on an idle ma
         per cell outside train + eval 1.0 s, efficiency 79.2%
     python bench/cell_overhead.py --demo --engine ray_train  (right after; load 2.06 before, 3.59 after)
         12 cells: wall 300.5 s, start-up 29.0 s, per cell outside train + eval 18.8 s, efficiency 50.8%
-(The demo has since rendered its teacher in process and starts its largest students first: see
-the closing note of issue 18 for the figures after those.)
+Measured 2026-12-07 (session 7), after the demo renders its teacher in process (`serve: false`)
+and starts its largest students first, one after the other:
+    python bench/cell_overhead.py --demo --engine in_trial   (load 1.36 before, 1.97 after)
+        12 cells: wall 204.8 s, start-up 9.2 s, per cell outside train + eval 1.2 s (sd 0.9),
+        efficiency 89.9%
+    python bench/cell_overhead.py --demo --engine ray_train  (load 1.68 before, 3.10 after)
+        12 cells: wall 398.0 s, start-up 9.5 s, per cell outside train + eval 26.2 s (sd 1.1),
+        efficiency 56.6%; the 12 accuracies equal to in_trial's
 """
 
 from __future__ import annotations
