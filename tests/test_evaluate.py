@@ -60,6 +60,38 @@ def test_an_answer_sentence_is_complete_only_when_nothing_can_extend_it(text, co
     assert has_complete_answer(text) is complete
 
 
+def test_the_answer_sentence_rule_matches_as_the_earlier_pattern_did_on_random_texts():
+    """The claim pattern was rewritten to match in linear time; on texts made of answer phrases,
+    blanks, line breaks, full stops and words it finds exactly what the earlier pattern found."""
+    import random
+    import re
+
+    from study.core.datasets.math_answers import ANSWER_PHRASE
+    from trainables.evaluate import COMPLETE_ANSWER, FINAL_ANSWER
+
+    earlier = r"[^\n]*?\S[^\n]*?"
+    before = {
+        COMPLETE_ANSWER: re.compile(rf"(?:{ANSWER_PHRASE.pattern}){earlier}(?:(?=\n)|[.!?](?=\s))", re.IGNORECASE),
+        FINAL_ANSWER: re.compile(rf"(?:{ANSWER_PHRASE.pattern}){earlier}(?:(?=\n)|[.!?](?=\s|$)|$)", re.IGNORECASE),
+    }
+    pieces = ["The answer is", "answer:", " ", "  ", "\n", ".", "!", "3", "3.5", "x", "(B)", "\t"]
+    generator = random.Random(0)
+    for _ in range(3000):
+        text = "".join(generator.choice(pieces) for _ in range(generator.randint(1, 14)))
+        for now, then in before.items():
+            found, expected = now.search(text), then.search(text)
+            assert (found and found.span()) == (expected and expected.span()), (text, now.pattern)
+
+
+@pytest.mark.timeout(60)
+def test_a_run_on_line_of_answer_phrases_is_scored_at_once():
+    """A tiny student's degenerate output (one line of "the answer is" repeated, no full stop): the
+    earlier pattern tried every split of the line (10 minutes for one evaluation of 300 such rows)."""
+    run_on = "The answer is " * 400
+    assert not has_complete_answer(run_on)
+    assert cut_after_answer(run_on) == run_on  # at the end of the output, the end closes it
+
+
 @pytest.mark.parametrize("text, kept, answer", [
     ("Half of 7 is 3.5. The answer is 3.5. Then 7 / 2 = 9.", "Half of 7 is 3.5. The answer is 3.5.", "3.5"),
     ("The answer is 3.", "The answer is 3.", "3"),  # at the end of the output the stop closes it

@@ -58,8 +58,11 @@ Engine = Literal["transformers", "vllm"]
 # blank, then a line break or a full stop ("!", "?") followed by whitespace. While generating, the
 # whitespace must be there, so that "The answer is 3." is not cut before "3.5"; at the end of the
 # output (EOS or the token budget) the full stop, or the end itself, closes it. "\boxed{3.5}." and
-# "(B)." end the same way.
-_CLAIM = r"[^\n]*?\S[^\n]*?"
+# "(B)." end the same way. The claim is written so that it has one way to match each text (spaces,
+# the first non-space, then the rest, lazily): `[^\n]*?\S[^\n]*?` matched the same but tried every
+# split of a line without an end, cubic in its length, and a tiny student's run-on line of repeated
+# "the answer is" held one evaluation for 10 minutes.
+_CLAIM = r"[^\S\n]*\S[^\n]*?"
 COMPLETE_ANSWER = re.compile(rf"(?:{ANSWER_PHRASE.pattern}){_CLAIM}(?:(?=\n)|[.!?](?=\s))", re.IGNORECASE)
 FINAL_ANSWER = re.compile(rf"(?:{ANSWER_PHRASE.pattern}){_CLAIM}(?:(?=\n)|[.!?](?=\s|$)|$)", re.IGNORECASE)
 
