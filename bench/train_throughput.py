@@ -44,8 +44,11 @@ run's figures (all rounds), the per-round ratios and their median. The LAST line
 the median over rounds of ours (the first `--attention` listed) / the Trainer, in tokens/s. With
 `--skip-baseline`, or when no round has both runs, there is no `ratio` line.
 
-Measured with rounds: see the issue note. The figures below predate `--rounds` and
-`--min-seconds` (one run of each path, one pass over the examples).
+Measured 2026-12-07 with rounds (`python bench/train_throughput.py`: 3 rounds, each path timed
+for at least 30 s, A B A B A B; this 2-core machine, load average 1.98 at start, 1.04 at end):
+ours 23,438 / 25,204 / 23,618 tokens/s against the Trainer's 15,725 / 15,687 / 15,724: ratios
+1.49x / 1.61x / 1.50x, median 1.50x. The figures below predate `--rounds` and `--min-seconds`
+(one run of each path, one pass over the examples).
 
 Measured 2026-11-24. CPU (this 2-core machine, shared and loaded, one torch thread, 1500
 examples, 169k timed tokens): three runs gave ours 20,737 / 15,967 / 7,412 tokens/s against the
