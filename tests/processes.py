@@ -72,3 +72,10 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def worker_log_lines(ray_temp_dir: str | Path, text: str) -> list[str]:
+    """The lines holding `text` in the worker logs (`worker-*.out`) under a Ray node's temp dir:
+    what Train workers and Tune trials print (the project's Ray runs with log_to_driver off)."""
+    return [line for path in Path(ray_temp_dir).rglob("worker-*.out")
+            for line in path.read_text(errors="replace").splitlines() if text in line]

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import REPO, small_spec, write_spec
-from processes import kill_all, marked_env, new_marker, processes_with
+from processes import kill_all, marked_env, new_marker, processes_with, worker_log_lines
 
 from study.core.spec import ResourcesSpec, SpecError, load_spec
 from study.run.launch import run_study
@@ -102,8 +102,7 @@ def test_a_killed_in_trial_cell_is_tried_again_from_its_last_checkpoint(tmp_path
         assert driver.returncode == 0, out[-4000:]
         (result,) = list(cell_dir.glob("*/result.json"))
         assert '"train_steps": 150' in result.read_text()
-        resumed = [line for p in Path(ray_tmp).rglob("worker-*.out")
-                   for line in p.read_text(errors="replace").splitlines() if "resumed from checkpoint at step" in line]
+        resumed = worker_log_lines(ray_tmp, "resumed from checkpoint at step")
         assert len(resumed) == 1, "the retried trial started from step 0"
         assert 0 < int(resumed[0].rsplit(" ", 1)[1]) < 150
         assert len(list((result.parent / "train").glob("checkpoint_*"))) == 1  # the last one kept

@@ -29,7 +29,8 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import REPO, SHARED_DATA
-from processes import RAY, free_port, kill_all, kill_pids, marked_env, new_marker, processes_using, processes_with
+from processes import (RAY, free_port, kill_all, kill_pids, marked_env, new_marker, processes_using, processes_with,
+                       worker_log_lines)
 from s3 import CREDENTIALS, s3_server
 
 from ray.job_submission import JobStatus, JobSubmissionClient
@@ -155,11 +156,6 @@ def _submit(cluster: LocalCluster, checkout: Path, submission: str, env: dict[st
         time.sleep(2)
 
 
-def _log_has(node_dir: Path, text: str) -> bool:
-    """Whether a worker log of the node (its temp dir) holds `text`."""
-    return any(text in path.read_text(errors="replace") for path in node_dir.rglob("worker-*.out"))
-
-
 def _cell_lines(output: str, name: str) -> list[str]:
     """The progress lines of one cell that finished by training (not 'already done')."""
     return [line for line in output.splitlines()
@@ -201,7 +197,7 @@ def test_the_cluster_path_end_to_end(tmp_path):
             # a Train worker on node-b that has begun its steps (not one still starting: Train may
             # start a worker group again elsewhere, and then no cell would fail)
             _wait(lambda: bool(processes_with(cluster.markers["node-b"], "RayTrainWorker"))
-                  and _log_has(short / "node-b", TRAINING_FROM), "a Train worker training on node-b", 300)
+                  and bool(worker_log_lines(short / "node-b", TRAINING_FROM)), "a Train worker training on node-b", 300)
             time.sleep(2)  # into its 400 steps
             cluster.stop("node-b")  # its cell fails: one attempt per cell
             cluster.start_worker("node-b")

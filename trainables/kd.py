@@ -122,8 +122,8 @@ class DistillationLoss(torch.nn.Module):
         super().__init__()
         self.student = student
         self.settings = settings
-        # a tuple: not registered as a submodule
-        self._teacher = (TargetLogits(teacher) if teacher is not None else None,)
+        # a tuple (empty offline): not registered as a submodule
+        self._online_teacher = (TargetLogits(teacher),) if teacher is not None else ()
         if teacher is not None and teacher.config._attn_implementation != student.config._attn_implementation:
             teacher.set_attn_implementation(student.config._attn_implementation)  # packed / varlen batches
 
@@ -131,7 +131,7 @@ class DistillationLoss(torch.nn.Module):
     def frozen_models(self) -> tuple[TargetLogits, ...]:
         """What runs beside the student and is never trained: the online teacher, whose forward gives
         its target logits (trainables/parallel.py shards it like the student)."""
-        return tuple(module for module in self._teacher if module is not None)
+        return self._online_teacher
 
     def forward(self, batch: dict) -> torch.Tensor:
         logits = target_logits(self.student, batch)
@@ -143,9 +143,9 @@ class DistillationLoss(torch.nn.Module):
         return (1 - self.settings.alpha) * cross_entropy + self.settings.alpha * distillation
 
     def _teacher_top_k(self, batch: dict) -> tuple[torch.Tensor | None, torch.Tensor]:
-        (teacher,) = self._teacher
-        if teacher is None:  # offline: stored with the examples
+        if not self._online_teacher:  # offline: stored with the examples
             return batch["teacher_ids"], batch["teacher_logprobs"]
+        (teacher,) = self._online_teacher
         with torch.no_grad():
             return top_k(teacher(batch), self.settings.top_k)
 

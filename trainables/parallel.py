@@ -8,9 +8,10 @@ optimizer keeps fp32 master weights (the sharded parameters). Both FSDP2 and DDP
 over workers, which `trainables.step.train_step` accounts for. Gloo (CPU) supports both.
 
 A loss module may run frozen models beside its student (kd's online teacher), named by its
-`frozen_models` attribute (`TargetLogits` modules, each around its model). Under FSDP2 they are sharded the same way, layer by layer, so a worker
-holds 1/N of a large teacher; their forwards run in lockstep on every worker as the student's do.
-Under DDP they stay whole on each worker (DDP replicates the student too).
+`frozen_models` attribute (`TargetLogits` modules, each around its model). Under FSDP2 they are
+sharded the same way, layer by layer, so a worker holds 1/N of a large teacher; their forwards run
+in lockstep on every worker as the student's do. Under DDP they stay whole on each worker (DDP
+replicates the student too).
 
 No Ray here: the layout takes the world size; the caller decides it.
 """
