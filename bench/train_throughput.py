@@ -134,6 +134,11 @@ class Round:
     ours: dict[str, Run] = field(default_factory=dict)
     baseline: Run | None = None
 
+    @property
+    def runs(self) -> list[Run]:
+        """The round's runs in the order they ran: ours, then the baseline."""
+        return [*self.ours.values(), *([self.baseline] if self.baseline else [])]
+
     def ratio(self, attention: str) -> float | None:
         run = self.ours.get(attention)
         return run.tokens_per_s / self.baseline.tokens_per_s if run and self.baseline else None
@@ -409,7 +414,7 @@ def print_table(rounds: list[Round], gpu: bool) -> None:
               + (f" {'MFU':>6} {'peak GB':>8}" if gpu else f" {'tok/cpu-s':>10} {'vs base':>8}"))
     print(header)
     for one in rounds:
-        for run in [*one.ours.values(), *([one.baseline] if one.baseline else [])]:
+        for run in one.runs:
             print(run_line(run, one.number, one.baseline, gpu))
 
 
@@ -430,7 +435,7 @@ def run_record(run: Run, number: int, baseline: Run | None, gpu: bool) -> dict:
 def report(rounds: list[Round], args: argparse.Namespace, device_name: str, failed: dict[str, str],
            load: tuple[float, float]) -> None:
     gpu = args.device == "cuda"
-    runs = [(one, run) for one in rounds for run in [*one.ours.values(), *([one.baseline] if one.baseline else [])]]
+    runs = [(one, run) for one in rounds for run in one.runs]
     n_params = runs[0][1].parameters if runs else 0
     print(f"\ndevice: {device_name}; student {n_params / 1e6:.1f}M parameters; ours: {args.tokens_per_step} tokens/step, "
           f"micro-batches of {args.micro_batch_tokens}; baseline: batch 4 x accumulation 4, padded; "
