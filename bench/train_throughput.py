@@ -222,7 +222,7 @@ def run_ours(model: torch.nn.Module, examples: list[Example], pad_id: int, args:
         if number >= args.warmup_steps and window_done(passes, started, args.min_seconds):
             break
     sync(device)
-    rows = f"rows of {args.pack_length}" if args.pack_length else "rows of the step's longest and half"
+    rows = f"rows of {args.pack_length}" if args.pack_length else "length-grouped rows"
     name = f"ours ({attention}{', compiled' if args.compile else ''}, {rows})"
     return Run(name, tokens, time.perf_counter() - started, flops, number + 1 - args.warmup_steps, peak_memory(device),
                time.process_time() - cpu_started, passes, sum(p.numel() for p in model.parameters()))

@@ -1,6 +1,7 @@
 """Packing: a packed batch trains exactly like its samples run one by one, rows are packed tightly,
 and a tiny model learns from packed steps."""
 
+import itertools
 import random
 
 import pytest
@@ -16,7 +17,7 @@ from trainables.packing import (
     flatten_for_varlen,
     keeps_documents_apart,
     pack_rows,
-    pack_rows_two_lengths,
+    length_groups,
     plan_packing,
     step_micro_batches,
     use_varlen_attention,
@@ -211,28 +212,59 @@ def test_the_varlen_path_computes_what_the_packed_rows_compute(monkeypatch):
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-5)
 
 
-@pytest.mark.parametrize("seed", range(3))
-def test_two_row_lengths_hold_every_item_once_and_never_overflow(seed):
+def group_cost(lengths: list[int], groups: list[list[int]]) -> float:
+    """length_groups' cost model, written out: rows x row tokens (attention included) + a forward per group."""
+    cost = 0.0
+    for group in groups:
+        longest = -(-max(lengths[i] for i in group) // 8) * 8
+        cost += len(group) * longest * (1 + longest / 500) + 100
+    return cost
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_length_groups_are_the_cheapest_split_of_the_sorted_items(seed):
+    """Every item once, groups in length order of at least two rows, and no split of the sorted
+    items into consecutive groups of two or more costs less (all of them tried)."""
     rng = random.Random(seed)
-    lengths = [rng.randint(5, 200) for _ in range(120)]
-    long_rows, short_rows = pack_rows_two_lengths(lengths, 200, 100)
-    assert sorted(i for row in long_rows + short_rows for i in row) == list(range(len(lengths)))
-    assert all(sum(lengths[i] for i in row) <= 200 for row in long_rows)
-    assert all(sum(lengths[i] for i in row) <= 100 for row in short_rows)
-    assert len(long_rows) == sum(1 for n in lengths if n > 100)  # one long item per long row
+    lengths = [rng.choice([rng.randint(5, 60), rng.randint(100, 480)]) for _ in range(rng.randint(2, 11))]
+    groups = length_groups(lengths)
+    order = [i for group in groups for i in group]
+    assert sorted(order) == list(range(len(lengths)))
+    assert [lengths[i] for i in order] == sorted(lengths)
+    assert all(len(group) >= 2 for group in groups)
+    splits = [list(cuts) for k in range(len(lengths)) for cuts in itertools.combinations(range(2, len(lengths) - 1), k)]
+    costs = [group_cost(lengths, [order[a:b] for a, b in zip([0, *cuts], [*cuts, len(order)])]) for cuts in splits
+             if all(b - a >= 2 for a, b in zip([0, *cuts], [*cuts, len(order)]))]
+    assert group_cost(lengths, groups) == pytest.approx(min(costs))
+    assert length_groups([7]) == [[0]]
 
 
-def test_a_step_in_two_row_lengths_trains_like_one_by_one():
+def test_a_step_in_length_grouped_rows_trains_like_one_by_one():
+    """One document per row, rows of a micro-batch as long as its longest (rounded up to 8), no
+    position ids and no mask, and the step's loss and gradients equal its documents' one by one."""
     examples = random_examples(20, seed=9, shortest=4, longest=60)
     micro_batches = step_micro_batches(examples, PackingPlan(packing=True), PAD, micro_batch_tokens=None)
-    longest = PackingPlan(packing=True).row_length(examples)
-    assert sorted({b["input_ids"].shape[1] for b in micro_batches}) == [-(-longest // 16) * 8, longest]
-    model = tiny_model()
+    assert len(micro_batches) > 1 and all("position_ids" not in b for b in micro_batches)
+    assert sum(b["input_ids"].shape[0] for b in micro_batches) == len(examples)
+    for batch in micro_batches:
+        longest = int((batch["input_ids"] != PAD).sum(dim=1).max())
+        assert batch["input_ids"].shape[1] == -(-longest // 8) * 8
+    model, alone_model = tiny_model(), tiny_model()
     total_targets = sum(target_count(b) for b in micro_batches)
-    packed = sum(TargetLoss(model)(b) for b in micro_batches) / total_targets
-    with torch.no_grad():
-        alone = sum(TargetLoss(model)(collate_padded([e], PAD)) for e in examples) / total_targets
-    torch.testing.assert_close(packed.detach(), alone, atol=1e-5, rtol=1e-5)
+    (sum(TargetLoss(model)(b) for b in micro_batches) / total_targets).backward()
+    (sum(TargetLoss(alone_model)(collate_padded([e], PAD)) for e in examples) / total_targets).backward()
+    for grouped, alone in zip(gradients(model), gradients(alone_model)):
+        torch.testing.assert_close(grouped, alone, atol=1e-5, rtol=1e-4)
+
+
+def test_micro_batch_tokens_split_length_groups():
+    examples = random_examples(20, seed=9, shortest=4, longest=60)
+    whole = step_micro_batches(examples, PackingPlan(packing=True), PAD, micro_batch_tokens=None)
+    split = step_micro_batches(examples, PackingPlan(packing=True), PAD, micro_batch_tokens=128)
+    assert all(b["input_ids"].numel() <= 128 or b["input_ids"].shape[0] == 1 for b in split)
+    assert len(split) > len(whole)
+    rows = [[row.tolist() for b in micro_batches for row in b["target_ids"]] for micro_batches in (split, whole)]
+    assert rows[0] == rows[1]
 
 
 def test_a_step_whose_examples_all_need_long_rows_packs():

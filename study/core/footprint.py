@@ -129,12 +129,13 @@ def attention_score_bytes(arch: Architecture, device: Device, batch: MicroBatch)
     return arch.heads * batch.rows * batch.row_length**2 * (6 if device == "cuda" else 4)
 
 
-def mask_bytes(arch: Architecture, device: Device, batch: MicroBatch, packed: bool) -> float:
-    """Packed rows through sdpa on a CPU carry one boolean document mask for all layers."""
-    return batch.rows * batch.row_length**2 if packed and device == "cpu" and arch.packs_documents_apart else 0.0
+def mask_bytes(arch: Architecture, device: Device, batch: MicroBatch, masked: bool) -> float:
+    """Rows packed at a pack_length through sdpa on a CPU carry one boolean document mask for all
+    layers (length-grouped rows, one document each, need none)."""
+    return batch.rows * batch.row_length**2 if masked and device == "cpu" and arch.packs_documents_apart else 0.0
 
 
-def estimate_memory(arch: Architecture, layout: TrainLayout, batch: MicroBatch, packed: bool = True) -> MemoryEstimate:
+def estimate_memory(arch: Architecture, layout: TrainLayout, batch: MicroBatch, masked: bool = False) -> MemoryEstimate:
     parameters = arch.parameters
     trained = (parameters if layout.lora_rank is None
                else arch.lora_parameters(layout.lora_rank, list(layout.lora_targets)))
@@ -143,7 +144,7 @@ def estimate_memory(arch: Architecture, layout: TrainLayout, batch: MicroBatch, 
     weights, gradients, optimizer = 4 * parameters / sharded, 4 * trained / sharded, 8 * trained / sharded
     gathered = _gathered(arch, layout, trained, matmul)
     per_layer = batch.tokens * layer_activation_bytes(arch, layout) + attention_score_bytes(arch, layout.device, batch)
-    mask = mask_bytes(arch, layout.device, batch, packed)
+    mask = mask_bytes(arch, layout.device, batch, masked)
     logits = batch.targets * (10 if layout.device == "cuda" else 12) * arch.vocab_size
     if layout.activation_checkpointing:
         # every layer keeps its fp32 input; a layer is recomputed in backward after the logits are gone

@@ -90,8 +90,10 @@ def micro_batch(train: TrainSettings, workers: int, lengths: CorpusLengths) -> M
     """The largest forward pass of one worker, an upper bound: its share of the step that holds the
     corpus's longest example (a fixed number of examples, or a token budget) in rows as long as that
     example (or pack_length), one spare row for the padding packing leaves; split by
-    micro_batch_tokens. Packing without pack_length makes two micro-batches a step (rows of the
-    longest example and rows half as long), so the first one's gradients are held at the second."""
+    micro_batch_tokens. Packing without pack_length puts each example in its own row, in
+    length-grouped micro-batches (trainables.packing.length_groups): bounded by the same tokens in
+    rows of the longest example, in at least two micro-batches a step, so the first one's gradients
+    are held at the second."""
     longest = lengths.max_tokens
     if train.examples_per_batch is not None:
         examples = math.ceil(train.examples_per_batch / workers)
@@ -164,7 +166,7 @@ def cell_memory_gb(arch: Architecture, train: TrainSettings, resources: Resource
     if not arch.packs_documents_apart:  # trained on padded rows (see Architecture.packs_documents_apart)
         train = train.model_copy(update={"packing": False})
     memory = estimate_memory(arch, train_layout(train, resources), micro_batch(train, resources.workers_per_trial, lengths),
-                             train.packing)
+                             masked=train.packing and train.pack_length is not None)
     return memory, memory_per_gpu(memory, resources)
 
 

@@ -333,7 +333,7 @@ class TrainSettings(Frozen):
         True, description="Pack each step's examples into rows (best-fit decreasing), attention kept inside each example; false: padded rows."
     )
     pack_length: int | None = Field(
-        None, gt=8, le=2**20, description="Row length in tokens when packing; None: each step's longest example and half that (fastest on CPU)."
+        None, gt=8, le=2**20, description="Row length in tokens when packing; None: each example in a row of its own, the step's examples grouped by length into micro-batches (fastest on CPU)."
     )
     micro_batch_tokens: int | None = Field(
         None, gt=0, le=2**26, description="Tokens per forward pass (rows x row length); a larger step accumulates gradients. None: one pass per step."
