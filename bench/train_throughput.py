@@ -192,7 +192,7 @@ def run_ours(model: torch.nn.Module, examples: list[Example], pad_id: int, args:
         use_varlen_attention(model)
     prepare_layers(model, activation_checkpointing=False, compile_layers=args.compile)  # as the trainer does
     loss_module = TargetLoss(model)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device == "cuda")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)  # as the trainer does
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     autocast = torch.bfloat16 if device == "cuda" else None
     count_flops = flop_count(model)

@@ -24,6 +24,15 @@ def global_sum(value: float, world: int, device: torch.device | str = "cpu") -> 
     return float(total.item())
 
 
+def global_max(value: int, world: int, device: torch.device | str = "cpu") -> int:
+    """The largest of a number over all ranks."""
+    if world == 1:
+        return value
+    largest = torch.tensor([value], dtype=torch.int64, device=device)
+    torch.distributed.all_reduce(largest, op=torch.distributed.ReduceOp.MAX)
+    return int(largest.item())
+
+
 def target_count(batch: dict) -> int:
     return int((batch["target_ids"] != IGNORE_INDEX).sum())
 
@@ -77,17 +86,24 @@ def train_step(loss_module: torch.nn.Module, optimizer: torch.optim.Optimizer, s
     loss per target token (over all workers).
 
     Each worker's backward sees loss_sum * world / step_targets: DDP and FSDP2 average gradients
-    over the world, which turns that into the sum over all workers' tokens / all of the step's targets."""
+    over the world, which turns that into the sum over all workers' tokens / all of the step's targets.
+    Every worker makes as many passes as the worker with the most micro-batches (FSDP2 gathers
+    weights in every forward, so the workers' passes must pair up): one with fewer repeats its
+    smallest micro-batch at weight 0, which adds nothing to the loss or the gradients."""
     device_type = torch.device(device).type
     step_targets = global_sum(sum(target_count(b) for b in micro_batches), world, device)
+    passes = global_max(len(micro_batches), world, device)
+    smallest = min(micro_batches, key=lambda b: b["input_ids"].numel())
     loss_total = torch.zeros((), device=device)
-    for number, batch in enumerate(micro_batches):
-        last = number == len(micro_batches) - 1
-        with gradient_sync(loss_module, sync=last):
+    for number in range(passes):
+        real = number < len(micro_batches)
+        batch = micro_batches[number] if real else smallest
+        with gradient_sync(loss_module, sync=number == passes - 1):
             with torch.autocast(device_type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
                 loss_sum = loss_module(to_device(batch, device))
-            (loss_sum * (world / step_targets)).backward()
-        loss_total += loss_sum.detach()
+            (loss_sum * (world / step_targets if real else 0.0)).backward()
+        if real:
+            loss_total += loss_sum.detach()
     torch.nn.utils.clip_grad_norm_(loss_module.parameters(), max_grad_norm)
     optimizer.step()
     scheduler.step()

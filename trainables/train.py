@@ -154,8 +154,9 @@ class Layout:
 
 def build_layout(cell: Cell, resources: ResourcesSpec, student: PreTrainedModel, data: TrainingData,
                  device: torch.device, world: int, loss_module_of: Callable[[PreTrainedModel], torch.nn.Module]) -> Layout:
-    """The built `student` (on `device`) laid out for training. GPU: bf16 compute over fp32 master
-    weights, fused AdamW, varlen flash attention when packing."""
+    """The built `student` (on `device`) laid out for training: fused AdamW (one kernel over all
+    parameters, on a CPU as on a GPU); GPU: bf16 compute over fp32 master weights, varlen flash
+    attention when packing."""
     settings = cell.train
     if settings.finetune == "lora":
         student = with_lora(student, settings.lora, cell.student.name)
@@ -166,7 +167,7 @@ def build_layout(cell: Cell, resources: ResourcesSpec, student: PreTrainedModel,
     loss_module = loss_module_of(student)
     wrapped = distribute(loss_module, student, world, resources.sharding, device)
     optimizer = torch.optim.AdamW([p for p in loss_module.parameters() if p.requires_grad], lr=settings.lr_peak,
-                                  weight_decay=settings.weight_decay, fused=device.type == "cuda")
+                                  weight_decay=settings.weight_decay, fused=True)
     scheduler = get_scheduler(settings.schedule, optimizer, num_warmup_steps=int(settings.warmup_ratio * data.n_steps),
                               num_training_steps=data.n_steps)
     return Layout(student, loss_module, wrapped, optimizer, scheduler, varlen)
