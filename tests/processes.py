@@ -74,6 +74,24 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def rank_zero_result(function, world: int, timeout: float = 120.0):
+    """Runs function(rank, world, port, results) in `world` spawned processes (each joins a gloo
+    group on a free port) and returns what rank 0 puts into `results`: an exception after
+    `timeout` instead of a hang; processes still alive after that are killed."""
+    import torch.multiprocessing as mp
+
+    results = mp.get_context("spawn").Queue()
+    context = mp.start_processes(function, args=(world, free_port(), results), nprocs=world, start_method="spawn",
+                                 join=False)
+    try:
+        return results.get(timeout=timeout)
+    finally:
+        for process in context.processes:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
+
+
 def worker_log_lines(ray_temp_dir: str | Path, text: str) -> list[str]:
     """The lines holding `text` in the worker logs (`worker-*.out`) under a Ray node's temp dir:
     what Train workers and Tune trials print (the project's Ray runs with log_to_driver off)."""

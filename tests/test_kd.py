@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import small_spec
+from processes import rank_zero_result
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from study.core.cells import expand_grid
@@ -268,18 +269,10 @@ def test_kd_under_two_fsdp2_processes_gives_the_losses_of_one():
     """Packed, in micro-batches of 24 tokens, split over two FSDP2 ranks: the per-token loss of
     every step is the single process's (the teacher rows follow their tokens through collation)."""
     import queue
-    import socket
-
-    import torch.multiprocessing as mp
 
     _kd_losses(0, 1, 0, local := queue.Queue())
     one = local.get()
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    results = mp.get_context("spawn").Queue()
-    mp.start_processes(_kd_losses, args=(2, port, results), nprocs=2, start_method="spawn")
-    two = results.get(timeout=60)
+    two = rank_zero_result(_kd_losses, world=2, timeout=60)
     for mode in ("offline", "online"):
         assert two[mode] == pytest.approx(one[mode], rel=1e-5), mode
     assert one["teacher_held"] == 1 and two["teacher_held"] == pytest.approx(0.5, abs=0.05)  # the teacher sharded too

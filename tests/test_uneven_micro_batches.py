@@ -7,10 +7,10 @@ from __future__ import annotations
 import os
 import queue
 import random
-import socket
 
 import pytest
 import torch
+from processes import rank_zero_result
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from trainables.data import IGNORE_INDEX, Example
@@ -58,23 +58,8 @@ def _losses(rank: int, world: int, port: int, results) -> None:
 
 
 def test_two_fsdp2_ranks_with_unequal_micro_batch_counts_give_the_losses_of_one():
-    import torch.multiprocessing as mp
-
     counts = {tuple(len(step_micro_batches(share, PLAN, 0, MICRO_BATCH_TOKENS)) for share in _shares(step, 2))
               for step in _steps()}
     assert all(first < second for first, second in counts), counts  # rank 0 has fewer micro-batches every step
     _losses(0, 1, 0, local := queue.Queue())
-    one = local.get()
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    results = mp.get_context("spawn").Queue()
-    context = mp.start_processes(_losses, args=(2, port, results), nprocs=2, start_method="spawn", join=False)
-    try:
-        two = results.get(timeout=120)
-    finally:
-        for process in context.processes:
-            process.join(timeout=30)
-            if process.is_alive():
-                process.kill()
-    assert two == pytest.approx(one, rel=1e-5)
+    assert rank_zero_result(_losses, world=2) == pytest.approx(local.get(), rel=1e-5)
