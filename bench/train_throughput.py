@@ -1,5 +1,6 @@
-"""Training throughput: our step loop (packed rows, document-masked attention, per-token loss over
-the step) against a transformers `Trainer` set up like LLaMA-Factory (padding to the longest in
+"""Training throughput: our step loop (on a CPU length-grouped rows, one document per row with
+no mask; on a GPU rows packed at a fixed length with varlen attention; the LM head only at target
+tokens; per-token loss over the step; fused AdamW) against a transformers `Trainer` set up like LLaMA-Factory (padding to the longest in
 the batch, to a multiple of 8; per-device batch 4; gradient accumulation 4; bf16 autocast on GPU;
 the Trainer's default fused AdamW; no gradient checkpointing, which LLaMA-Factory turns on by
 default and which would make the baseline slower still). Same student (same initial weights),
@@ -23,7 +24,10 @@ the fly on the corpus (trainables/tokenizer.py).
 
 CPU, a tiny student (2 layers, width 64; one torch thread, as a study's trials use; 3 rounds of
 two runs of at least 30 s each, so some 4 minutes; needs `pip install accelerate` for the Trainer):
-    python bench/train_throughput.py --data ../shared/data/svamp/cot
+    python bench/train_throughput.py --data ../shared/data/svamp/cot [--compile]
+(`--compile`: each decoder layer compiled with dynamic shapes, as `resources.compile: true`
+does; length groups have at least two rows, so the first step's graph is the only one and its
+compile stays in the warm-up steps. Needs a C++ compiler.)
 (`--rounds 2 --min-seconds 5 --examples 300` is a quick check that it runs, not a measurement.)
 
 GPU, a LLaMA-3.2-1B-shaped student (random weights; hidden 2048, 16 layers, 32 heads, 8 kv heads,

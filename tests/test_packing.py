@@ -212,6 +212,23 @@ def test_the_varlen_path_computes_what_the_packed_rows_compute(monkeypatch):
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-5)
 
 
+def test_the_varlen_path_takes_length_grouped_rows_as_one_document_each(monkeypatch):
+    """A GPU without pack_length: each length-grouped row is one document of varlen attention
+    (its padding after it, unseen by it), giving the rows' own loss."""
+    import torch.nn.attention.varlen
+
+    monkeypatch.setattr(torch.nn.attention.varlen, "varlen_attn", reference_varlen_attn)
+    examples = random_examples(9, seed=8)
+    for batch in step_micro_batches(examples, PackingPlan(packing=True), PAD, micro_batch_tokens=None):
+        rows, width = batch["input_ids"].shape
+        flat = flatten_for_varlen(batch, max_length=width)
+        assert flat["cu_seq_lens_q"].tolist() == [row * width for row in range(rows + 1)]
+        grouped, varlen = tiny_model().eval(), tiny_model().eval()
+        use_varlen_attention(varlen)
+        with torch.no_grad():
+            torch.testing.assert_close(TargetLoss(varlen)(flat), TargetLoss(grouped)(batch), atol=1e-4, rtol=1e-5)
+
+
 def group_cost(lengths: list[int], groups: list[list[int]]) -> float:
     """length_groups' cost model, written out: rows x row tokens (attention included) + a forward per group."""
     cost = 0.0
