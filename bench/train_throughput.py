@@ -214,7 +214,7 @@ def run_ours(model: torch.nn.Module, examples: list[Example], pad_id: int, args:
         profiling = profile and number == args.warmup_steps
         with torch.profiler.profile() if profiling else contextlib.nullcontext() as profiler:
             loss = train_step(loss_module, optimizer, scheduler, micro_batches, world=1, device=device,
-                              autocast_dtype=autocast, matmul_precision=args.matmul_precision)
+                              autocast_dtype=autocast)
         if profiling:
             sort = "cuda_time_total" if device == "cuda" else "cpu_time_total"
             print(profiler.key_averages().table(sort_by=sort, row_limit=25, max_name_column_width=60), flush=True)
@@ -227,8 +227,7 @@ def run_ours(model: torch.nn.Module, examples: list[Example], pad_id: int, args:
             break
     sync(device)
     rows = f"rows of {args.pack_length}" if args.pack_length else "length-grouped rows"
-    precision = "" if args.matmul_precision == "highest" else f", {args.matmul_precision} matmuls"
-    name = f"ours ({attention}{', compiled' if args.compile else ''}{precision}, {rows})"
+    name = f"ours ({attention}{', compiled' if args.compile else ''}, {rows})"
     return Run(name, tokens, time.perf_counter() - started, flops, number + 1 - args.warmup_steps, peak_memory(device),
                time.process_time() - cpu_started, passes, sum(p.numel() for p in model.parameters()))
 
@@ -314,9 +313,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--attention", nargs="+", choices=["sdpa", "varlen"],
                         help="ours, each in turn every round (default: cpu sdpa, cuda varlen); the last line's ratio is the first's")
     parser.add_argument("--compile", action="store_true", help="torch.compile our model")
-    parser.add_argument("--matmul-precision", choices=["highest", "high", "medium"], default="highest",
-                        help="ours: float32 matmuls while training (training.matmul_precision; medium: bf16 products on a "
-                             "CPU with AMX); the Trainer keeps its default, highest")
     parser.add_argument("--warmup-steps", type=int, default=3, help="optimizer steps left out of the timing, each run")
     parser.add_argument("--rounds", type=int,
                         help="A/B rounds, each ours then the baseline from the same initial weights (default: cpu 3, cuda 1)")
@@ -463,7 +459,6 @@ def report(rounds: list[Round], args: argparse.Namespace, device_name: str, fail
     print(json.dumps({
         "failed": failed,
         "device": device_name, "student_params": n_params, "compile": args.compile,
-        "matmul_precision": args.matmul_precision,
         "tokens_per_step": args.tokens_per_step, "micro_batch_tokens": args.micro_batch_tokens,
         "examples": args.examples, "warmup_steps": args.warmup_steps, "rounds": args.rounds,
         "min_seconds": args.min_seconds, "cpu_count": os.cpu_count(), "load_1min_start": load[0], "load_1min_end": load[1],

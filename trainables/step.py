@@ -7,9 +7,6 @@ No Ray here: the Train loop (trainables/train.py) and bench/train_throughput.py 
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
@@ -82,21 +79,9 @@ def to_device(batch: dict, device: torch.device | str) -> dict:
             for name, value in batch.items()}
 
 
-@contextlib.contextmanager
-def float32_matmul_precision(precision: str) -> Iterator[None]:
-    """torch's process-wide float32 matmul precision inside the block, and what it was after it
-    (evaluation, and the next cell of a reused trial process, get their own)."""
-    before = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision(precision)
-    try:
-        yield
-    finally:
-        torch.set_float32_matmul_precision(before)
-
-
 def train_step(loss_module: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler, micro_batches: list[dict],
                world: int, device: torch.device | str = "cpu", autocast_dtype: torch.dtype | None = None,
-               max_grad_norm: float = 1.0, matmul_precision: str = "highest") -> float:
+               max_grad_norm: float = 1.0) -> float:
     """Forward and backward every micro-batch, then one optimizer step; returns the step's mean
     loss per target token (over all workers).
 
@@ -110,16 +95,15 @@ def train_step(loss_module: torch.nn.Module, optimizer: torch.optim.Optimizer, s
     passes = global_max(len(micro_batches), world, device)
     smallest = min(micro_batches, key=lambda b: b["input_ids"].numel())
     loss_total = torch.zeros((), device=device)
-    with float32_matmul_precision(matmul_precision):
-        for number in range(passes):
-            real = number < len(micro_batches)
-            batch = micro_batches[number] if real else smallest
-            with gradient_sync(loss_module, sync=number == passes - 1):
-                with torch.autocast(device_type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
-                    loss_sum = loss_module(to_device(batch, device))
-                (loss_sum * (world / step_targets if real else 0.0)).backward()
-            if real:
-                loss_total += loss_sum.detach()
+    for number in range(passes):
+        real = number < len(micro_batches)
+        batch = micro_batches[number] if real else smallest
+        with gradient_sync(loss_module, sync=number == passes - 1):
+            with torch.autocast(device_type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
+                loss_sum = loss_module(to_device(batch, device))
+            (loss_sum * (world / step_targets if real else 0.0)).backward()
+        if real:
+            loss_total += loss_sum.detach()
     torch.nn.utils.clip_grad_norm_(loss_module.parameters(), max_grad_norm)
     optimizer.step()
     scheduler.step()

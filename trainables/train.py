@@ -225,8 +225,7 @@ def train(cell: Cell, resources: ResourcesSpec, layout: Layout, data: TrainingDa
         micro_batches = step_micro_batches(chosen, data.plan, tokenizer.pad_token_id, cell.train.micro_batch_tokens)
         if layout.varlen:
             micro_batches = [flatten_for_varlen(batch, data.plan.row_length(chosen)) for batch in micro_batches]
-        loss = train_step(layout.wrapped, layout.optimizer, layout.scheduler, micro_batches, world, device, autocast,
-                          matmul_precision=cell.train.matmul_precision)
+        loss = train_step(layout.wrapped, layout.optimizer, layout.scheduler, micro_batches, world, device, autocast)
         check_loss(loss, step + 1, cell.train)
         lengths = [len(e.input_ids) for e in chosen]
         counters.train_tokens += int(global_sum(sum(lengths), world, device))

@@ -57,8 +57,7 @@ DATASET_LOCATION_FIELDS = frozenset({"path", "hub"})
 # Settings added after studies had results, with the value every earlier cell had: at that value
 # they are left out of the cell id, so earlier cells keep their ids (and results); any other value
 # is in it.
-LATER_SETTINGS = {"student": {"template": "plain"}, "evaluation": {"profile": "robust"},
-                  "train": {"matmul_precision": "highest"}}
+LATER_SETTINGS = {"student": {"template": "plain"}, "evaluation": {"profile": "robust"}}
 # What a cell writes besides its result (the student's export) does not change the result: never in the id.
 OUTPUT_SETTINGS = frozenset({"export"})
 # Which cells a method has (its `students`) is not what any of them computes: in no id.

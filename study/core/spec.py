@@ -316,11 +316,6 @@ class TrainSettings(Frozen):
     epochs: float = Field(3.0, gt=0, le=10_000, description="Passes over the corpus, when max_steps is not set.")
     max_steps: int | None = Field(None, gt=0, le=10**8, description="Optimizer steps; overrides epochs.")
     lr_peak: float = Field(1e-3, gt=0, description="Peak learning rate (AdamW).")
-    matmul_precision: Literal["highest", "high", "medium"] = Field(
-        "highest", description="float32 matmuls while training (torch.set_float32_matmul_precision; evaluation always runs at "
-        "highest): highest is fp32; medium lets a CPU with AMX or AVX-512 BF16 multiply in bf16 with fp32 sums (about "
-        "2x faster matmuls; loss curves within seed noise, bench/matmul_precision.py); high lets a GPU use TF32."
-    )
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     warmup_ratio: float = Field(0.05, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)

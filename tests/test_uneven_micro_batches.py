@@ -1,7 +1,6 @@
-"""trainables/step.py's train_step: workers whose shares of a step make different numbers of
-micro-batches still pair their FSDP2 passes (the one with fewer repeats its smallest at weight 0),
-so two processes give the single process's losses instead of hanging in an all-gather; and the
-training matmul precision holds in the passes only."""
+"""Workers whose shares of a step make different numbers of micro-batches still pair their FSDP2
+passes (trainables/step.py: the one with fewer repeats its smallest at weight 0): two processes
+give the single process's losses instead of hanging in an all-gather."""
 
 from __future__ import annotations
 
@@ -64,25 +63,3 @@ def test_two_fsdp2_ranks_with_unequal_micro_batch_counts_give_the_losses_of_one(
     assert all(first < second for first, second in counts), counts  # rank 0 has fewer micro-batches every step
     _losses(0, 1, 0, local := queue.Queue())
     assert rank_zero_result(_losses, world=2) == pytest.approx(local.get(), rel=1e-5)
-
-
-def test_the_matmul_precision_holds_in_the_passes_and_is_restored_after():
-    from trainables.step import TargetLoss, train_step
-
-    seen = []
-
-    class Recording(TargetLoss):
-        def forward(self, batch: dict) -> torch.Tensor:
-            seen.append(torch.get_float32_matmul_precision())
-            return super().forward(batch)
-
-    torch.manual_seed(0)
-    student = LlamaForCausalLM(LlamaConfig(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                           num_attention_heads=2, num_key_value_heads=2, pad_token_id=0))
-    optimizer = torch.optim.AdamW(student.parameters(), lr=1e-2)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    micro_batches = step_micro_batches(_steps()[0], PLAN, 0, MICRO_BATCH_TOKENS)
-    assert torch.get_float32_matmul_precision() == "highest"
-    train_step(Recording(student), optimizer, scheduler, micro_batches, world=1, matmul_precision="medium")
-    assert seen == ["medium"] * len(micro_batches)
-    assert torch.get_float32_matmul_precision() == "highest"
