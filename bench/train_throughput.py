@@ -48,11 +48,24 @@ run's figures (all rounds), the per-round ratios and their median. The LAST line
 the median over rounds of ours (the first `--attention` listed) / the Trainer, in tokens/s. With
 `--skip-baseline`, or when no round has both runs, there is no `ratio` line.
 
-Measured 2026-12-07 with rounds (`python bench/train_throughput.py`: 3 rounds, each path timed
-for at least 30 s, A B A B A B; this 2-core machine, load average 1.98 at start, 1.04 at end):
-ours 23,438 / 25,204 / 23,618 tokens/s against the Trainer's 15,725 / 15,687 / 15,724: ratios
-1.49x / 1.61x / 1.50x, median 1.50x. The figures below predate `--rounds` and `--min-seconds`
-(one run of each path, one pass over the examples).
+Measured 2026-12-07 with length-grouped rows and fused AdamW (this 2-core machine, idle but for
+the bench, load average 1.00 at start and end of each run; 3 rounds, each path timed for at
+least 30 s, A B A B A B):
+    python bench/train_throughput.py --compile     ours 29,084 / 28,765 / 30,869 tokens/s against
+        the Trainer's 13,942 / 14,966 / 14,606: 2.09x / 1.92x / 2.11x, median 2.09x
+        (an earlier run, before fused AdamW: 2.03x / 1.82x / 2.00x, median 2.00x)
+    python bench/train_throughput.py               ours 24,240 / 27,119 / 27,447 against
+        15,554 / 16,708 / 16,996: 1.56x / 1.62x / 1.61x, median 1.61x
+On a CPU, compiling pays once rows carry no document mask: each layer's graph takes dynamic row
+counts and lengths, compiles in the first step (some 10-20 s, in the warm-up) and fuses the
+norms, rotary embeddings and activations (1.1-1.2x eager here). Tried and dropped on this
+student: bf16 autocast (slower: casts), bf16 matmul products (`torch.set_float32_matmul_precision
+("medium")`, oneDNN on AMX: 0.71x the Trainer, as each new matmul shape builds a kernel), flex
+attention (no backward on CPU), compiled math attention (2-3x slower than sdpa's flash kernel).
+Before length-grouped rows (packed rows of the step's longest example and half that, with a
+document mask; 2026-12-07, load 1.98 at start, 1.04 at end): 1.49x / 1.61x / 1.50x, median 1.50x.
+The figures below predate `--rounds` and `--min-seconds` (one run of each path, one pass over
+the examples).
 
 Measured 2026-11-24. CPU (this 2-core machine, shared and loaded, one torch thread, 1500
 examples, 169k timed tokens): three runs gave ours 20,737 / 15,967 / 7,412 tokens/s against the

@@ -12,7 +12,7 @@ sorted by length and split into micro-batches of rows just long enough for their
 (`length_groups`). No mask is built and attention runs causal over each row, so it costs what the
 documents' own lengths cost; the padding after a document is never seen by it, and its targets
 are ignored. On the tiny student of bench/train_throughput.py this beat packing into rows of the
-step's longest example and half that (which needs a document mask) by 10-15% per token.
+step's longest example and half that (which needs a document mask) by about 10% per token.
 
 How attention stays inside packed documents (an architecture whose attention takes no position
 ids, such as BLOOM's ALiBi, cannot: `keeps_documents_apart` finds that out on the model itself,
