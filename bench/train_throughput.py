@@ -54,6 +54,10 @@ least 30 s, A B A B A B):
     python bench/train_throughput.py --compile     ours 29,084 / 28,765 / 30,869 tokens/s against
         the Trainer's 13,942 / 14,966 / 14,606: 2.09x / 1.92x / 2.11x, median 2.09x
         (an earlier run, before fused AdamW: 2.03x / 1.82x / 2.00x, median 2.00x)
+    python bench/train_throughput.py --compile --rounds 5   (load 0.85 at start, 1.00 at end)
+        ours 35,265 / 32,237 / 32,029 / 32,161 / 33,518 against 15,572 / 14,791 / 15,299 /
+        15,377 / 15,171: 2.26x / 2.18x / 2.09x / 2.09x / 2.21x, median 2.18x; no recompile in
+        the timed window (TORCH_LOGS=recompiles)
     python bench/train_throughput.py               ours 24,240 / 27,119 / 27,447 against
         15,554 / 16,708 / 16,996: 1.56x / 1.62x / 1.61x, median 1.61x
 On a CPU, compiling pays once rows carry no document mask: each layer's graph takes dynamic row
