@@ -144,8 +144,10 @@ def collate_packed(examples: list[Example], row_length: int, pad_id: int) -> dic
 def collate_rows(examples: list[Example], rows: list[list[int]], row_length: int, pad_id: int,
                  positions_by_document: bool = True) -> dict[str, torch.Tensor]:
     """Rows of examples (indices from pack_rows) as tensors; each row's tail is padding. Without
-    `positions_by_document` (one document per row) no position ids are passed: the model's own
-    (0, 1, ...) are the document's, and transformers then builds no mask (attention runs causal)."""
+    `positions_by_document` (one document per row) no position ids are passed: the model's own,
+    0, 1, ..., are the document's, and transformers builds no mask (attention runs causal). Even
+    position ids of 0, 1, ... would make it build one under torch.compile, which cannot check
+    whether they restart."""
     input_ids = torch.full((len(rows), row_length), pad_id, dtype=torch.long)
     targets = torch.full((len(rows), row_length), IGNORE_INDEX, dtype=torch.long)
     positions = torch.zeros((len(rows), row_length), dtype=torch.long)

@@ -92,8 +92,8 @@ def micro_batch(train: TrainSettings, workers: int, lengths: CorpusLengths) -> M
     example (or pack_length), one spare row for the padding packing leaves; split by
     micro_batch_tokens. Packing without pack_length puts each example in its own row, in
     length-grouped micro-batches (trainables.packing.length_groups): bounded by the same tokens in
-    rows of the longest example, in at least two micro-batches a step, so the first one's gradients
-    are held at the second."""
+    rows of the longest example, counted as two micro-batches a step (the first one's gradients
+    held at the second), an upper bound when a step makes one group."""
     longest = lengths.max_tokens
     if train.examples_per_batch is not None:
         examples = math.ceil(train.examples_per_batch / workers)
