@@ -51,7 +51,7 @@ class PackingPlan:
     def row_length(self, examples: list[Example]) -> int:
         if self.pack_length is not None:
             return self.pack_length
-        return -(-max(len(e.input_ids) for e in examples) // 8) * 8
+        return rounded_length(max(len(e.input_ids) for e in examples))
 
 
 class _Rows:
